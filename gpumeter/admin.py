@@ -1,0 +1,77 @@
+"""Operator commands: ``gpumeter check``, ``gpumeter db migrate``, ``gpumeter schema export``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from gpumeter.settings import Settings
+
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "json" / "gpu.usage.v1.schema.json"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    check = sub.add_parser(
+        "check", help="validate the configuration (GPUMETER_* variables) and exit",
+        description="Validate every GPUMETER_* setting, print the effective configuration "
+        "(secrets hidden) and exit 0, or list every problem and exit 2.",
+    )
+    check.set_defaults(handler=_check)
+
+    db = sub.add_parser("db", help="ClickHouse schema management")
+    dbsub = db.add_subparsers(dest="db_command", metavar="<action>", required=True)
+    mig = dbsub.add_parser(
+        "migrate", help="apply pending ClickHouse migrations (idempotent)",
+        description="Apply the ordered migrations in schemas/clickhouse/migrations that are not "
+        "applied yet. Re-running is a no-op. Works on the embedded engine and on a server.",
+    )
+    mig.add_argument("--database", default=None, help="database to migrate (default: the DSN's)")
+    mig.set_defaults(handler=_migrate)
+
+    schema = sub.add_parser("schema", help="event contract")
+    ssub = schema.add_subparsers(dest="schema_command", metavar="<action>", required=True)
+    exp = ssub.add_parser(
+        "export", help="write the JSON Schema of gpu.usage.v1 records",
+        description="Write the JSON Schema that producers in other languages validate against.",
+    )
+    exp.add_argument("--out", type=Path, default=SCHEMA_FILE, help=f"default: {SCHEMA_FILE}")
+    exp.set_defaults(handler=_export_schema)
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    print(settings.model_dump_json(indent=2))
+    print("configuration OK")
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from gpumeter.clickhouse import connect
+    from schemas.clickhouse.migrate import migrate
+
+    client = connect(settings.resolved_clickhouse_dsn, database=args.database,
+                     password=_secret(settings))
+    applied = migrate(client, raw_ttl_days=settings.raw_ttl_days)
+    for m in applied:
+        print(f"applied {m.version:04d}_{m.name}")
+    print("up to date" if not applied else f"{len(applied)} migration(s) applied")
+    return 0
+
+
+def _export_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.usage import json_schema
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render_schema())
+    print(f"wrote {args.out}")
+    return 0
+
+
+def render_schema() -> str:
+    from schemas.usage import json_schema
+
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def _secret(settings: Settings) -> str | None:
+    return settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None

@@ -1,0 +1,82 @@
+"""The ``gpumeter`` console script: one entry point, one subcommand per job.
+
+Each bounded context registers its own subcommands (``agents.cli``, ``streams.cli``,
+``billing.cli``); this module owns the shared ones (demo, sql, db, schema, check) and is the
+only place that reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from gpumeter.settings import Settings, SettingsError, load_settings
+
+EPILOG = """\
+getting started:
+  gpumeter demo                      run the whole pipeline on a simulated fleet (embedded
+                                     broker + embedded ClickHouse), then print exact totals
+  gpumeter sql "SELECT * FROM usage_daily LIMIT 10"
+                                     query the demo's ClickHouse
+  gpumeter agent --simulate --nodes 2 --gpus 8 --duration 1h
+                                     publish simulated usage to a broker
+  gpumeter worker                    turn usage on Kafka into the ClickHouse ledger
+
+configuration comes from GPUMETER_* environment variables; `gpumeter check` validates it and
+prints every problem at once. Run `gpumeter <command> --help` for each command.
+"""
+
+#: Modules that add subcommands: each defines ``register(subparsers) -> None``.
+COMMAND_MODULES = (
+    "agents.cli",
+    "streams.cli",
+    "billing.cli",
+    "gpumeter.demo",
+    "gpumeter.sql",
+    "gpumeter.admin",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpumeter",
+        description="Exact GPU metering and billing: who used which GPU for how long, what "
+        "each tenant owes, and whether the fleet earns its keep.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that context has no commands yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace, Settings], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(**getattr(args, "settings_overrides", {}))
+    except SettingsError as exc:
+        print(f"gpumeter: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(handler(args, settings) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

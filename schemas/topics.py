@@ -1,0 +1,32 @@
+"""Kafka topic names and their partitioning: the contract between agents, workers and sinks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Batches of GPU-second samples, keyed by node id (so one node's batches stay in order).
+USAGE = "gpu.usage.v1"
+#: Records (or samples) the worker refused, with the reason; keyed like their source.
+REJECTED = "gpu.usage.rejected.v1"
+#: Closed (tenant, job, gpu, minute) ledger rows; a later row for the same key and a higher
+#: version supersedes the earlier one (late-sample corrections).
+MINUTELY = "usage.minutely.v1"
+#: Work units reported by jobs (tokens served, ...), keyed by tenant.
+WORK = "gpu.work.v1"
+
+IDLE_TENANT = "__idle__"  # reserved tenant value for GPU-seconds allocated to nobody
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+
+
+def default_topics(partitions: int = 4) -> list[TopicSpec]:
+    return [
+        TopicSpec(USAGE, partitions),
+        TopicSpec(REJECTED, 1),
+        TopicSpec(MINUTELY, partitions),
+        TopicSpec(WORK, 1),
+    ]
