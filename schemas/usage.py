@@ -113,6 +113,21 @@ class GpuSecond(BaseModel):
                 )
         return self
 
+    @classmethod
+    def unchecked(cls, fields: dict[str, Any]) -> GpuSecond:
+        """Build a sample from a complete dict of trusted field values, skipping validation.
+
+        For samplers producing millions of samples they computed themselves (about 5x faster
+        than ``model_construct``). ``fields`` must hold every field; the worker validates
+        everything it receives regardless.
+        """
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "__dict__", fields)
+        object.__setattr__(obj, "__pydantic_fields_set__", _SAMPLE_FIELDS)
+        object.__setattr__(obj, "__pydantic_extra__", None)
+        object.__setattr__(obj, "__pydantic_private__", None)
+        return obj
+
     @property
     def event_id(self) -> uuid.UUID:
         return sample_event_id(self.gpu_uuid, self.mig_uuid, self.ts)
@@ -124,6 +139,9 @@ class GpuSecond(BaseModel):
     @property
     def allocated(self) -> bool:
         return self.tenant is not None
+
+
+_SAMPLE_FIELDS = frozenset(GpuSecond.model_fields)
 
 
 class Gap(BaseModel):

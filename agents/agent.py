@@ -1,0 +1,173 @@
+"""The node agent: sample every second, batch, spool, deliver.
+
+One :class:`NodeAgent` per node. Per second it asks its sampler for the node's samples; every
+``flush_every_s`` seconds of *sample time* it seals a batch (a ``gpu.usage.v1`` record), appends
+it to the spool (durable) and lets delivery send it. Time comes from a clock object so the same
+code runs at 1 Hz on real GPUs and in accelerated time on a simulated fleet:
+
+- :func:`run_realtime`: wakes at each wall-clock second boundary and samples the second that
+  just ended. If it wakes late (stalled), the seconds it missed are reported as a gap, never
+  invented.
+- :func:`run_accelerated`: steps sample time as fast as allowed (``speed`` simulated seconds
+  per wall second, or unbounded) over [start, end) for samplers that can answer for any second
+  (simulated fleet, trace replay). On restart it resumes after the last spooled second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from agents.kafka import Delivery
+from agents.sampler import Sampler
+from agents.spool import Spool
+from schemas.usage import SCHEMA_VERSION, Gap, GpuSecond
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentStats:
+    samples: int = 0
+    batches: int = 0
+    gap_seconds: int = 0
+
+
+@dataclass
+class NodeAgent:
+    sampler: Sampler
+    spool: Spool
+    delivery: Delivery
+    flush_every_s: int = 10
+    stats: AgentStats = field(default_factory=AgentStats)
+    _samples: list[GpuSecond] = field(default_factory=list)
+    _gaps: list[Gap] = field(default_factory=list)
+    _batch_start: int | None = None
+
+    @property
+    def node_id(self) -> str:
+        return self.sampler.node_id
+
+    def record_second(self, ts: int) -> None:
+        """Sample second ``ts`` and seal a batch when the flush interval is complete."""
+        if self._batch_start is None:
+            self._batch_start = ts
+        self._samples.extend(self.sampler.sample(ts))
+        if ts + 1 - self._batch_start >= self.flush_every_s:
+            self.seal(last_ts=ts)
+
+    def record_gap(self, start: int, end: int, reason: str) -> None:
+        self._gaps.append(Gap(start=start, end=end, reason=reason))  # type: ignore[arg-type]
+        self.stats.gap_seconds += end - start
+
+    def seal(self, last_ts: int) -> None:
+        """Append the open batch to the spool (durable from here on)."""
+        if not self._samples and not self._gaps:
+            return
+        seq = self.spool.next_seq
+        payload = encode_batch(self.node_id, self.spool.agent_id, seq, self._samples, self._gaps)
+        self.spool.append(seq, payload, n_samples=len(self._samples), last_ts=last_ts)
+        self.stats.samples += len(self._samples)
+        self.stats.batches += 1
+        self._samples = []
+        self._gaps = []
+        self._batch_start = None
+
+    def resume_after(self) -> int | None:
+        """The last second already spooled before a restart, if any."""
+        return self.spool.last_ts
+
+
+def encode_batch(
+    node_id: str, agent_id: str, seq: int, samples: Sequence[GpuSecond], gaps: Sequence[Gap]
+) -> bytes:
+    """Serialize a batch. Samples go out through their field dicts: pydantic's model_dump costs
+    several microseconds per sample, and the agent may spool millions in accelerated runs."""
+    return orjson.dumps(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "node_id": node_id,
+            "agent_id": agent_id,
+            "seq": seq,
+            "samples": [s.__dict__ for s in samples],
+            "gaps": [g.__dict__ for g in gaps],
+        }
+    )
+
+
+Progress = Callable[[int, int], None]  # (seconds done, seconds total)
+
+
+def run_accelerated(
+    agents: Sequence[NodeAgent],
+    start: int,
+    end: int,
+    *,
+    speed: float | None = None,
+    progress: Progress | None = None,
+    drain_timeout: float = 120.0,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Sample [start, end) for every node as fast as ``speed`` allows; drain; True if drained."""
+    resume = [a.resume_after() for a in agents]
+    first = min((r + 1 if r is not None else start) for r in resume)
+    first = max(first, start)
+    wall0 = time.monotonic()
+    for ts in range(first, end):
+        if should_stop():
+            break
+        for agent, done_through in zip(agents, resume, strict=True):
+            if done_through is None or ts > done_through:
+                agent.record_second(ts)
+        if ts % 10 == 0:
+            for agent in agents:
+                agent.delivery.pump()
+            if progress:
+                progress(ts + 1 - start, end - start)
+            if speed:
+                ahead = (ts + 1 - first) / speed - (time.monotonic() - wall0)
+                if ahead > 0:
+                    time.sleep(ahead)
+    for agent in agents:
+        agent.seal(last_ts=end - 1)
+    if progress:
+        progress(end - start, end - start)
+    deadline = time.monotonic() + drain_timeout
+    ok = True
+    for agent in agents:
+        ok &= agent.delivery.flush(timeout=max(0.0, deadline - time.monotonic()))
+    return ok
+
+
+def run_realtime(
+    agent: NodeAgent,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    max_restart_gap_s: int = 86_400,
+    on_second: Callable[[int], None] | None = None,
+) -> None:
+    """Sample at 1 Hz aligned to wall-clock seconds until ``should_stop()``."""
+    last = agent.resume_after()
+    now = int(time.time())
+    if last is not None and 0 < now - 1 - last <= max_restart_gap_s:
+        agent.record_gap(last + 1, now - 1, "agent_restarted")
+    expected: int | None = None
+    while not should_stop():
+        time.sleep(max(0.0, (int(time.time()) + 1) - time.time()))
+        ts = int(time.time()) - 1  # the second that just ended
+        if expected is not None and ts > expected:
+            agent.record_gap(expected, ts, "agent_stalled")  # missed seconds: reported, not invented
+        elif expected is not None and ts < expected:
+            continue  # the clock went backwards: never sample a second twice
+        agent.record_second(ts)
+        agent.delivery.pump()
+        expected = ts + 1
+        if on_second:
+            on_second(ts)
+    if expected is not None:
+        agent.seal(last_ts=expected - 1)
+    agent.delivery.flush(timeout=10)
