@@ -1,0 +1,166 @@
+"""``gpumeter invoices ...``: price book check, run, finalize, export, reconcile, show."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from gpumeter.settings import Settings
+
+DEMO_PRICEBOOK = Path(__file__).resolve().parent / "pricebook.demo.toml"
+
+EPILOG = """\
+invoice a month:
+  gpumeter invoices check --pricebook prices.toml   validate the price book (every problem)
+  gpumeter invoices run --period 2026-01 --pricebook prices.toml
+                                                    draft invoices (re-run freely until final)
+  gpumeter invoices finalize --period 2026-01       number, hash and freeze them
+  gpumeter invoices export --period 2026-01 --format pdf --out invoices/
+  gpumeter invoices reconcile --period 2026-01      prove invoices + adjustments = ledger
+
+Usage that arrives after a period is finalized is billed as adjustment lines on the tenant's
+next invoice: run (and finalize) the next period. See billing/README.md.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    inv = sub.add_parser(
+        "invoices", help="rate usage into monthly invoices; finalize, export, reconcile",
+        description="Monthly billing: rate the ledger with a price book into draft invoices, "
+        "finalize them (gapless numbers, content hash, immutable), export CSV/JSON/PDF, and "
+        "reconcile invoices against the ledger.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = inv.add_subparsers(dest="invoices_command", metavar="<action>", required=True)
+
+    def add(name: str, help_: str, handler: Any, *, period: bool = True,
+            pricebook: bool = False) -> argparse.ArgumentParser:
+        p = s.add_parser(name, help=help_, description=help_)
+        if period:
+            p.add_argument("--period", required=True, metavar="YYYY-MM",
+                           help="billing period: a calendar month in UTC")
+        if pricebook:
+            p.add_argument("--pricebook", type=Path, default=DEMO_PRICEBOOK,
+                           help=f"price book TOML (default: the demo's, {DEMO_PRICEBOOK.name})")
+        p.add_argument("--database", default=None, help="ClickHouse database (default: DSN's)")
+        p.set_defaults(handler=handler)
+        return p
+
+    add("check", "validate a price book and list every problem", _check, period=False,
+        pricebook=True)
+    add("run", "draft invoices for every tenant with usage, a commitment or pending "
+        "adjustments in the period", _run, pricebook=True)
+    add("finalize", "give the period's drafts gapless numbers and a content hash; "
+        "afterwards they are immutable", _finalize)
+    exp = add("export", "write the period's invoices as CSV (accounting), JSON (documents) "
+              "or PDF (customers)", _export)
+    exp.add_argument("--format", choices=["csv", "json", "pdf"], required=True)
+    exp.add_argument("--out", type=Path, required=True, help="output directory")
+    add("reconcile", "re-rate the period from the ledger and prove finalized invoices plus "
+        "adjustments match it; exit 1 on any difference", _reconcile)
+    add("show", "list the period's invoices", _show)
+
+
+def _client(args: argparse.Namespace, settings: Settings) -> Any:
+    from gpumeter.clickhouse import connect
+    from schemas.clickhouse.migrate import migrate
+
+    pw = settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
+    client = connect(settings.resolved_clickhouse_dsn, database=args.database, password=pw)
+    migrate(client)  # idempotent: the billing tables exist before the first run
+    return client
+
+
+def _guard(fn: Any) -> Any:
+    """Billing and ClickHouse errors become one clear message and exit status 1."""
+    def wrapped(args: argparse.Namespace, settings: Settings) -> int:
+        from billing.errors import BillingError
+        from gpumeter.clickhouse import ClickHouseError
+
+        try:
+            return int(fn(args, settings))
+        except (BillingError, ClickHouseError) as exc:
+            print(f"gpumeter invoices: {exc}", file=sys.stderr)
+            return 1
+    return wrapped
+
+
+@_guard
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from billing.pricebook import load_pricebook
+
+    book = load_pricebook(args.pricebook)
+    print(f"{args.pricebook}: OK ({book.currency}, {len(book.rates)} rates, "
+          f"{len(book.contracts)} tenant contracts)")
+    return 0
+
+
+@_guard
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from billing.period import Period
+    from billing.pricebook import load_pricebook
+    from billing.service import run_period
+
+    book = load_pricebook(args.pricebook)
+    result = run_period(_client(args, settings), book, Period.parse(args.period))
+    for inv in result.drafted:
+        adj = sum(1 for ln in inv.lines if ln.kind == "adjustment")
+        print(f"draft  {inv.tenant:<16} {inv.gpu_hours:>12.3f} GPU-h  "
+              f"{inv.total:>14} {inv.currency}" + (f"  ({adj} adjustment lines)" if adj else ""))
+    for tenant, number in result.refused:
+        print(f"refused {tenant}: invoice {number} for {args.period} is finalized and immutable; "
+              "late usage goes onto the next period's invoice as adjustments", file=sys.stderr)
+    if not result.drafted and result.refused:
+        return 1
+    print(f"{len(result.drafted)} draft invoice(s) for {args.period}")
+    return 0
+
+
+@_guard
+def _finalize(args: argparse.Namespace, settings: Settings) -> int:
+    from billing.period import Period
+    from billing.service import finalize_period
+
+    done = finalize_period(_client(args, settings), Period.parse(args.period))
+    if not done:
+        print(f"no draft invoices for {args.period} (already finalized, or run first)",
+              file=sys.stderr)
+        return 1
+    for inv in done:
+        print(f"{inv.number}  {inv.tenant:<16} {inv.total:>14} {inv.currency}  "
+              f"sha256 {inv.content_hash[:16]}")
+    return 0
+
+
+@_guard
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from billing.period import Period
+    from billing.service import export_period
+
+    paths = export_period(_client(args, settings), Period.parse(args.period), args.format,
+                          args.out)
+    for p in paths:
+        print(p)
+    return 0
+
+
+@_guard
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from billing.period import Period
+    from billing.reconcile import reconcile_period
+
+    report = reconcile_period(_client(args, settings), Period.parse(args.period))
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+@_guard
+def _show(args: argparse.Namespace, settings: Settings) -> int:
+    from billing.period import Period
+    from billing.service import summaries
+
+    for s in summaries(_client(args, settings), Period.parse(args.period)):
+        print(f"{s.number or '(draft)':<16} {s.tenant:<16} {s.status:<9} {s.gpu_hours:>12} "
+              f"GPU-h {s.total:>14} {s.currency}")
+    return 0

@@ -1,0 +1,184 @@
+"""The invoice document: lines, per-job usage, totals, the prices used; canonical JSON and hash.
+
+The canonical JSON (sorted keys, no whitespace, UTF-8, every number an exact decimal string)
+is what is stored in ``invoices.document``, exported as ``<number>.json`` and hashed: the
+content hash of a finalized invoice is ``sha256`` of exactly those bytes, so anyone can verify
+an exported file against the ledger of record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from billing.pricing import TenantPricing, _plain
+
+SCHEMA_VERSION = "invoice.v1"
+Status = Literal["draft", "finalized"]
+LineKind = Literal[
+    "usage", "commitment", "overage", "discount", "credit", "energy", "tax", "adjustment"
+]
+#: Kinds that follow from usage and prices, so a re-rating can prove or correct them. Credits
+#: depend on other invoices' consumption and tax on the invoice it sits on: neither is re-rated.
+RATED_KINDS: frozenset[str] = frozenset({"usage", "commitment", "overage", "discount", "energy"})
+_ID_NAMESPACE = uuid.UUID("6f1c7a52-2f0e-4b8e-9a57-3c1b0c7e4d10")
+
+
+def invoice_id_for(issuer_prefix: str, tenant: str, period: str) -> str:
+    """Deterministic: a re-run of a draft replaces the same row instead of adding one."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{issuer_prefix}/{tenant}/{period}"))
+
+
+def _clean(d: Decimal) -> Decimal:
+    # -0.00 and 0.00 are the same money; one spelling keeps documents byte-identical.
+    return abs(d) if d == 0 else d
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    line_no: int
+    kind: LineKind
+    gpu_model: str
+    billing_class: str
+    description: str
+    quantity: Decimal
+    unit: str
+    unit_price: Decimal
+    amount: Decimal
+    #: adjustment: the original invoice number; credit: the credit id.
+    reference: str = ""
+    #: adjustment: the period and the kind of line it corrects.
+    ref_period: str = ""
+    ref_kind: str = ""
+    #: exact billable GPU-seconds behind usage/overage/adjustment lines (quantity is rounded).
+    seconds: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("quantity", "unit_price", "amount"):
+            object.__setattr__(self, name, _clean(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class JobUsage:
+    """The customer's per-job breakdown: what ran, on how many GPUs, for how long."""
+
+    job: str
+    gpu_model: str
+    billing_class: str
+    gpus: int
+    first_minute: datetime
+    last_minute: datetime
+    gpu_seconds: int  # metered (distinct allocated GPU-seconds)
+    billable_seconds: int  # after the plan's minimum duration and increment
+    energy_mj: int
+
+
+@dataclass(frozen=True)
+class Invoice:
+    invoice_id: str
+    tenant: str
+    period: str
+    currency: str
+    minor_unit: int
+    pricing: TenantPricing
+    lines: tuple[InvoiceLine, ...]
+    jobs: tuple[JobUsage, ...]
+    status: Status = "draft"
+    number: str = ""
+    issued_on: date | None = None
+    due_on: date | None = None
+    subtotal: Decimal = field(init=False)
+    tax: Decimal = field(init=False)
+    total: Decimal = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Totals are sums of rounded lines; nothing is rounded here.
+        sub = sum((ln.amount for ln in self.lines if ln.kind != "tax"), Decimal(0))
+        tax = sum((ln.amount for ln in self.lines if ln.kind == "tax"), Decimal(0))
+        object.__setattr__(self, "subtotal", _clean(sub))
+        object.__setattr__(self, "tax", _clean(tax))
+        object.__setattr__(self, "total", _clean(sub + tax))
+
+    @property
+    def gpu_seconds(self) -> int:
+        return sum(j.gpu_seconds for j in self.jobs)
+
+    @property
+    def gpu_hours(self) -> Decimal:
+        return Decimal(self.gpu_seconds) / 3600
+
+    def finalized(self, number: str, issued_on: date) -> Invoice:
+        due = date.fromordinal(issued_on.toordinal() + self.pricing.issuer.payment_terms_days)
+        return replace(self, status="finalized", number=number, issued_on=issued_on, due_on=due)
+
+    # -- the document ----------------------------------------------------------------------
+
+    def document(self) -> dict[str, Any]:
+        p = self.pricing
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "invoice_id": self.invoice_id,
+            "status": self.status,
+            "number": self.number,
+            "issued_on": self.issued_on.isoformat() if self.issued_on else None,
+            "due_on": self.due_on.isoformat() if self.due_on else None,
+            "period": self.period,
+            "tenant": self.tenant,
+            "currency": self.currency,
+            "minor_unit": self.minor_unit,
+            "issuer": _plain(p.issuer),
+            "customer": _plain(p.contract.customer),
+            "lines": [_plain(ln) for ln in self.lines],
+            "subtotal": format(self.subtotal, "f"),
+            "tax": format(self.tax, "f"),
+            "total": format(self.total, "f"),
+            "usage": {
+                "gpu_seconds": self.gpu_seconds,
+                "jobs": [
+                    {**_plain(j), "first_minute": _ts(j.first_minute),
+                     "last_minute": _ts(j.last_minute)} for j in self.jobs
+                ],
+            },
+            "pricing": p.to_dict(),
+        }
+
+    def canonical_json(self) -> bytes:
+        return canonical_json(self.document())
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json()).hexdigest()
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Invoice:
+        lines = tuple(
+            InvoiceLine(**{**ln, **{k: Decimal(ln[k]) for k in ("quantity", "unit_price", "amount")}})
+            for ln in doc["lines"]
+        )
+        jobs = tuple(
+            JobUsage(**{**j, "first_minute": datetime.fromisoformat(j["first_minute"]),
+                        "last_minute": datetime.fromisoformat(j["last_minute"])})
+            for j in doc["usage"]["jobs"]
+        )
+        return cls(
+            invoice_id=doc["invoice_id"], tenant=doc["tenant"], period=doc["period"],
+            currency=doc["currency"], minor_unit=doc["minor_unit"],
+            pricing=TenantPricing.from_dict(doc["pricing"]), lines=lines, jobs=jobs,
+            status=doc["status"], number=doc["number"],
+            issued_on=date.fromisoformat(doc["issued_on"]) if doc["issued_on"] else None,
+            due_on=date.fromisoformat(doc["due_on"]) if doc["due_on"] else None,
+        )
+
+
+def canonical_json(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _ts(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")

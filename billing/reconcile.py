@@ -1,0 +1,134 @@
+"""Reconcile a period: prove the finalized invoices (plus their adjustments) equal the ledger.
+
+Checks, each reported as a difference when it fails:
+
+1. Integrity: every finalized invoice's stored hash is sha256 of its stored document.
+2. Money: re-rating the period from today's ledger with each invoice's own prices equals the
+   invoice's rated lines plus every adjustment written for it (on any later invoice, draft or
+   finalized; adjustments still on drafts are listed as pending).
+3. Coverage: every tenant with usage in the period has a finalized invoice.
+4. Conservation per GPU: billed GPU-seconds + idle GPU-seconds = GPU-seconds observed, where
+   observed is the number of distinct seconds in the raw archive (usage_seconds FINAL) when
+   the archive reaches back as far as the ledger for the period, otherwise the distinct seconds
+   of the ledger's own masks (bitCount of the OR of every row's seconds_mask per GPU-minute),
+   which still proves no second is counted for two allocations. The report says which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from billing.period import Period
+from billing.pricebook import IDLE_TENANT
+from billing.service import rerate_differences
+from billing.store import BillingStore, QueryClient
+
+RAW = "raw archive (usage_seconds FINAL)"
+LEDGER = "ledger masks (raw archive expired or not covering the period)"
+
+
+@dataclass
+class GpuBalance:
+    gpu: str
+    billed: int
+    idle: int
+    observed: int
+    source: str
+
+    @property
+    def ok(self) -> bool:
+        return self.billed + self.idle == self.observed
+
+
+@dataclass
+class ReconcileReport:
+    period: Period
+    checked: list[str] = field(default_factory=list)  # invoice numbers proven
+    differences: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # adjustments on draft invoices
+    gpus: list[GpuBalance] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+    def lines(self) -> list[str]:
+        out = [f"reconcile {self.period}: {len(self.checked)} finalized invoice(s) checked"]
+        out += [f"  pending: {p}" for p in self.pending]
+        billed = sum(g.billed for g in self.gpus)
+        idle = sum(g.idle for g in self.gpus)
+        observed = sum(g.observed for g in self.gpus)
+        sources = sorted({g.source for g in self.gpus}) or ["no usage"]
+        out.append(f"conservation over {len(self.gpus)} GPU(s): billed {billed} + idle {idle} "
+                   f"= {billed + idle} GPU-seconds; observed {observed} (from {'; '.join(sources)})")
+        out += [f"  DIFFERENCE: {d}" for d in self.differences]
+        out.append("OK: invoices match the ledger" if self.ok else
+                   f"FAILED: {len(self.differences)} difference(s)")
+        return out
+
+
+def reconcile_period(client: QueryClient, period: Period) -> ReconcileReport:
+    store = BillingStore(client)
+    report = ReconcileReport(period)
+    invoices = store.invoices(period=period)
+    finalized = {s.invoice.tenant: s for s in invoices if s.status == "finalized"}
+    for tenant, stored in sorted(finalized.items()):
+        number = stored.invoice.number
+        if hashlib.sha256(stored.document.encode()).hexdigest() != stored.content_hash:
+            report.differences.append(f"{number} ({tenant}): stored document does not match "
+                                      "its content hash")
+        for holder in store.invoices_with_adjustments(number):
+            if holder.status == "draft":
+                report.pending.append(f"adjustments for {number} are on the draft invoice of "
+                                      f"{holder.invoice.tenant} {holder.invoice.period}; "
+                                      "finalize it")
+        for d in rerate_differences(store, stored):
+            kind, model, klass, unit, price = d.key
+            report.differences.append(
+                f"{number} ({tenant}): {kind} {model} {klass} at {price}/{unit or 'unit'}: "
+                f"ledger says {d.amount:+} {stored.invoice.currency} ({d.seconds:+} GPU-s) "
+                "more than invoiced + adjusted; run the next period to bill it")
+        report.checked.append(number)
+    for tenant in sorted(store.tenants_with_usage(period) - set(finalized)):
+        state = next((s.status for s in invoices if s.invoice.tenant == tenant), "none")
+        report.differences.append(f"{tenant} has usage in {period} but no finalized invoice "
+                                  f"(invoice: {state})")
+    report.gpus = conservation(store, period)
+    report.differences += [
+        f"GPU {g.gpu}: billed {g.billed} + idle {g.idle} = {g.billed + g.idle} GPU-seconds, "
+        f"but {g.observed} observed ({g.source})" for g in report.gpus if not g.ok
+    ]
+    return report
+
+
+def conservation(store: BillingStore, period: Period) -> list[GpuBalance]:
+    params = {"start": period.start, "end": period.end, "idle": IDLE_TENANT}
+    span = "minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')}"
+    ledger = store._query(
+        f"""SELECT if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid)) AS gpu,
+                  sumIf(gpu_seconds, tenant != {{idle:String}}),
+                  sumIf(gpu_seconds, tenant = {{idle:String}}), min(minute)
+           FROM usage_minutely FINAL WHERE {span} GROUP BY gpu""", **params)
+    masks = dict(store._query(
+        f"""SELECT gpu, sum(bitCount(m)) FROM (
+              SELECT if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid)) AS gpu,
+                     minute, groupBitOr(seconds_mask) AS m
+              FROM usage_minutely FINAL WHERE {span} GROUP BY gpu, minute) GROUP BY gpu""",
+        **params))
+    raw = {g: (int(n), first) for g, n, first in store._query(
+        """SELECT if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid)) AS gpu,
+                  uniqExact(ts), min(ts)
+           FROM usage_seconds FINAL
+           WHERE ts >= {start:DateTime('UTC')} AND ts < {end:DateTime('UTC')} GROUP BY gpu""",
+        **params)}
+    earliest_raw = store._query("SELECT min(ts), count() FROM usage_seconds")
+    out = []
+    for gpu, billed, idle, first_minute in sorted(ledger):
+        # The raw archive is authoritative only if it still holds this GPU's first ledger minute.
+        r = raw.get(gpu)
+        covers = r is not None and earliest_raw[0][1] and r[1] <= first_minute.replace(
+            second=59)
+        observed, source = (r[0], RAW) if covers and r else (int(masks.get(gpu, 0)), LEDGER)
+        out.append(GpuBalance(gpu, int(billed), int(idle), observed, source))
+    return out

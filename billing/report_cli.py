@@ -1,0 +1,86 @@
+"""``gpumeter report``: utilization, idle capacity and return on assets for a period."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gpumeter.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="utilization, idle capacity and return on assets for a month or day",
+        description="Read the ledger (and the period's invoices when they exist) and print "
+        "utilization, energy, revenue, costs, margin, ROA, break-even utilization and the value "
+        "of idle capacity per fleet, GPU model, node and tenant; write one self-contained HTML "
+        "file with charts. Costs come from the asset register (TOML; see "
+        "billing/assets.demo.toml for every field).",
+        epilog="examples:\n  gpumeter report --period 2025-03\n"
+        "  gpumeter report --period 2025-03-14 --assets site-assets.toml --out reports/\n"
+        "  gpumeter report --assets site-assets.toml --validate",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--period", help="YYYY-MM (a UTC month) or YYYY-MM-DD (a UTC day)")
+    p.add_argument("--out", type=Path, default=Path("."), help="folder for the HTML (default: .)")
+    p.add_argument("--assets", type=Path, default=None,
+                   help="asset register TOML (default: billing/assets.demo.toml)")
+    p.add_argument("--database", default=None, help="ClickHouse database (default: the DSN's)")
+    p.add_argument("--validate", action="store_true",
+                   help="only check the asset register, print every problem, and exit")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from billing.assets import AssetRegisterError, load_assets
+
+    try:
+        register_ = load_assets(args.assets)
+    except AssetRegisterError as exc:
+        print(f"gpumeter report: {exc}", file=sys.stderr)
+        return 2
+    if args.validate:
+        print(f"asset register OK: {len(register_.assets)} asset class(es), "
+              f"{len(register_.models)} GPU model rate(s)")
+        return 0
+    if not args.period:
+        print("gpumeter report: --period YYYY-MM is required", file=sys.stderr)
+        return 2
+
+    from rich.console import Console
+
+    from billing.metrics import parse_period
+    from billing.report import build_report, print_summary, render_html
+    from gpumeter.clickhouse import ClickHouseError, connect
+    from gpumeter.sql import server_error
+
+    try:
+        parse_period(args.period)
+    except ValueError as exc:
+        print(f"gpumeter report: {exc}", file=sys.stderr)
+        return 2
+    password = (settings.clickhouse_password.get_secret_value()
+                if settings.clickhouse_password else None)
+    try:
+        client = connect(settings.resolved_clickhouse_dsn, database=args.database,
+                         password=password)
+        report = build_report(client, args.period, args.assets)
+    except ClickHouseError as exc:
+        print(f"gpumeter report: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # driver errors keep the server's code and name
+        if type(exc).__module__.startswith("clickhouse_connect"):
+            err = server_error(exc)
+            hint = " (is the schema migrated? run `gpumeter db migrate`)" if err.code == 60 else ""
+            print(f"gpumeter report: {err.render()}{hint}", file=sys.stderr)
+            return 1
+        raise
+    # Piped output gets a fixed width wide enough for the tables; a terminal uses its own.
+    print_summary(report, Console(width=None if sys.stdout.isatty() else 140))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"gpumeter-report-{report.period.label}.html"
+    path.write_text(render_html(report), encoding="utf-8")
+    print(f"wrote {path}")
+    return 0

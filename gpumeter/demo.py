@@ -1,0 +1,348 @@
+"""``gpumeter demo``: the whole pipeline on one machine, checked against ground truth.
+
+Embedded broker (Tansu) + a stream worker (Faust, in a subprocess) + embedded ClickHouse (chDB)
++ a simulated fleet publishing a simulated day in accelerated time. Then: per-tenant totals
+compared with the simulator's ground truth, the month's invoices, and the utilization report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gpumeter.settings import Settings
+
+MARKER = ".gpumeter-demo"
+GROUP = "gpumeter-demo-worker"
+
+DESCRIPTION = """\
+Run the whole pipeline on this machine with nothing else running: an embedded Kafka-compatible
+broker, the stream worker, an embedded ClickHouse in <data_dir>/clickhouse, and a simulated
+fleet (default 4 nodes x 8 GPUs, 5 tenants, one simulated day) publishing in accelerated time.
+Then print per-tenant GPU-hours compared with the simulator's ground truth ("exact: yes/no"),
+produce and finalize the month's invoices, and write the utilization report.
+
+Exit status: 0 when every figure matches the ground truth, 1 otherwise.
+Re-running replaces the previous demo's data (and only demo data: a data directory holding
+anything else is refused).
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the whole pipeline on a simulated fleet and check it",
+                       description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=4, help="simulated nodes (default 4)")
+    p.add_argument("--gpus", type=int, default=8, help="GPUs per node (default 8)")
+    p.add_argument("--duration", default="1d", help="simulated time: 2h, 1d ... (default 1d)")
+    p.add_argument("--start", default=None,
+                   help="first simulated day, YYYY-MM-DD UTC (default: yesterday)")
+    p.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+    p.add_argument("--no-billing", action="store_true", help="skip invoices")
+    p.add_argument("--no-report", action="store_true", help="skip the utilization report")
+    p.set_defaults(handler=run)
+
+
+@dataclass
+class Check:
+    name: str
+    expected: int
+    measured: int
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.measured
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from agents.cli import default_start, parse_duration, parse_start
+
+    console = Console(stderr=False)
+    duration = parse_duration(args.duration)
+    start = parse_start(args.start) if args.start else default_start()
+    data_dir = settings.data_dir.resolve()
+    embedded = settings.clickhouse_dsn is None
+    database = None if embedded else "gpumeter_demo"
+    if embedded:
+        _prepare_data_dir(data_dir)
+    t_start = time.monotonic()
+    console.rule("[bold]gpumeter demo")
+    console.print(f"fleet: {args.nodes} nodes x {args.gpus} GPUs, 5 tenants, "
+                  f"{_fmt(start)} .. {_fmt(start + duration)} UTC (seed {args.seed})")
+
+    from agents.simulator import SimulatedFleet
+    from gpumeter.clickhouse import connect
+    from infra.embedded.broker import EmbeddedBroker
+    from schemas.clickhouse.migrate import migrate
+    from schemas.topics import default_topics
+
+    fleet = SimulatedFleet(seed=args.seed, nodes=args.nodes, gpus_per_node=args.gpus,
+                           start=start, duration_s=duration)
+    dsn = settings.resolved_clickhouse_dsn
+    password = settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
+    client = connect(dsn, database=database, password=password)
+    if database:
+        client.command(f"DROP DATABASE IF EXISTS {database}")
+        client = connect(dsn, database=database, password=password)
+    migrate(client, raw_ttl_days=settings.raw_ttl_days)
+    client.close()  # the worker subprocess needs the embedded engine's lock
+
+    log_path = data_dir / "demo-worker.log"
+    with EmbeddedBroker(log_path=data_dir / "demo-broker.log") as broker:
+        broker.create_topics(default_topics(settings.usage_partitions))
+        console.print(f"embedded broker on {broker.bootstrap}; worker log: {log_path}")
+        worker = _start_worker(broker.bootstrap, settings, database, log_path)
+        try:
+            published, took_publish = _publish_and_process(console, fleet, broker.bootstrap,
+                                                            data_dir, start, duration, worker)
+        finally:
+            _stop(worker)
+    took_pipeline = time.monotonic() - t_start
+    client = connect(dsn, database=database, password=password)
+    checks = _compare(console, client, fleet, start, start + duration)
+    exact = all(c.ok for c in checks)
+    rate = published / max(took_publish, 1e-9)
+    console.print(f"pipeline: {published:,} GPU-seconds in {took_publish:.1f} s "
+                  f"({rate:,.0f} GPU-seconds/s end to end); total so far {took_pipeline:.1f} s")
+    console.print(f"[bold]exact: {'[green]yes' if exact else '[red]NO'}[/]")
+    if not exact:
+        for c in checks:
+            if not c.ok:
+                console.print(f"  [red]{c.name}: expected {c.expected}, measured {c.measured}")
+    period = datetime.fromtimestamp(start, UTC).strftime("%Y-%m")
+    if not args.no_billing:
+        _billing(console, client, period, data_dir)
+    if not args.no_report:
+        _report(console, client, period, data_dir)
+    console.rule()
+    where = f"the embedded ClickHouse in {data_dir / 'clickhouse'}" if embedded else f"database {database}"
+    console.print(f"data: {where}. Query it, for example:")
+    db = f" --database {database}" if database else ""
+    console.print(f'  gpumeter sql{db} "SELECT tenant, round(sum(gpu_seconds)/3600, 2) AS gpu_hours '
+                  f'FROM usage_daily GROUP BY tenant ORDER BY gpu_hours DESC"')
+    console.print(f"done in {time.monotonic() - t_start:.1f} s")
+    return 0 if exact else 1
+
+
+def _prepare_data_dir(data_dir: Path) -> None:
+    ch = data_dir / "clickhouse"
+    if ch.exists() and any(ch.iterdir()):
+        if not (data_dir / MARKER).exists():
+            raise SystemExit(
+                f"gpumeter demo: {ch} holds data that the demo did not write; refusing to replace "
+                "it. Point the demo elsewhere: GPUMETER_DATA_DIR=/tmp/gpumeter-demo gpumeter demo")
+        shutil.rmtree(ch)
+    for sub in ("spool", "invoices", "report"):
+        shutil.rmtree(data_dir / "demo" / sub, ignore_errors=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / MARKER).write_text("this data directory holds gpumeter demo data\n")
+
+
+def _start_worker(bootstrap: str, settings: Settings, database: str | None,
+                  log_path: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "gpumeter.cli", "worker", "--bootstrap", bootstrap,
+           "--app-id", GROUP]
+    if database:
+        cmd += ["--database", database]
+    env = {**os.environ, "GPUMETER_DATA_DIR": str(settings.data_dir.resolve())}
+    log = open(log_path, "wb")  # noqa: SIM115 - the child owns it for its lifetime
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Path, start: int,
+                         duration: int, worker: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """Publish the simulated window while the worker consumes; wait until it committed all."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from agents.agent import run_accelerated
+    from agents.cli import build_agents
+    from agents.kafka import make_producer
+    from schemas.topics import USAGE
+
+    producer = make_producer(bootstrap)
+    agents = build_agents(fleet.samplers(), data_dir / "demo" / "spool", producer, USAGE,
+                          flush_every=60, fsync=False)
+    total = duration
+    state: dict[str, Any] = {"done": 0, "ok": None, "error": None}
+
+    def publish() -> None:
+        try:
+            state["ok"] = run_accelerated(
+                agents, start, start + duration,
+                progress=lambda done, _total: state.update(done=done))
+        except BaseException as exc:  # reported below
+            state["error"] = exc
+
+    t0 = time.monotonic()
+    thread = threading.Thread(target=publish, name="agents", daemon=True)
+    thread.start()
+    lag = GroupLag(bootstrap, GROUP, USAGE)
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        pub = progress.add_task("agents: sample + publish", total=total, info="")
+        proc = progress.add_task("worker: count + store", total=None, info="")
+        last_progress = (0, time.monotonic())
+        while True:
+            if worker.poll() is not None:
+                raise SystemExit(f"gpumeter demo: the worker exited ({worker.returncode}); "
+                                 f"see {data_dir / 'demo-worker.log'}")
+            samples = sum(a.stats.samples for a in agents)
+            progress.update(pub, completed=state["done"], info=f"{samples:,} samples")
+            committed, end = lag.read()
+            progress.update(proc, total=max(end, 1), completed=committed,
+                            info=f"{committed:,}/{end:,} records")
+            if not thread.is_alive() and end and committed >= end:
+                break
+            if committed != last_progress[0]:
+                last_progress = (committed, time.monotonic())
+            elif not thread.is_alive() and time.monotonic() - last_progress[1] > 180:
+                raise SystemExit("gpumeter demo: the worker made no progress for 180 s; see "
+                                 f"{data_dir / 'demo-worker.log'}")
+            time.sleep(0.5)
+    thread.join()
+    if state["error"] is not None:
+        raise state["error"]
+    producer.close(timeout=5)
+    for a in agents:
+        a.spool.close()
+    return sum(a.stats.samples for a in agents), time.monotonic() - t0
+
+
+class GroupLag:
+    """Committed offsets of the worker's consumer group vs the topic's end offsets."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        from kafka import KafkaAdminClient, KafkaConsumer
+
+        self.group = group
+        self.topic = topic
+        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+
+    def read(self) -> tuple[int, int]:
+        from kafka import TopicPartition
+
+        parts = self.consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in parts]
+        end = sum(self.consumer.end_offsets(tps).values()) if tps else 0
+        # kafka-python 3 renamed list_consumer_group_offsets to list_group_offsets.
+        try:
+            if hasattr(self.admin, "list_group_offsets"):
+                offsets = self.admin.list_group_offsets(self.group).get(self.group, {})
+            else:
+                offsets = self.admin.list_consumer_group_offsets(self.group)
+        except Exception:  # the group does not exist yet (the worker is still joining)
+            return 0, end
+        committed = sum(max(getattr(o, "offset", o), 0) for tp, o in offsets.items()
+                        if tp.topic == self.topic)
+        return committed, end
+
+
+def _compare(console: Any, client: Any, fleet: Any, start: int, end: int) -> list[Check]:
+    from rich.table import Table
+
+    truth = fleet.ground_truth(start, end)
+    rows = client.query(
+        "SELECT tenant, job, gpu_model, toUnixTimestamp(toStartOfHour(minute)) AS hour, "
+        "sum(gpu_seconds), sum(active_seconds), sum(energy_mj) "
+        "FROM usage_minutely FINAL WHERE minute >= {s:DateTime} AND minute < {e:DateTime} "
+        "GROUP BY tenant, job, gpu_model, hour",
+        parameters={"s": datetime.fromtimestamp(start, UTC), "e": datetime.fromtimestamp(end, UTC)},
+    ).result_rows
+    measured: Counter[tuple[str, str, str, int]] = Counter()
+    active: Counter[str] = Counter()
+    energy: Counter[str] = Counter()
+    idle = 0
+    for tenant, job, model, hour, secs, act, mj in rows:
+        if tenant == "__idle__":
+            idle += int(secs)
+            continue
+        measured[(tenant, job, model, int(hour))] += int(secs)
+        active[tenant] += int(act)
+        energy[tenant] += int(mj)
+    expected = {tuple(k): v for k, v in truth.allocated.items()}
+    keys_ok = sum(1 for k in set(expected) | set(measured) if expected.get(k, 0) == measured.get(k, 0))
+    keys_all = len(set(expected) | set(measured))
+    per_tenant_m: Counter[str] = Counter()
+    for (tenant, *_), secs in measured.items():
+        per_tenant_m[tenant] += secs
+    per_tenant_t = truth.per_tenant()
+    table = Table(title="usage by tenant (from the ClickHouse ledger)", title_justify="left")
+    for col in ("tenant", "GPU-hours", "active GPU-hours", "active %", "energy kWh", "ground truth GPU-hours", "exact"):
+        table.add_column(col, justify="left" if col == "tenant" else "right")
+    checks = []
+    for tenant in sorted(set(per_tenant_t) | set(per_tenant_m)):
+        m, t = per_tenant_m.get(tenant, 0), per_tenant_t.get(tenant, 0)
+        checks.append(Check(f"tenant {tenant} GPU-seconds", t, m))
+        table.add_row(tenant, f"{m / 3600:,.2f}", f"{active[tenant] / 3600:,.2f}",
+                      f"{(active[tenant] / m if m else 0):.0%}", f"{energy[tenant] / 3.6e9:,.1f}",
+                      f"{t / 3600:,.2f}", "yes" if m == t else "[red]NO")
+    console.print(table)
+    checks.append(Check("idle GPU-seconds", truth.idle_seconds, idle))
+    checks.append(Check("(tenant, job, GPU model, hour) cells matching", keys_all, keys_ok))
+    available = truth.allocated_seconds + truth.idle_seconds
+    allocated = sum(per_tenant_m.values())
+    console.print(f"idle: {idle / 3600:,.2f} GPU-hours (ground truth {truth.idle_seconds / 3600:,.2f}); "
+                  f"fleet utilization {allocated / max(available, 1):.1%} allocated, "
+                  f"{sum(active.values()) / max(available, 1):.1%} active; "
+                  f"{keys_ok:,}/{keys_all:,} (tenant, job, model, hour) cells equal ground truth")
+    return checks
+
+
+def _billing(console: Any, client: Any, period: str, data_dir: Path) -> None:
+    try:
+        from billing.service import invoice_month
+    except ImportError:
+        console.print("[yellow]billing is not available in this build; skipping invoices")
+        return
+    from rich.table import Table
+
+    pricebook = Path(__file__).resolve().parent.parent / "billing" / "pricebook.demo.toml"
+    out = data_dir / "demo" / "invoices"
+    t0 = time.monotonic()
+    summaries = invoice_month(client, pricebook, period, out)
+    table = Table(title=f"invoices {period} (finalized; price book {pricebook.name})", title_justify="left")
+    for col in ("tenant", "number", "GPU-hours", "total"):
+        table.add_column(col, justify="left" if col in ("tenant", "number") else "right")
+    for s in summaries:
+        table.add_row(s.tenant, s.number, f"{s.gpu_hours:,.2f}", f"{s.total:,.2f} {s.currency}")
+    console.print(table)
+    console.print(f"invoices exported (CSV, JSON, PDF) to {out} in {time.monotonic() - t0:.1f} s")
+
+
+def _report(console: Any, client: Any, period: str, data_dir: Path) -> None:
+    try:
+        from billing.report import write_report
+    except ImportError:
+        console.print("[yellow]the report is not available in this build; skipping it")
+        return
+    assets = Path(__file__).resolve().parent.parent / "billing" / "assets.demo.toml"
+    path = write_report(client, period, data_dir / "demo" / "report", assets if assets.exists() else None)
+    console.print(f"utilization and ROA report: {path}")
+
+
+def _fmt(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
