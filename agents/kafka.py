@@ -98,7 +98,10 @@ class Delivery:
             self.pump()
             if self.drained():
                 return True
-            self.producer.flush(timeout=0.2)
+            try:
+                self.producer.flush(timeout=0.2)
+            except Exception:  # KafkaTimeoutError: not everything answered yet; keep pumping
+                pass
             time.sleep(0.01)
         self._drain_results()
         return self.drained()

@@ -1,0 +1,71 @@
+"""The ledger in a real (embedded) ClickHouse: exact reads before merges, idempotent migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from schemas.clickhouse.migrate import Migration, MigrationError, discover, migrate
+from schemas.usage import GpuSecond
+from streams.aggregate import MinuteRow
+from streams.clickhouse.sink import LedgerSink
+
+pytestmark = pytest.mark.integration
+
+MINUTE = 1_795_651_200  # 2026-11-20T00:00:00Z
+
+
+def row(mask: int, tenant: str = "acme", job: str = "j1", energy: int = 0) -> MinuteRow:
+    return MinuteRow(MINUTE, tenant, job, "", "GPU-1", "", "NVIDIA H100 80GB HBM3", "n1",
+                     seconds_mask=mask, active_mask=mask, sm_util_sum=50.0 * mask.bit_count(),
+                     energy_mj=energy)
+
+
+def test_duplicate_and_superseded_rows_are_exact_before_any_merge(clickhouse) -> None:
+    # given the same minute written three times: partial, full, and the full row replayed,
+    # in separate inserts (separate parts) and with background merges stopped
+    clickhouse.command("SYSTEM STOP MERGES usage_minutely")
+    sink = LedgerSink(clickhouse)
+    sink.write_ledger([row(0b1111, energy=4000)])
+    sink.write_ledger([row((1 << 60) - 1, energy=60000)])
+    sink.write_ledger([row((1 << 60) - 1, energy=60000)])
+
+    # then a plain read sees every version (this is why billing never reads without FINAL)
+    plain = clickhouse.query("SELECT sum(gpu_seconds) FROM usage_minutely").result_rows[0][0]
+    assert plain == 4 + 60 + 60
+    # and FINAL, the rollup views and the state reload all see exactly one full minute
+    final = clickhouse.query("SELECT sum(gpu_seconds), sum(energy_mj) FROM usage_minutely FINAL")
+    assert final.result_rows[0] == (60, 60000)
+    hourly = clickhouse.query("SELECT sum(gpu_seconds) FROM usage_hourly").result_rows[0][0]
+    daily = clickhouse.query("SELECT sum(gpu_seconds) FROM usage_daily").result_rows[0][0]
+    assert hourly == daily == 60
+    (loaded,) = sink.load([("GPU-1", "", MINUTE)])
+    assert loaded.seconds_mask == (1 << 60) - 1 and loaded.energy_mj == 60000
+
+
+def test_raw_archive_keeps_one_row_per_sample_identity(clickhouse) -> None:
+    clickhouse.command("SYSTEM STOP MERGES usage_seconds")
+    s = GpuSecond(gpu_uuid="GPU-1", gpu_model="NVIDIA H100 80GB HBM3", ts=MINUTE + 3,
+                  tenant="acme", job="j1", sm_util=10, mem_util=5, mem_used=1, mem_total=2,
+                  power_w=300, energy_j=300)
+    sink = LedgerSink(clickhouse)
+    sink.write_raw([("n1", s)])
+    sink.write_raw([("n1", s)])
+    n = clickhouse.query("SELECT count() FROM usage_seconds FINAL").result_rows[0][0]
+    assert n == 1
+
+
+def test_migrations_apply_once_and_refuse_edited_history(clickhouse, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    # given a database the fixture already migrated: re-running applies nothing
+    assert migrate(clickhouse) == []
+    applied = clickhouse.query("SELECT count() FROM gpumeter_migrations").result_rows[0][0]
+    assert applied == len(discover())
+
+    # when an applied migration's text changes, migrate refuses and names it
+    first = discover()[0]
+    edited = Migration(first.version, first.name, first.sql + "\n-- edited\n")
+    monkeypatch.setattr("schemas.clickhouse.migrate.discover", lambda *a: [edited])
+    with pytest.raises(MigrationError, match=f"{first.version:04d}_{first.name}"):
+        migrate(clickhouse)

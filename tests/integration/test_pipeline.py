@@ -1,0 +1,120 @@
+"""End to end on real parts: simulated agent -> embedded Tansu broker -> Faust worker -> chDB.
+
+Ground truth comes from the simulator's schedule, never from the pipeline's own output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agents.simulator import SimulatedFleet
+from infra.embedded.broker import EmbeddedBroker
+from tests.integration.pipeline import Pipeline
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+START = 1_795_651_200  # 2026-11-20T00:00:00Z
+
+
+def small_fleet(hours: int = 1, nodes: int = 2, gpus: int = 4) -> SimulatedFleet:
+    return SimulatedFleet(seed=11, nodes=nodes, gpus_per_node=gpus, start=START,
+                          duration_s=hours * 3600)
+
+
+@pytest.fixture
+def pipeline(broker: EmbeddedBroker, topic_factory, tmp_path: Path) -> Pipeline:
+    return Pipeline(broker.bootstrap, topic_factory("usage", partitions=2), tmp_path)
+
+
+def test_ledger_equals_ground_truth_and_replayed_batches_change_nothing(pipeline: Pipeline) -> None:
+    # given a simulated hour published by the agent
+    fleet = small_fleet()
+    end = START + 3600
+    published = pipeline.publish_fleet(fleet, START, end)
+    truth = fleet.ground_truth(START, end)
+    assert published == truth.allocated_seconds + truth.idle_seconds
+
+    # when the worker has consumed everything
+    stats = pipeline.run_worker()
+
+    # then every (tenant, job, GPU model, hour) cell and the idle total equal ground truth
+    cells, idle = pipeline.ledger_cells()
+    assert cells == {tuple(k): v for k, v in truth.allocated.items()}
+    assert idle == truth.idle_seconds
+    assert stats["new_seconds"] == published and stats["duplicates"] == 0
+
+    # when the very same records are published again and a worker consumes them
+    pipeline.publish_raw(pipeline.read_raw()[: stats["records"]])
+    again = pipeline.run_worker()
+
+    # then they are all recognised as duplicates and the ledger is unchanged
+    assert again["duplicates"] == published and again["new_seconds"] == 0
+    assert pipeline.ledger_cells() == (cells, idle)
+    raw = pipeline.sql("SELECT count() AS n, uniqExact(gpu_uuid, ts) AS d FROM usage_seconds FINAL")
+    assert int(raw[0]["n"]) == int(raw[0]["d"]) == published
+
+
+def test_malformed_records_are_rejected_with_reasons_and_good_data_still_counts(
+    pipeline: Pipeline,
+) -> None:
+    # given good usage, garbage, an unknown schema version and a batch with one absurd sample
+    fleet = small_fleet(hours=1, nodes=1, gpus=2)
+    end = START + 1800
+    pipeline.publish_fleet(fleet, START, end)
+    good_sample = fleet.samplers()[0].sample(START + 10)[0].model_dump(mode="json")
+    bad_sample = {**good_sample, "ts": START + 5000, "sm_util": 140.0}
+    extra_good = {**good_sample, "ts": START + 7000}  # outside the published window, valid
+    pipeline.publish_raw([
+        b"{not json",
+        orjson.dumps({"schema_version": 99, "node_id": "n", "agent_id": "a", "seq": 0, "samples": []}),
+        orjson.dumps({"schema_version": 1, "node_id": "sim-node-00", "agent_id": "x", "seq": 5,
+                      "samples": [bad_sample, extra_good]}),
+    ])
+
+    # when the worker consumes the topic
+    stats = pipeline.run_worker()
+
+    # then it did not crash, each bad thing is in the rejected table with a reason
+    rejected = pipeline.sql("SELECT code, reason, sample_index, offset FROM usage_rejected FINAL "
+                            "ORDER BY code")
+    by_code = {r["code"]: r for r in rejected}
+    assert set(by_code) == {"malformed_json", "unknown_schema_version", "invalid_sample"}
+    assert "schema_version" in by_code["unknown_schema_version"]["reason"]
+    assert "sm_util" in by_code["invalid_sample"]["reason"]
+    assert int(by_code["invalid_sample"]["sample_index"]) == 0
+    assert stats["rejected_records"] == 2 and stats["rejected_samples"] == 1
+
+    # and the good usage, including the good sample next to the bad one, is counted exactly
+    truth = fleet.ground_truth(START, end)
+    cells, idle = pipeline.ledger_cells()
+    expected = {tuple(k): v for k, v in truth.allocated.items()}
+    extra_key = (good_sample["tenant"], good_sample["job"], good_sample["gpu_model"],
+                 (START + 7000) // 3600 * 3600)
+    if good_sample["tenant"] is None:
+        assert idle == truth.idle_seconds + 1
+        assert cells == expected
+    else:
+        expected[extra_key] = expected.get(extra_key, 0) + 1
+        assert cells == expected and idle == truth.idle_seconds
+
+
+def test_worker_killed_mid_stream_then_restarted_stays_exact(pipeline: Pipeline) -> None:
+    # given three simulated hours on the broker
+    fleet = small_fleet(hours=3, nodes=2, gpus=4)
+    end = START + 3 * 3600
+    pipeline.publish_fleet(fleet, START, end)
+
+    # when a worker is killed with SIGKILL after committing part of it, and a new one finishes
+    committed = pipeline.kill_worker_midway(fraction=0.3)
+    assert committed > 0
+    stats = pipeline.run_worker()
+
+    # then the restarted worker resumed (it did not need the whole topic) and totals are exact
+    truth = fleet.ground_truth(START, end)
+    assert stats["records"] < 3 * 2 * 60
+    cells, idle = pipeline.ledger_cells()
+    assert cells == {tuple(k): v for k, v in truth.allocated.items()}
+    assert idle == truth.idle_seconds
