@@ -61,8 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     fleet.add_argument("--trace-dir", type=Path, default=None, help="trace data directory")
     nv = p.add_argument_group("NVML")
     nv.add_argument("--node-id", default=None, help="node id (default: the host name)")
-    nv.add_argument("--allocation-file", type=Path, default=None,
-                    help="allocation file written by the scheduler prolog (see agents/README.md)")
+    nv.add_argument("--allocation-file", type=Path, default=Path("/run/gpumeter/allocations.json"),
+                    help="allocation file written by the scheduler prolog (see agents/README.md; "
+                    "default /run/gpumeter/allocations.json; process environments are used too)")
     out = p.add_argument_group("delivery")
     out.add_argument("--bootstrap", default=None, help="Kafka bootstrap (overrides GPUMETER_KAFKA_BOOTSTRAP)")
     out.add_argument("--topic", default=None, help="usage topic (default gpu.usage.v1)")
