@@ -117,12 +117,14 @@ def run_accelerated(
     first = min((r + 1 if r is not None else start) for r in resume)
     first = max(first, start)
     wall0 = time.monotonic()
+    done = first - 1  # the last second sampled for every node
     for ts in range(first, end):
         if should_stop():
             break
         for agent, done_through in zip(agents, resume, strict=True):
             if done_through is None or ts > done_through:
                 agent.record_second(ts)
+        done = ts
         if ts % 10 == 0:
             for agent in agents:
                 agent.delivery.pump()
@@ -133,7 +135,7 @@ def run_accelerated(
                 if ahead > 0:
                     time.sleep(ahead)
     for agent in agents:
-        agent.seal(last_ts=end - 1)
+        agent.seal(last_ts=done)  # a stopped run resumes after `done`, not after `end`
     if progress:
         progress(end - start, end - start)
     deadline = time.monotonic() + drain_timeout
@@ -154,7 +156,7 @@ def run_realtime(
     last = agent.resume_after()
     now = int(time.time())
     if last is not None and 0 < now - 1 - last <= max_restart_gap_s:
-        agent.record_gap(last + 1, now - 1, "agent_restarted")
+        agent.record_gap(last + 1, now, "agent_restarted")  # the first second sampled is `now`
     expected: int | None = None
     while not should_stop():
         time.sleep(max(0.0, (int(time.time()) + 1) - time.time()))

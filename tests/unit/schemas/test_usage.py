@@ -1,0 +1,421 @@
+"""The ``gpu.usage.v1`` contract: what parses, what is rejected (and why, in words a human can act
+on), the record/sample rejection policy, deterministic sample ids, and the published JSON Schema."""
+
+from __future__ import annotations
+
+import calendar
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agents.agent import encode_batch
+from schemas.usage import Gap, GpuSecond, sample_event_id
+from schemas.validation import parse_batch
+
+NOW = 1_700_000_000  # the validator's clock in these tests (2023-11-14T22:13:20Z)
+# 2015-01-01T00:00:00Z, computed here rather than taken from the module under test.
+Y2015 = calendar.timegm((2015, 1, 1, 0, 0, 0))
+# The namespace published in the JSON Schema description; ids already stored depend on it.
+NAMESPACE = uuid.UUID("6f1c7a52-3b0e-5d2a-9a51-7c7e0c2a9d11")
+SCHEMA_FILE = Path(__file__).resolve().parents[3] / "schemas" / "json" / "gpu.usage.v1.schema.json"
+
+
+def sample(**overrides: Any) -> dict[str, Any]:
+    """A plausible allocated H100 second, as a producer would send it."""
+    doc: dict[str, Any] = {
+        "gpu_uuid": "GPU-0001",
+        "mig_uuid": None,
+        "gpu_model": "H100-SXM5-80GB",
+        "ts": NOW - 10,
+        "tenant": "acme",
+        "job": "train-1",
+        "billing_class": "on_demand",
+        "sm_util": 87.5,
+        "mem_util": 40.0,
+        "mem_used": 60 * 1024**3,
+        "mem_total": 80 * 1024**3,
+        "power_w": 550.0,
+        "energy_j": 548.0,
+        "temp_c": 61.0,
+        "flags": [],
+    }
+    doc.update(overrides)
+    return doc
+
+
+def batch(samples: list[Any] | None = None, /, **overrides: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "schema_version": 1,
+        "node_id": "node-a",
+        "agent_id": "agent-1",
+        "seq": 7,
+        "samples": [sample()] if samples is None else samples,
+        "gaps": [],
+    }
+    doc.update(overrides)
+    return doc
+
+
+def parse(doc: Any, now: float = NOW):  # type: ignore[no-untyped-def]
+    return parse_batch(orjson.dumps(doc), now=now)
+
+
+def reject_one_sample(**overrides: Any) -> str:
+    """Parse a batch whose only sample has ``overrides``; assert it was rejected alone; give the
+    reason."""
+    parsed = parse(batch([sample(**overrides)]))
+    assert parsed.batch is not None, "a bad sample must not reject the envelope"
+    assert parsed.samples == ()
+    assert len(parsed.rejections) == 1
+    rej = parsed.rejections[0]
+    assert rej.code == "invalid_sample"
+    assert rej.sample_index == 0
+    return rej.reason
+
+
+# -- accepted ------------------------------------------------------------------------------------
+
+
+def test_a_valid_batch_parses_with_every_field() -> None:
+    # given a well-formed batch with an allocated sample, an idle MIG sample and a gap
+    idle = sample(
+        gpu_uuid="GPU-0002",
+        mig_uuid="MIG-0002-a",
+        tenant=None,
+        job=None,
+        billing_class=None,
+        sm_util=0.0,
+        power_w=60.0,
+        energy_j=61.0,
+    )
+    gap = {"start": NOW - 100, "end": NOW - 90, "reason": "agent_stalled", "gpu_uuid": None}
+    # when it is parsed
+    parsed = parse(batch([sample(), idle], gaps=[gap]))
+    # then nothing is rejected and the fields arrive as sent
+    assert parsed.rejections == []
+    assert parsed.batch is not None
+    assert (parsed.batch.node_id, parsed.batch.agent_id, parsed.batch.seq) == (
+        "node-a",
+        "agent-1",
+        7,
+    )
+    first, second = parsed.samples
+    assert first.tenant == "acme" and first.job == "train-1" and first.allocated
+    assert first.mem_used == 60 * 1024**3 and first.energy_j == 548.0
+    assert second.tenant is None and second.mig_uuid == "MIG-0002-a" and not second.allocated
+    assert parsed.batch.gaps == (Gap(start=NOW - 100, end=NOW - 90, reason="agent_stalled"),)
+
+
+@pytest.mark.parametrize("field", ["sm_util", "mem_util"])
+@pytest.mark.parametrize("value", [0.0, 100.0])
+def test_utilization_bounds_are_inclusive(field: str, value: float) -> None:
+    parsed = parse(batch([sample(**{field: value})]))
+    assert parsed.rejections == [] and len(parsed.samples) == 1
+
+
+def test_energy_inconsistent_with_power_is_accepted_when_flagged_estimated() -> None:
+    # given a second whose energy is far from power x 1 s, but flagged as estimated
+    doc = sample(power_w=300.0, energy_j=2_000.0, flags=["energy_estimated"])
+    # when parsed, then it is kept
+    parsed = parse(batch([doc]))
+    assert parsed.rejections == []
+    assert parsed.samples[0].flags == ("energy_estimated",)
+
+
+def test_timestamp_boundaries() -> None:
+    # 2015-01-01T00:00:00Z itself and exactly the allowed skew into the future are accepted
+    assert parse(batch([sample(ts=Y2015)])).rejections == []
+    assert parse(batch([sample(ts=NOW + 300)])).rejections == []
+
+
+# -- rejected, one reason at a time --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"sm_util": -0.5}, "sm_util"),
+        ({"sm_util": 100.5}, "sm_util"),
+        ({"mem_util": -1.0}, "mem_util"),
+        ({"mem_util": 250.0}, "mem_util"),
+        ({"mem_used": 81 * 1024**3}, "mem_used"),  # above mem_total (80 GiB)
+        ({"power_w": 300.0, "energy_j": 2_000.0}, "energy_j"),  # > 3 x 300 W x 1 s + slack
+        ({"power_w": 600.0, "energy_j": 1.0}, "energy_j"),  # far below 600 W x 1 s
+        ({"tenant": "acme", "job": None}, "job"),
+        ({"tenant": None, "job": "train-1", "billing_class": None}, "tenant"),
+        ({"tenant": None, "job": None, "billing_class": "spot"}, "billing_class"),
+        ({"colour": "green"}, "colour"),
+        ({"gpu_uuid": "GPU-\x00001"}, "gpu_uuid"),
+        ({"tenant": "ac\nme"}, "tenant"),
+        ({"job": "train\x7f1"}, "job"),
+    ],
+    ids=[
+        "sm_util-negative",
+        "sm_util-over-100",
+        "mem_util-negative",
+        "mem_util-over-100",
+        "mem_used-over-total",
+        "energy-too-high",
+        "energy-too-low",
+        "tenant-without-job",
+        "job-without-tenant",
+        "idle-with-billing-class",
+        "unknown-field",
+        "nul-in-gpu_uuid",
+        "newline-in-tenant",
+        "del-in-job",
+    ],
+)
+def test_an_implausible_sample_is_rejected_with_a_message_naming_the_field(
+    overrides: dict[str, Any], field: str
+) -> None:
+    # given a batch whose only sample has one bad field; when parsed
+    reason = reject_one_sample(**overrides)
+    # then the reason says which sample and which field
+    assert reason.startswith("samples[0].")
+    assert field in reason, reason
+
+
+def test_a_timestamp_far_in_the_future_is_rejected_relative_to_the_given_clock() -> None:
+    # given a sample 301 s ahead of the validator's clock
+    reason = reject_one_sample(ts=NOW + 301)
+    # then the reason names ts and points at the node's clock
+    assert "ts" in reason and "future" in reason and "clock" in reason
+    # and the same sample is fine for a validator whose clock is 10 minutes later
+    assert parse(batch([sample(ts=NOW + 301)]), now=NOW + 600).rejections == []
+
+
+def test_a_timestamp_before_2015_is_rejected() -> None:
+    reason = reject_one_sample(ts=Y2015 - 1)
+    assert "ts" in reason and "2015" in reason
+
+
+def test_a_timestamp_in_milliseconds_is_rejected_as_future() -> None:
+    # a common producer mistake: epoch milliseconds
+    reason = reject_one_sample(ts=NOW * 1000)
+    assert "ts" in reason and "future" in reason
+
+
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "1e400"])
+def test_non_finite_energy_is_rejected_even_when_flagged_estimated(value: str) -> None:
+    # given a record whose energy is not a finite number (pydantic's JSON parser reads
+    # `Infinity` and overflowing literals as float inf); the flag skips the power check
+    raw = orjson.dumps(batch([sample(flags=["energy_estimated"])])).replace(
+        b'"energy_j":548.0', b'"energy_j":' + value.encode()
+    )
+    # when parsed
+    parsed = parse_batch(raw, now=NOW)
+    # then no sample with a non-finite energy gets through (the aggregator would crash on it:
+    # round(inf * 1000) raises OverflowError)
+    assert parsed.samples == ()
+    assert len(parsed.rejections) == 1
+    assert (
+        "energy_j" in parsed.rejections[0].reason or parsed.rejections[0].code == "malformed_json"
+    )
+
+
+def test_absurd_energy_is_rejected_even_when_flagged_estimated() -> None:
+    # given an "estimated" energy of a terawatt-second: no GPU within MAX_POWER_W can use that
+    reason = reject_one_sample(energy_j=1e12, flags=["energy_estimated"])
+    assert "energy_j" in reason
+
+
+def test_unknown_schema_version_rejects_the_record() -> None:
+    # given a record from a newer agent
+    parsed = parse(batch(schema_version=2))
+    # then the whole record is rejected with a code of its own and an actionable message
+    assert parsed.batch is None and parsed.samples == ()
+    [rej] = parsed.rejections
+    assert rej.code == "unknown_schema_version"
+    assert rej.sample_index is None
+    assert "schema_version" in rej.reason and "2" in rej.reason
+
+
+@pytest.mark.parametrize("raw", [b'{"schema_version": 1, "node_id": ', b"\xff\xfe", b""])
+def test_malformed_json_rejects_the_record(raw: bytes) -> None:
+    parsed = parse_batch(raw, now=NOW)
+    assert parsed.batch is None
+    [rej] = parsed.rejections
+    assert rej.code == "malformed_json"
+    assert rej.sample_index is None
+    assert rej.raw == raw  # the offending payload is kept for the rejected table
+    assert "JSON" in rej.reason
+
+
+@pytest.mark.parametrize(("doc", "kind"), [([1, 2], "list"), ("hello", "str"), (42, "int")])
+def test_json_that_is_not_an_object_is_rejected(doc: Any, kind: str) -> None:
+    parsed = parse(doc)
+    assert parsed.batch is None
+    [rej] = parsed.rejections
+    assert rej.code == "malformed_json"
+    assert "object" in rej.reason and kind in rej.reason
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"seq": -1}, "seq"),
+        ({"node_id": ""}, "node_id"),
+        ({"node_id": "node\ta"}, "node_id"),
+        ({"agent_id": None}, "agent_id"),
+        ({"priority": "high"}, "priority"),
+        ({"samples": {"0": sample()}}, "samples"),
+        ({"gaps": [{"start": NOW, "end": NOW, "reason": "agent_stalled"}]}, "gaps"),
+    ],
+    ids=[
+        "negative-seq",
+        "empty-node",
+        "tab-in-node",
+        "null-agent",
+        "unknown-field",
+        "samples-not-array",
+        "empty-gap",
+    ],
+)
+def test_a_bad_envelope_rejects_the_whole_record_with_its_good_samples(
+    overrides: dict[str, Any], field: str
+) -> None:
+    # given a record with three good samples but a bad envelope
+    good = [sample(ts=NOW - 3), sample(ts=NOW - 2), sample(ts=NOW - 1)]
+    doc = batch(good, **overrides)
+    # when parsed
+    parsed = parse(doc)
+    # then nothing is kept, and the one rejection is for the whole record
+    assert parsed.batch is None and parsed.samples == ()
+    [rej] = parsed.rejections
+    assert rej.code == "invalid_envelope"
+    assert rej.sample_index is None
+    assert field in rej.reason, rej.reason
+
+
+def test_a_bad_sample_rejects_only_that_sample() -> None:
+    # given five samples of which the 2nd and 4th are bad in different ways
+    docs = [sample(ts=NOW - 5 + i) for i in range(5)]
+    docs[1]["sm_util"] = 101.0
+    docs[3] = {"gpu_uuid": "GPU-0001"}  # most fields missing
+    # when parsed
+    parsed = parse(batch(docs))
+    # then the three good samples are kept, in order, and each bad one is rejected on its own
+    assert parsed.batch is not None
+    assert [s.ts for s in parsed.samples] == [NOW - 5, NOW - 3, NOW - 1]
+    assert [(r.code, r.sample_index) for r in parsed.rejections] == [
+        ("invalid_sample", 1),
+        ("invalid_sample", 3),
+    ]
+    assert parsed.rejections[0].reason.startswith("samples[1].sm_util")
+    assert "samples[3].gpu_model" in parsed.rejections[1].reason  # missing fields are named
+    # and each rejection carries the offending sample itself, not the whole record
+    assert orjson.loads(parsed.rejections[0].raw) == docs[1]
+    assert orjson.loads(parsed.rejections[1].raw) == docs[3]
+
+
+def test_a_sample_that_is_not_an_object_is_rejected_alone() -> None:
+    parsed = parse(batch([sample(), 5, None]))
+    assert len(parsed.samples) == 1
+    assert [r.sample_index for r in parsed.rejections] == [1, 2]
+
+
+# -- deterministic event ids ---------------------------------------------------------------------
+
+
+def test_the_event_id_is_deterministic_and_a_uuid5_of_the_documented_name() -> None:
+    # given the documented name scheme '<gpu_uuid>|<mig_uuid or empty>|<ts>'
+    expected = uuid.uuid5(NAMESPACE, "GPU-0001|MIG-7|1700000000")
+    # when the id is computed twice, and from a parsed sample
+    first = sample_event_id("GPU-0001", "MIG-7", 1_700_000_000)
+    second = sample_event_id("GPU-0001", "MIG-7", 1_700_000_000)
+    parsed = parse(batch([sample(mig_uuid="MIG-7", ts=1_700_000_000)]), now=NOW + 1).samples[0]
+    # then all agree with the documented UUIDv5
+    assert first == second == parsed.event_id == expected
+    assert first.version == 5
+
+
+def test_no_mig_and_empty_mig_have_the_same_event_id() -> None:
+    assert sample_event_id("GPU-0001", None, NOW) == sample_event_id("GPU-0001", "", NOW)
+    assert sample_event_id("GPU-0001", None, NOW) == uuid.uuid5(NAMESPACE, f"GPU-0001||{NOW}")
+
+
+@pytest.mark.parametrize(
+    "other",
+    [("GPU-0002", None, NOW), ("GPU-0001", "MIG-1", NOW), ("GPU-0001", None, NOW + 1)],
+    ids=["other-gpu", "other-mig", "other-second"],
+)
+def test_the_event_id_differs_when_any_part_of_the_identity_differs(
+    other: tuple[str, str | None, int],
+) -> None:
+    assert sample_event_id("GPU-0001", None, NOW) != sample_event_id(*other)
+
+
+def test_the_event_id_does_not_depend_on_the_measurements() -> None:
+    # a replayed second with re-read (different) measurements is the same event
+    a = parse(batch([sample(sm_util=10.0)])).samples[0]
+    b = parse(batch([sample(sm_util=90.0, tenant="other", job="j")])).samples[0]
+    assert a.event_id == b.event_id
+
+
+# -- the published JSON Schema -------------------------------------------------------------------
+
+
+def test_the_committed_json_schema_is_up_to_date() -> None:
+    from gpumeter.admin import render_schema
+
+    # given the schema file producers in other languages use, and the one the models give now
+    committed = SCHEMA_FILE.read_text()
+    fresh = render_schema()
+    # then they are the same
+    assert committed == fresh, (
+        f"{SCHEMA_FILE} is stale: the usage models changed. Run `gpumeter schema export` "
+        "and commit the result."
+    )
+
+
+def test_the_json_schema_forbids_unknown_fields_and_control_characters() -> None:
+    doc = orjson.loads(SCHEMA_FILE.read_bytes())
+    gpu_second = doc["$defs"]["GpuSecond"]
+    assert doc["additionalProperties"] is False and gpu_second["additionalProperties"] is False
+    assert "\\x00-\\x1f" in gpu_second["properties"]["gpu_uuid"]["pattern"]
+    assert str(NAMESPACE) in doc["description"]
+
+
+# -- what the agent sends, the worker accepts ----------------------------------------------------
+
+
+def test_a_batch_encoded_by_the_agent_validates_and_round_trips() -> None:
+    # given samples built the fast, unchecked way the agent builds them, and a gap
+    fields = sample(ts=NOW - 2, flags=("energy_estimated",))
+    allocated = GpuSecond.unchecked(dict(fields))
+    idle = GpuSecond.unchecked(
+        dict(
+            sample(
+                gpu_uuid="GPU-0002",
+                mig_uuid="MIG-2",
+                ts=NOW - 1,
+                tenant=None,
+                job=None,
+                billing_class=None,
+                sm_util=0.0,
+                temp_c=None,
+                flags=(),
+            )
+        )
+    )
+    gap = Gap(start=NOW - 30, end=NOW - 20, reason="agent_restarted", gpu_uuid="GPU-0002")
+    # when the agent encodes the batch and the worker parses it
+    raw = encode_batch("node-a", "agent-9", 3, [allocated, idle], [gap])
+    parsed = parse_batch(raw, now=NOW)
+    # then nothing is rejected and everything comes back equal
+    assert parsed.rejections == []
+    assert parsed.batch is not None
+    assert (parsed.batch.node_id, parsed.batch.agent_id, parsed.batch.seq) == (
+        "node-a",
+        "agent-9",
+        3,
+    )
+    assert parsed.batch.schema_version == 1
+    assert parsed.samples == (allocated, idle)
+    assert parsed.batch.gaps == (gap,)
+    # and the parsed samples carry the same field values as the dicts they were built from
+    assert parsed.samples[0].model_dump() == {**fields, "flags": ("energy_estimated",)}
