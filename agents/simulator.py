@@ -11,8 +11,9 @@ asked before (an agent replaying after a crash gets identical samples). The seed
 only while building the schedule, in a fixed order.
 
 Speed: a simulated day of 4 x 8 GPUs is 2.76 million samples. Samples are built with
-``GpuSecond.model_construct`` (values are trusted and within the contract), and each GPU keeps a
-cursor on its current timeline segment so the usual lookup is one comparison.
+``GpuSecond.unchecked`` from a complete field dict (values are trusted and within the contract;
+several times cheaper than ``model_construct``), and each GPU keeps a cursor on its current
+timeline segment so the usual lookup is one comparison.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ class ScheduleSampler:
         pass
 
     def sample(self, ts: int) -> list[GpuSecond]:
-        construct = GpuSecond.model_construct
+        unchecked = GpuSecond.unchecked
         ts_salt = ts * _MIX_B
         out: list[GpuSecond] = []
         for lane in self._lanes:
@@ -215,23 +216,26 @@ class ScheduleSampler:
             # Energy over the second differs from the power reading by up to +-2 %: far inside
             # the contract's power/energy consistency rule (factor 3 plus 50 J).
             energy = round(power * (1.0 + (((n >> 24) & 0xFFF) * (1 / 4095) - 0.5) * 0.04), 2)
+            # Every field, in declaration order (the same dict model_construct would build).
             out.append(
-                construct(
-                    gpu_uuid=lane.uuid,
-                    mig_uuid=None,
-                    gpu_model=lane.model,
-                    ts=ts,
-                    tenant=lane.tenant,
-                    job=lane.job,
-                    billing_class=lane.billing_class,
-                    sm_util=sm,
-                    mem_util=mem_util,
-                    mem_used=lane.mem_used,
-                    mem_total=lane.mem_total,
-                    power_w=power,
-                    energy_j=energy,
-                    temp_c=round(31.0 + sm * 0.45 + ((n >> 40) & 0xFF) * (2 / 255), 1),
-                    flags=(),
+                unchecked(
+                    {
+                        "gpu_uuid": lane.uuid,
+                        "mig_uuid": None,
+                        "gpu_model": lane.model,
+                        "ts": ts,
+                        "tenant": lane.tenant,
+                        "job": lane.job,
+                        "billing_class": lane.billing_class,
+                        "sm_util": sm,
+                        "mem_util": mem_util,
+                        "mem_used": lane.mem_used,
+                        "mem_total": lane.mem_total,
+                        "power_w": power,
+                        "energy_j": energy,
+                        "temp_c": round(31.0 + sm * 0.45 + ((n >> 40) & 0xFF) * (2 / 255), 1),
+                        "flags": (),
+                    }
                 )
             )
         return out

