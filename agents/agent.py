@@ -141,7 +141,10 @@ def run_accelerated(
     deadline = time.monotonic() + drain_timeout
     ok = True
     for agent in agents:
-        ok &= agent.delivery.flush(timeout=max(0.0, deadline - time.monotonic()))
+        if should_stop():  # asked to stop: what is unacknowledged stays in the spool
+            return False
+        ok &= agent.delivery.flush(timeout=max(0.0, deadline - time.monotonic()),
+                                   should_stop=should_stop)
     return ok
 
 

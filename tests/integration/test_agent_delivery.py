@@ -1,0 +1,529 @@
+"""The node agent's delivery guarantee, end to end against the real embedded broker.
+
+The agent (``gpumeter agent --simulate``) runs as a subprocess, exactly as an operator starts it;
+a plain kafka-python consumer (manual partition assignment, no group: group joins are slow on
+the embedded broker) reads the topic back, validates every record with the worker's
+``parse_batch`` and compares the *distinct* samples, by identity ``(gpu_uuid, mig_uuid, ts)``,
+with the simulator's ground truth, which is counted from the schedule and not from samples.
+
+Failures are real: the broker is frozen with SIGSTOP (``broker.pause()``), the agent is killed
+with SIGKILL, the bootstrap points at a port nobody listens on. Duplicates are allowed after a
+failure (sample ids are deterministic, the pipeline dedupes) and are reported; a missing sample
+never is. The broker keeps data in memory only, so it is never restarted here: a loss seen by
+these tests is the agent's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agents.simulator import SimulatedFleet
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SEED = 7
+NODES = 2
+GPUS = 4
+START = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp())
+HOUR = 3600
+FLUSH_EVERY = 60  # the agent's default for simulated fleets: one record per node per minute
+PARTITIONS = 2
+
+#: Mirror of the spool's record header (agents/spool.py ``_HEADER``): length, seq, crc32,
+#: n_samples, last_ts. Used only to *watch* a live agent's spool read-only; opening a
+#: ``Spool`` on a directory another process writes would truncate its tail.
+_SPOOL_HEADER = struct.Struct("<IQIIq")
+
+Identity = tuple[str, str | None, int]
+
+
+# -- running the agent ---------------------------------------------------------------------------
+def agent_cmd(
+    bootstrap: str, topic: str, spool: Path, *, duration: str = "1h", speed: str = "max"
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gpumeter.cli",
+        "agent",
+        "--simulate",
+        "--nodes",
+        str(NODES),
+        "--gpus",
+        str(GPUS),
+        "--seed",
+        str(SEED),
+        "--start",
+        "2026-11-20",
+        "--duration",
+        duration,
+        "--speed",
+        speed,
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--spool-dir",
+        str(spool),
+        "--quiet",
+        "--no-fsync",
+    ]
+
+
+@dataclass
+class AgentProc:
+    """An agent subprocess whose output goes to files (no pipe can fill up and stall it)."""
+
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    @classmethod
+    def start(cls, cmd: list[str], workdir: Path, name: str) -> AgentProc:
+        out, err = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
+        env = {**os.environ, "GPUMETER_DATA_DIR": str(workdir / "data")}
+        env.pop("GPUMETER_KAFKA_BOOTSTRAP", None)
+        with open(out, "wb") as o, open(err, "wb") as e:
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=o, stderr=e, stdin=subprocess.DEVNULL
+            )
+        return cls(proc, out, err)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"the agent did not exit within {timeout} s\n{self.output()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def output(self) -> str:
+        return (
+            f"--- stdout\n{self.out.read_text(errors='replace')}"
+            f"--- stderr (tail)\n{self.err.read_text(errors='replace')[-3000:]}"
+        )
+
+
+def run_agent(cmd: list[str], workdir: Path, name: str, timeout: float = 90) -> AgentProc:
+    agent = AgentProc.start(cmd, workdir, name)
+    agent.wait(timeout)
+    return agent
+
+
+def acked_seq(node_dir: Path) -> int:
+    try:
+        return int((node_dir / "acked").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return -1
+
+
+def spooled(node_dir: Path) -> tuple[int, int, int | None]:
+    """(records, samples, last second) in a node's spool segments, read-only; a torn tail is
+    simply not counted."""
+    records = samples = 0
+    last_ts: int | None = None
+    for seg in sorted(node_dir.glob("seg-*.log")):
+        data = seg.read_bytes()
+        pos = 0
+        while pos + _SPOOL_HEADER.size <= len(data):
+            length, _seq, _crc, n, ts = _SPOOL_HEADER.unpack_from(data, pos)
+            if pos + _SPOOL_HEADER.size + length > len(data):
+                break
+            pos += _SPOOL_HEADER.size + length
+            records += 1
+            samples += n
+            last_ts = ts if last_ts is None else max(last_ts, ts)
+    return records, samples, last_ts
+
+
+def wait_until(
+    cond: Callable[[], bool],
+    timeout: float,
+    agent: AgentProc,
+    what: str,
+    detail: Callable[[], object] = lambda: "",
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if agent.proc.poll() is not None:
+            pytest.fail(
+                f"the agent exited ({agent.proc.returncode}) before {what} "
+                f"{detail()}\n{agent.output()}"
+            )
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout} s waiting until {what} {detail()}\n{agent.output()}")
+
+
+def node_dirs(spool: Path) -> list[Path]:
+    return [spool / f"sim-node-{n:02d}" for n in range(NODES)]
+
+
+# -- reading the topic back ----------------------------------------------------------------------
+@dataclass
+class Readback:
+    records: int = 0
+    samples: int = 0  # every sample read, duplicates included
+    distinct: dict[Identity, tuple[str | None, str | None, str]] = field(default_factory=dict)
+    conflicts: list[str] = field(default_factory=list)  # one identity, two attributions
+    rejections: list[str] = field(default_factory=list)
+    seqs: dict[tuple[str, str], Counter[int]] = field(default_factory=dict)  # (node, agent) -> seq
+    bad_keys: list[str] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> int:
+        return self.samples - len(self.distinct)
+
+    @property
+    def duplicate_records(self) -> int:
+        return sum(c - 1 for seqs in self.seqs.values() for c in seqs.values())
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 60) -> Readback:
+    """Every record of ``topic`` from the beginning up to the end offsets seen at the start."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from schemas.validation import parse_batch
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="agent-delivery-readback",
+    )
+    rb = Readback()
+    # The window is in the past; never let the validator's clock reject it on a skewed host.
+    now = max(time.time(), START + HOUR)
+    try:
+        deadline = time.monotonic() + timeout
+        parts = consumer.partitions_for_topic(topic)
+        while not parts and time.monotonic() < deadline:
+            time.sleep(0.2)
+            parts = consumer.partitions_for_topic(topic)
+        assert parts, f"topic {topic} has no partitions"
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            assert time.monotonic() < deadline, (
+                f"read back timed out: positions {[consumer.position(tp) for tp in tps]}, "
+                f"end offsets {end}"
+            )
+            for recs in consumer.poll(timeout_ms=500).values():
+                for rec in recs:
+                    rb.records += 1
+                    parsed = parse_batch(rec.value, now=now)
+                    rb.rejections += [f"{r.code}: {r.reason}" for r in parsed.rejections]
+                    if parsed.batch is None:
+                        continue
+                    b = parsed.batch
+                    if rec.key != b.node_id.encode():
+                        rb.bad_keys.append(f"record key {rec.key!r} for node {b.node_id}")
+                    rb.seqs.setdefault((b.node_id, b.agent_id), Counter())[b.seq] += 1
+                    for s in b.samples:
+                        rb.samples += 1
+                        ident = (s.gpu_uuid, s.mig_uuid, s.ts)
+                        attr = (s.tenant, s.job, s.gpu_model)
+                        seen = rb.distinct.setdefault(ident, attr)
+                        if seen != attr:
+                            rb.conflicts.append(f"{ident}: {seen} then {attr}")
+    finally:
+        consumer.close()
+    return rb
+
+
+def assert_exact(
+    rb: Readback, fleet: SimulatedFleet, start: int, end: int, *, allow_duplicates: bool
+) -> None:
+    """Distinct samples reproduce the ground truth exactly: every (GPU, second) of the window
+    once, attributed as the schedule says; nothing missing, nothing invented."""
+    dup = (
+        f"{rb.duplicates} duplicate sample(s) in {rb.duplicate_records} re-sent record(s) "
+        f"of {rb.records}"
+    )
+    assert not rb.rejections, f"records rejected by the validator: {rb.rejections[:5]}"
+    assert not rb.bad_keys, rb.bad_keys[:5]
+    assert not rb.conflicts, f"one sample identity with two attributions: {rb.conflicts[:5]}"
+
+    # Coverage: every (gpu, second) of the window exactly once as a distinct sample.
+    expected = {(g.uuid, None, ts) for g in fleet.gpus() for ts in range(start, end)}
+    got = set(rb.distinct)
+    missing, extra = expected - got, got - expected
+    assert not missing, (
+        f"{len(missing)} GPU-second(s) never arrived (of {len(expected)}; {dup}); "
+        f"first: {sorted(missing, key=lambda i: i[2])[:5]}"
+    )
+    assert not extra, f"{len(extra)} sample(s) outside the fleet/window: {sorted(extra)[:5]}"
+
+    truth = fleet.ground_truth(start, end)
+    per_tenant: Counter[str] = Counter()
+    per_job: Counter[tuple[str, str]] = Counter()
+    per_hour: Counter[tuple[str, str, str, int]] = Counter()
+    idle: Counter[str] = Counter()
+    for (gpu, _mig, ts), (tenant, job, model) in rb.distinct.items():
+        if tenant is None or job is None:
+            assert tenant is None and job is None
+            idle[gpu] += 1
+        else:
+            per_tenant[tenant] += 1
+            per_job[(tenant, job)] += 1
+            per_hour[(tenant, job, model, ts - ts % 3600)] += 1
+    assert per_tenant == truth.per_tenant(), dup
+    assert per_job == truth.per_job(), dup
+    assert per_hour == Counter({tuple(k): v for k, v in truth.allocated.items()}), dup
+    assert sum(idle.values()) == truth.idle_seconds, dup
+    assert idle == +truth.idle, dup
+    assert sum(per_tenant.values()) + sum(idle.values()) == len(expected)
+
+    # Batches: per node one agent instance (the spool's id survives restarts) and a gapless
+    # sequence of batches from 0 (the contract: "gapless and increasing").
+    assert {node for node, _ in rb.seqs} == {f"sim-node-{n:02d}" for n in range(NODES)}, rb.seqs
+    for (node, agent_id), seqs in rb.seqs.items():
+        assert sorted(seqs) == list(range(max(seqs) + 1)), (
+            f"{node} (agent {agent_id}): batch seqs not gapless: {sorted(seqs)}"
+        )
+    if not allow_duplicates:
+        assert rb.duplicates == 0 and rb.duplicate_records == 0, dup
+
+
+@pytest.fixture(scope="module")
+def fleet() -> SimulatedFleet:
+    return SimulatedFleet(seed=SEED, nodes=NODES, gpus_per_node=GPUS, start=START, duration_s=HOUR)
+
+
+# -- tests ---------------------------------------------------------------------------------------
+def test_simulated_hour_arrives_exactly(broker, topic_factory, fleet, tmp_path: Path) -> None:
+    topic = topic_factory("usage", partitions=PARTITIONS)
+    agent = run_agent(agent_cmd(broker.bootstrap, topic, tmp_path / "spool"), tmp_path, "agent")
+    assert agent.proc.returncode == 0, agent.output()
+    assert "all acknowledged" in agent.out.read_text() and "NOT" not in agent.out.read_text()
+
+    rb = read_topic(broker.bootstrap, topic)
+    assert_exact(rb, fleet, START, START + HOUR, allow_duplicates=False)
+    # A clean run: one record per node per flush interval, each exactly once.
+    assert rb.records == NODES * HOUR // FLUSH_EVERY
+    assert len(rb.seqs) == NODES
+    # Everything acknowledged: the spools hold nothing unacknowledged.
+    from agents.spool import Spool
+
+    for d in node_dirs(tmp_path / "spool"):
+        spool = Spool(d, fsync=False)
+        try:
+            assert spool.pending_count == 0 and spool.dropped_samples == 0
+            assert spool.acked == HOUR // FLUSH_EVERY - 1 and spool.last_ts == START + HOUR - 1
+        finally:
+            spool.close()
+
+
+@pytest.mark.parametrize(
+    "pause_s",
+    [
+        pytest.param(7, id="7s-past-request-timeout"),
+        pytest.param(17, id="17s-past-delivery-timeout"),
+    ],
+)
+def test_broker_outage_mid_run_loses_nothing(
+    broker, topic_factory, fleet, tmp_path: Path, pause_s: int
+) -> None:
+    """The broker freezes (SIGSTOP) while the agent samples at 400x (a simulated hour in ~9 s):
+    7 s is past the producer's request timeout (5 s), 17 s past its delivery timeout (15 s, after
+    which kafka-python fails the batch and :class:`Delivery` rewinds and re-sends). Either way
+    the agent must drain soon after the broker returns, exit 0, and every sample arrive."""
+    topic = topic_factory("usage", partitions=PARTITIONS)
+    spool = tmp_path / "spool"
+    agent = AgentProc.start(
+        agent_cmd(broker.bootstrap, topic, spool, speed="400"), tmp_path, "agent"
+    )
+    try:
+        wait_until(
+            lambda: all(acked_seq(d) >= 3 for d in node_dirs(spool)),
+            30,
+            agent,
+            "the agent delivered its first batches",
+        )
+        broker.pause()
+        try:
+            time.sleep(pause_s)
+            assert agent.proc.poll() is None, (
+                f"the agent gave up during the outage\n{agent.output()}"
+            )
+            unacked = [spooled(d)[0] - 1 - acked_seq(d) for d in node_dirs(spool)]
+        finally:
+            broker.resume()
+        assert all(u > 0 for u in unacked), f"batches should pile up while paused: {unacked}"
+        # Sampling ends at most ~9 s after the start; after that only the drain is left, which
+        # takes well under a second once the broker answers.
+        drain_s = 30
+        try:
+            rc: int | None = agent.proc.wait(drain_s)
+        except subprocess.TimeoutExpired:
+            rc = None
+        if rc is None:
+            still = [(spooled(d)[0] - 1 - acked_seq(d)) for d in node_dirs(spool)]
+            agent.kill()
+            pytest.fail(
+                f"the agent did not drain within {drain_s} s after a {pause_s} s outage "
+                f"ended; unacknowledged batches per node: {still}\n{agent.output()}"
+            )
+    finally:
+        agent.kill()
+    assert rc == 0, f"the agent did not drain after the outage\n{agent.output()}"
+    assert "all acknowledged" in agent.out.read_text()
+
+    rb = read_topic(broker.bootstrap, topic)
+    assert_exact(rb, fleet, START, START + HOUR, allow_duplicates=True)
+
+
+def test_kill_9_and_restart_resumes_and_replays(
+    broker, topic_factory, fleet, tmp_path: Path
+) -> None:
+    """SIGKILL mid-run, then the same command again: it resumes after the last spooled second
+    and sends what was not acknowledged; the topic ends up complete."""
+    topic = topic_factory("usage", partitions=PARTITIONS)
+    spool = tmp_path / "spool"
+    cmd = agent_cmd(broker.bootstrap, topic, spool, speed="600")
+    first = AgentProc.start(cmd, tmp_path, "first")
+    try:
+        wait_until(
+            lambda: all(acked_seq(d) >= 10 for d in node_dirs(spool)),
+            30,
+            first,
+            "the agent delivered some batches",
+        )
+        assert first.proc.poll() is None, "the agent finished before it could be killed"
+    finally:
+        first.kill()
+    assert first.proc.returncode == -signal.SIGKILL
+    progress = [spooled(d) for d in node_dirs(spool)]
+    assert all(last is not None and last < START + HOUR - 1 for _, _, last in progress), (
+        f"the first run should have been cut short: {progress}"
+    )
+
+    second = run_agent(cmd, tmp_path, "second")
+    assert second.proc.returncode == 0, second.output()
+    assert "all acknowledged" in second.out.read_text()
+    # The restart samples only what was not spooled before the kill.
+    published = int(second.out.read_text().split("published ")[1].split(" ")[0].replace(",", ""))
+    assert published == NODES * GPUS * HOUR - sum(n for _, n, _ in progress), (
+        f"restart re-sampled or skipped seconds: {second.out.read_text()} after {progress}"
+    )
+
+    rb = read_topic(broker.bootstrap, topic)
+    assert_exact(rb, fleet, START, START + HOUR, allow_duplicates=True)
+    assert len({agent_id for _, agent_id in rb.seqs}) == NODES  # same spool ids after restart
+
+
+def test_kill_9_during_outage_replays_unacknowledged(
+    broker, topic_factory, fleet, tmp_path: Path
+) -> None:
+    """The broker is frozen, batches pile up unacknowledged in the spool, the agent is killed;
+    the broker comes back and a restarted agent replays the spooled batches."""
+    topic = topic_factory("usage", partitions=PARTITIONS)
+    spool = tmp_path / "spool"
+    cmd = agent_cmd(broker.bootstrap, topic, spool, speed="600")
+    first = AgentProc.start(cmd, tmp_path, "first")
+    try:
+        wait_until(
+            lambda: all(acked_seq(d) >= 3 for d in node_dirs(spool)),
+            30,
+            first,
+            "the agent delivered its first batches",
+        )
+        broker.pause()
+        try:
+            acked_at_pause = [acked_seq(d) for d in node_dirs(spool)]
+            wait_until(
+                lambda: all(spooled(d)[0] - 1 - acked_seq(d) >= 10 for d in node_dirs(spool)),
+                20,
+                first,
+                "unacknowledged batches piled up in the spool",
+            )
+            first.kill()
+            unacked = [spooled(d)[0] - 1 - acked_seq(d) for d in node_dirs(spool)]
+        finally:
+            broker.resume()
+    finally:
+        first.kill()
+    assert all(u >= 10 for u in unacked), (unacked, acked_at_pause)
+
+    second = run_agent(cmd, tmp_path, "second")
+    assert second.proc.returncode == 0, second.output()
+    rb = read_topic(broker.bootstrap, topic)
+    assert_exact(rb, fleet, START, START + HOUR, allow_duplicates=True)
+
+
+def test_unreachable_broker_spools_then_delivers(broker, topic_factory, tmp_path: Path) -> None:
+    """Broker down from the start (a port nobody listens on): the agent keeps sampling into its
+    spool. It is then killed (its drain would wait up to 120 s for the absent broker), and the
+    same spool, pointed at the real broker, delivers everything."""
+    from agents.spool import Spool
+    from infra.embedded.broker import free_port
+
+    minutes = 5
+    window = minutes * 60
+    topic = topic_factory("usage", partitions=PARTITIONS)
+    spool = tmp_path / "spool"
+    down = AgentProc.start(
+        agent_cmd(f"127.0.0.1:{free_port()}", topic, spool, duration=f"{minutes}m"),
+        tmp_path,
+        "down",
+    )
+    try:
+        # 45 s: longer than kafka-python's 30 s bootstrap timeout, so an agent that dies on an
+        # unreachable broker is seen dying (with its traceback) rather than timing out here.
+        wait_until(
+            lambda: all(spooled(d)[2] == START + window - 1 for d in node_dirs(spool)),
+            45,
+            down,
+            "the spool held the whole window while the broker was unreachable",
+            lambda: (
+                "(spooled (records, samples, last second) per node: "
+                f"{[spooled(d) for d in node_dirs(spool)]}, "
+                f"window ends {START + window - 1})"
+            ),
+        )
+        time.sleep(0.5)
+        assert down.proc.poll() is None, (
+            f"the agent must not report success without a broker\n{down.output()}"
+        )
+    finally:
+        down.kill()
+    for d in node_dirs(spool):
+        s = Spool(d, fsync=False)
+        try:
+            assert s.acked == -1 and s.dropped_samples == 0
+            assert s.pending_samples == GPUS * window and s.last_ts == START + window - 1
+        finally:
+            s.close()
+
+    up = run_agent(
+        agent_cmd(broker.bootstrap, topic, spool, duration=f"{minutes}m"), tmp_path, "up"
+    )
+    assert up.proc.returncode == 0, up.output()
+    assert "published 0 samples" in up.out.read_text()  # nothing re-sampled, only drained
+    rb = read_topic(broker.bootstrap, topic)
+    short = SimulatedFleet(
+        seed=SEED, nodes=NODES, gpus_per_node=GPUS, start=START, duration_s=window
+    )
+    assert_exact(rb, short, START, START + window, allow_duplicates=False)
