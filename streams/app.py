@@ -21,6 +21,7 @@ import orjson
 
 from schemas import topics
 from streams.processor import SourceRecord, UsageProcessor
+from streams.work import WorkProcessor
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class WorkerConfig:
     usage_topic: str = topics.USAGE
     rejected_topic: str = topics.REJECTED
     minutely_topic: str = topics.MINUTELY
+    work_topic: str = topics.WORK
     partitions: int = 4
     chunk_records: int = 100
     chunk_within_s: float = 1.0
@@ -51,6 +53,7 @@ def create_app(
     config: WorkerConfig,
     processor: UsageProcessor,
     on_chunk: Callable[[UsageProcessor], None] | None = None,
+    work_processor: WorkProcessor | None = None,
 ) -> faust.App:
     app = faust.App(
         config.app_id,
@@ -112,6 +115,25 @@ def create_app(
                     "mem_util_sum": row.mem_util_sum, "energy_mj": row.energy_mj,
                     "peak_mem_used": row.peak_mem_used, "version": row.version,
                 }))
+
+    if work_processor is not None:
+        work = app.topic(config.work_topic, value_serializer="raw", key_serializer="raw",
+                         partitions=1)
+
+        @app.agent(work, name="work-processor")
+        async def work_processor_agent(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(config.chunk_records, within=config.chunk_within_s):
+                records = [
+                    SourceRecord(e.value if isinstance(e.value, bytes) else bytes(e.value or b""),
+                                 e.message.topic, e.message.partition, e.message.offset)
+                    for e in events
+                ]
+                try:
+                    work_processor.process(records)  # synchronous: see usage_processor
+                except Exception:
+                    log.exception("persisting work units failed after retries; exiting")
+                    logging.shutdown()
+                    os._exit(70)
 
     app.usage_processor = usage_processor  # type: ignore[attr-defined]
     app.started_at = time.monotonic()  # type: ignore[attr-defined]

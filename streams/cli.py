@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap (overrides GPUMETER_KAFKA_BOOTSTRAP)")
     p.add_argument("--database", default=None, help="ClickHouse database (default: the DSN's)")
     p.add_argument("--topic", default=None, help="usage topic (default gpu.usage.v1)")
+    p.add_argument("--work-topic", default=None, help="work-units topic (default gpu.work.v1)")
     p.add_argument("--app-id", default="gpumeter-worker", help="consumer group / Faust app id")
     p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
                    help="stop after this many seconds without new records (batch runs, demo, tests)")
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import WorkerConfig, create_app
     from streams.clickhouse.sink import LedgerSink
     from streams.processor import UsageProcessor
+    from streams.work import WorkProcessor
 
     bootstrap = args.bootstrap or settings.kafka_bootstrap
     if not bootstrap:
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                                max_future_skew_s=settings.max_future_skew_s)
     config = WorkerConfig(bootstrap=bootstrap, app_id=args.app_id,
                           usage_topic=args.topic or topics.USAGE,
+                          work_topic=args.work_topic or topics.WORK,
                           partitions=settings.usage_partitions)
     last = {"records": 0, "at": time.monotonic(), "printed": 0.0}
 
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         last["records"] = p.stats.records
         last["at"] = time.monotonic()
 
-    app = create_app(config, processor, on_chunk=on_chunk)
+    work = WorkProcessor(processor.sink)
+    app = create_app(config, processor, on_chunk=on_chunk, work_processor=work)
 
     @app.timer(1.0)
     async def _status() -> None:
@@ -93,7 +97,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         import json
 
-        print("WORKER-STATS " + json.dumps(dataclasses.asdict(processor.stats)), flush=True)
+        stats = {**dataclasses.asdict(processor.stats), "work_accepted": work.accepted,
+                 "work_rejected": work.rejected}
+        print("WORKER-STATS " + json.dumps(stats), flush=True)
         client.close()
     return 0
 

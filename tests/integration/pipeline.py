@@ -30,6 +30,7 @@ class Pipeline:
         self.topic = topic
         self.data_dir = data_dir
         self.app_id = f"test-worker-{uuid.uuid4().hex[:8]}"
+        self.work_topic: str | None = None
         self.env = {**os.environ, "GPUMETER_DATA_DIR": str(data_dir), "GPUMETER_GRACE_SECONDS": "60"}
 
     # -- agent side --------------------------------------------------------------------------
@@ -43,10 +44,10 @@ class Pipeline:
             a.spool.close()
         return sum(a.stats.samples for a in agents)
 
-    def publish_raw(self, values: list[bytes], key: bytes = b"raw") -> None:
+    def publish_raw(self, values: list[bytes], key: bytes = b"raw", topic: str | None = None) -> None:
         producer = make_producer(self.bootstrap)
         for v in values:
-            producer.send(self.topic, key=key, value=v)
+            producer.send(topic or self.topic, key=key, value=v)
         producer.flush(timeout=30)
         producer.close(timeout=10)
 
@@ -67,9 +68,10 @@ class Pipeline:
 
     # -- worker side -------------------------------------------------------------------------
     def start_worker(self) -> subprocess.Popen[str]:
+        work = ["--work-topic", self.work_topic] if self.work_topic else []
         return subprocess.Popen(
             [sys.executable, "-m", "gpumeter.cli", "worker", "--bootstrap", self.bootstrap,
-             "--topic", self.topic, "--app-id", self.app_id, "--exit-when-idle", "3"],
+             "--topic", self.topic, "--app-id", self.app_id, "--exit-when-idle", "3", *work],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
 

@@ -118,3 +118,32 @@ def test_worker_killed_mid_stream_then_restarted_stays_exact(pipeline: Pipeline)
     cells, idle = pipeline.ledger_cells()
     assert cells == {tuple(k): v for k, v in truth.allocated.items()}
     assert idle == truth.idle_seconds
+
+
+def test_work_units_are_validated_stored_once_and_bad_ones_rejected(
+    pipeline: Pipeline, topic_factory
+) -> None:
+    # given usage plus work reports on their own topic: one good report sent twice, another
+    # good one, and one whose window ends before it starts
+    pipeline.work_topic = topic_factory("work")
+    pipeline.publish_fleet(small_fleet(hours=1, nodes=1, gpus=1), START, START + 600)
+
+    def report(job: str, start: int, end: int, quantity: int) -> bytes:
+        return orjson.dumps({"schema_version": 1, "tenant": "acme", "job": job, "source": "r0",
+                             "unit": "tokens", "quantity": quantity, "window_start": start,
+                             "window_end": end})
+
+    good = report("acme-j1", START, START + 60, 1_000_000)
+    pipeline.publish_raw([good, good, report("acme-j1", START + 60, START + 120, 500_000),
+                          report("acme-j1", START + 120, START + 60, 5)],
+                         topic=pipeline.work_topic)
+
+    # when the worker runs
+    stats = pipeline.run_worker()
+
+    # then the replayed report is stored once, and the bad one is rejected with its reason
+    assert stats["work_accepted"] == 3 and stats["work_rejected"] == 1
+    total = pipeline.sql("SELECT count() AS n, sum(quantity) AS q FROM work_units FINAL")
+    assert (int(total[0]["n"]), int(total[0]["q"])) == (2, 1_500_000)
+    rejected = pipeline.sql("SELECT reason FROM usage_rejected FINAL WHERE code = 'invalid_work'")
+    assert len(rejected) == 1 and "window_end" in rejected[0]["reason"]
