@@ -70,7 +70,7 @@ class FakeDelivery:
     def pump(self) -> None:
         self.pumps += 1
 
-    def flush(self, timeout: float) -> bool:
+    def flush(self, timeout: float, should_stop: object = None) -> bool:
         self.flushes.append(timeout)
         return True
 
