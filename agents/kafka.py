@@ -9,6 +9,7 @@ is harmless because sample ids are deterministic; none is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import time
@@ -169,10 +170,9 @@ class Delivery:
             self.pump()
             if self.drained():
                 return True
-            try:
+            # KafkaTimeoutError: not everything answered yet; keep pumping
+            with contextlib.suppress(Exception):
                 self.producer.flush(timeout=0.2)
-            except Exception:  # KafkaTimeoutError: not everything answered yet; keep pumping
-                pass
             time.sleep(0.01)
         self._drain_results()
         return self.drained()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.sampler import GpuInfo
-from agents.simulator import (
+from agents.schedule import (
     GPU_MODELS,
     ActivityProfile,
     ScheduledFleet,

@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from billing.assets import load_assets
-from billing.metrics import Metrics, Report, compute, load_facts, parse_period, sync_asset_rates
+from billing.facts import load_facts, parse_period, sync_asset_rates
+from billing.metrics import Metrics, Report, compute
 
 CHART_IDS = ("chart-utilization", "chart-heatmap", "chart-revenue-cost", "chart-idle",
              "chart-tenants")

@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     from rich.console import Console
 
-    from billing.metrics import parse_period
+    from billing.facts import parse_period
     from billing.report import build_report, print_summary, render_html
     from gpumeter.clickhouse import ClickHouseError, connect
     from gpumeter.sql import server_error

@@ -59,7 +59,6 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export_schema(args: argparse.Namespace, settings: Settings) -> int:
-    from schemas.usage import json_schema
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render_schema())

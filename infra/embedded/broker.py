@@ -7,6 +7,7 @@ record it held (a test must not mistake that for agent loss). Production points
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -115,9 +116,7 @@ def create_topics(bootstrap: str, specs: list[TopicSpec]) -> None:
         existing = set(admin.list_topics())
         new = [NewTopic(s.name, s.partitions, 1) for s in specs if s.name not in existing]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()

@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 
 from agents.sampler import GroundTruth, Sampler
-from agents.simulator import A100, DEFAULT_START, H100, SimulatedFleet
+from agents.schedule import A100, H100
+from agents.simulator import DEFAULT_START, SimulatedFleet
 from schemas.usage import GpuSecond
 
 

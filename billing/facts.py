@@ -1,0 +1,233 @@
+"""The facts the metrics are computed from: the period, and what ClickHouse holds for it.
+
+:func:`load_facts` reads the exact ledger (``usage_minutely FINAL``), invoices and work units
+for a period into plain :class:`Facts`; :func:`billing.metrics.compute` turns them into
+economics without I/O. :func:`sync_asset_rates` is the one write: the register's per-model
+rates into ``asset_rates``, so SQL and Grafana can value idle capacity.
+
+Invoiced revenue is invoice lines except tax for the period: a tenant's finalized invoices if
+it has any, else its drafts; a day gets its month's amount pro-rated by allocated GPU-seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from billing.assets import AssetRegister
+
+IDLE = "__idle__"
+
+
+# -- facts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """A calendar month (``YYYY-MM``) or day (``YYYY-MM-DD``) in UTC: ``[start, end)``."""
+
+    label: str
+    start: datetime
+    end: datetime
+
+    @property
+    def month(self) -> str:
+        return self.start.strftime("%Y-%m")
+
+    @property
+    def is_month(self) -> bool:
+        return len(self.label) == 7
+
+
+def parse_period(text: str) -> Period:
+    if re.fullmatch(r"\d{4}-\d{2}", text):
+        start = datetime.strptime(text, "%Y-%m").replace(tzinfo=UTC)
+        end = (start + timedelta(days=32)).replace(day=1)
+        return Period(text, start, end)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        start = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+        return Period(text, start, start + timedelta(days=1))
+    raise ValueError(f"period {text!r}: expected YYYY-MM (a month) or YYYY-MM-DD (a day)")
+
+
+@dataclass(frozen=True)
+class GpuHour:
+    """One GPU for one hour, MIG slices summed (a row of ``gpu_utilization_hourly``)."""
+
+    hour: datetime
+    gpu_model: str
+    node_id: str
+    gpu_uuid: str
+    available_s: int
+    allocated_s: int
+    active_s: int
+    idle_s: int
+    sm_sum: float  # SM utilization (percent) summed over allocated seconds
+    energy_mj: int
+
+
+@dataclass(frozen=True)
+class JobUsage:
+    """Allocated usage of one (tenant, job) on one GPU model in the period."""
+
+    tenant: str
+    job: str
+    gpu_model: str
+    allocated_s: int
+    active_s: int
+    sm_sum: float
+    energy_mj: int
+
+
+@dataclass(frozen=True)
+class RevenueLine:
+    """Invoiced amount (tax excluded) of one tenant for one GPU model; ``''`` = not per model."""
+
+    tenant: str
+    gpu_model: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class WorkTotal:
+    tenant: str
+    job: str
+    unit: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Facts:
+    period: Period
+    gpu_hours: tuple[GpuHour, ...]
+    jobs: tuple[JobUsage, ...]
+    #: None: no invoices for the period, so revenue is rated at on-demand rates.
+    invoiced: tuple[RevenueLine, ...] | None = None
+    invoice_note: str = ""
+    work: tuple[WorkTotal, ...] = ()
+
+
+# -- load (ClickHouse) ------------------------------------------------------------------------
+
+_GPU_HOURS = """
+SELECT toStartOfHour(minute) AS hour, gpu_model, node_id, gpu_uuid,
+       sum(gpu_seconds)                            AS available_s,
+       sumIf(gpu_seconds, tenant != '__idle__')    AS allocated_s,
+       sumIf(active_seconds, tenant != '__idle__') AS active_s,
+       sumIf(gpu_seconds, tenant = '__idle__')     AS idle_s,
+       sumIf(sm_util_sum, tenant != '__idle__')    AS sm_sum,
+       sum(energy_mj)                              AS energy_mj
+FROM usage_minutely FINAL
+WHERE minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')}
+GROUP BY hour, gpu_model, node_id, gpu_uuid
+ORDER BY hour, gpu_uuid
+"""
+
+_JOBS = """
+SELECT tenant, job, gpu_model, sum(gpu_seconds), sum(active_seconds), sum(sm_util_sum),
+       sum(energy_mj)
+FROM usage_minutely FINAL
+WHERE minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')} AND tenant != '__idle__'
+GROUP BY tenant, job, gpu_model
+ORDER BY tenant, job, gpu_model
+"""
+
+_INVOICED = """
+SELECT i.invoice_id, i.tenant, i.status, l.gpu_model, sum(l.amount)
+FROM invoice_lines AS l FINAL
+INNER JOIN (SELECT * FROM invoices FINAL) AS i ON i.invoice_id = l.invoice_id
+WHERE i.period = {period:String} AND l.kind != 'tax' AND l.is_deleted = 0
+GROUP BY i.invoice_id, i.tenant, i.status, l.gpu_model
+"""
+
+_WORK = """
+SELECT tenant, job, unit, sum(quantity)
+FROM work_units FINAL
+WHERE window_start >= {start:DateTime('UTC')} AND window_start < {end:DateTime('UTC')}
+GROUP BY tenant, job, unit
+ORDER BY tenant, job, unit
+"""
+
+
+def load_facts(client: Client, period: Period) -> Facts:
+    params = {"start": period.start.replace(tzinfo=None), "end": period.end.replace(tzinfo=None)}
+    hours = tuple(
+        GpuHour(_utc(r[0]), r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6]), int(r[7]),
+                float(r[8]), int(r[9]))
+        for r in client.query(_GPU_HOURS, parameters=params).result_rows
+    )
+    jobs = tuple(
+        JobUsage(r[0], r[1], r[2], int(r[3]), int(r[4]), float(r[5]), int(r[6]))
+        for r in client.query(_JOBS, parameters=params).result_rows
+    )
+    invoiced, note = _load_invoiced(client, period, jobs, params)
+    work: tuple[WorkTotal, ...] = ()
+    if _has_tables(client, "work_units"):
+        work = tuple(WorkTotal(r[0], r[1], r[2], int(r[3]))
+                     for r in client.query(_WORK, parameters=params).result_rows)
+    return Facts(period, hours, jobs, invoiced, note, work)
+
+
+def _load_invoiced(
+    client: Client, period: Period, jobs: tuple[JobUsage, ...], params: dict[str, Any]
+) -> tuple[tuple[RevenueLine, ...] | None, str]:
+    if not _has_tables(client, "invoices", "invoice_lines"):
+        return None, ""
+    rows = client.query(_INVOICED, parameters={"period": period.month}).result_rows
+    if not rows:
+        return None, ""
+    # A tenant's finalized invoices are the truth; its drafts count only when it has none.
+    finalized = {r[1] for r in rows if r[2] == "finalized"}
+    chosen = [r for r in rows if r[2] == "finalized" or r[1] not in finalized]
+    n_final = len({r[0] for r in chosen if r[2] == "finalized"})
+    n_draft = len({r[0] for r in chosen if r[2] != "finalized"})
+    amounts: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for _inv, tenant, _status, model, amount in chosen:
+        amounts[(tenant, model or "")] += Decimal(amount)
+    note = f"{n_final} finalized and {n_draft} draft invoice(s) for {period.month}, tax excluded"
+    if not period.is_month:
+        # A day gets the month's invoiced amount in proportion to its allocated GPU-seconds.
+        month = parse_period(period.month)
+        mparams = {"start": month.start.replace(tzinfo=None), "end": month.end.replace(tzinfo=None)}
+        month_alloc: dict[tuple[str, str], int] = defaultdict(int)
+        for r in client.query(_JOBS, parameters=mparams).result_rows:
+            month_alloc[(r[0], r[2])] += int(r[3])
+            month_alloc[(r[0], "")] += int(r[3])
+        day_alloc: dict[tuple[str, str], int] = defaultdict(int)
+        for j in jobs:
+            day_alloc[(j.tenant, j.gpu_model)] += j.allocated_s
+            day_alloc[(j.tenant, "")] += j.allocated_s
+        amounts = {
+            k: v * day_alloc.get(k, 0) / month_alloc[k] if month_alloc.get(k) else Decimal(0)
+            for k, v in amounts.items()
+        }
+        note += f", pro-rated to {period.label} by allocated GPU-seconds"
+    return tuple(RevenueLine(t, m, a) for (t, m), a in sorted(amounts.items())), note
+
+
+def _has_tables(client: Client, *names: str) -> bool:
+    found = client.query(
+        "SELECT count() FROM system.tables WHERE database = currentDatabase() "
+        "AND name IN {names:Array(String)}", parameters={"names": list(names)},
+    ).result_rows[0][0]
+    return int(found) == len(names)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def sync_asset_rates(client: Client, register: AssetRegister) -> None:
+    """Copy per-model rates into ``asset_rates`` so SQL and Grafana can value idle capacity."""
+    now = datetime.now(UTC)
+    rows = [[m, register.currency, r.on_demand_per_gpu_hour, r.spot_per_gpu_hour, now]
+            for m, r in sorted(register.models.items())]
+    if rows:
+        client.insert("asset_rates", rows, column_names=[
+            "gpu_model", "currency", "on_demand_per_gpu_hour", "spot_per_gpu_hour", "updated_at"])
