@@ -217,10 +217,15 @@ def _run_nvml(args: argparse.Namespace, producer: object, topic: str, spool_root
 
     from agents.agent import run_realtime
     from agents.attribution import Attributor
-    from agents.nvml import NvmlSampler
+    from agents.nvml import NvmlSampler, NvmlUnavailableError
 
     node_id = args.node_id or socket.gethostname()
-    sampler = NvmlSampler(node_id=node_id, attributor=Attributor(allocation_file=args.allocation_file))
+    try:
+        sampler = NvmlSampler(node_id=node_id,
+                              attributor=Attributor(allocation_file=args.allocation_file))
+    except NvmlUnavailableError as exc:
+        print(f"gpumeter agent: {exc}", file=sys.stderr)
+        return 2
     (agent,) = build_agents([sampler], spool_root, producer, topic,
                             flush_every=args.flush_every or 10, spool_max_mb=args.spool_max_mb,
                             fsync=not args.no_fsync)

@@ -77,6 +77,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except _expected_errors() as exc:
+        # Errors users can act on get their message, not a traceback.
+        print(f"gpumeter {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from agents.spool import SpoolError
+    from agents.trace import TraceDataMissing
+    from billing.errors import BillingError
+    from gpumeter.clickhouse import ClickHouseError
+    from infra.embedded.broker import BrokerError
+    from schemas.clickhouse.migrate import MigrationError
+
+    return (BillingError, ClickHouseError, BrokerError, MigrationError, SpoolError, TraceDataMissing)
 
 
 if __name__ == "__main__":
