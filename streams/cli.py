@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap (overrides GPUMETER_KAFKA_BOOTSTRAP)")
     p.add_argument("--database", default=None, help="ClickHouse database (default: the DSN's)")
     p.add_argument("--topic", default=None, help="usage topic (default gpu.usage.v1)")
+    p.add_argument("--minutely-topic", default=None,
+                   help="where closed minutes are emitted (default usage.minutely.v1)")
+    p.add_argument("--rejected-topic", default=None,
+                   help="where rejections are emitted (default gpu.usage.rejected.v1)")
     p.add_argument("--work-topic", default=None, help="work-units topic (default gpu.work.v1)")
     p.add_argument("--app-id", default="gpumeter-worker", help="consumer group / Faust app id")
     p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
@@ -66,6 +70,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     config = WorkerConfig(bootstrap=bootstrap, app_id=args.app_id,
                           usage_topic=args.topic or topics.USAGE,
                           work_topic=args.work_topic or topics.WORK,
+                          minutely_topic=args.minutely_topic or topics.MINUTELY,
+                          rejected_topic=args.rejected_topic or topics.REJECTED,
                           partitions=settings.usage_partitions)
     last = {"records": 0, "at": time.monotonic(), "printed": 0.0}
 

@@ -31,6 +31,7 @@ class Pipeline:
         self.data_dir = data_dir
         self.app_id = f"test-worker-{uuid.uuid4().hex[:8]}"
         self.work_topic: str | None = None
+        self.minutely_topic: str | None = None
         self.env = {**os.environ, "GPUMETER_DATA_DIR": str(data_dir), "GPUMETER_GRACE_SECONDS": "60"}
 
     # -- agent side --------------------------------------------------------------------------
@@ -51,11 +52,12 @@ class Pipeline:
         producer.flush(timeout=30)
         producer.close(timeout=10)
 
-    def read_raw(self) -> list[bytes]:
+    def read_raw(self, topic: str | None = None) -> list[bytes]:
         from kafka import KafkaConsumer, TopicPartition
 
+        topic = topic or self.topic
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        tps = [TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic)]
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
@@ -69,6 +71,8 @@ class Pipeline:
     # -- worker side -------------------------------------------------------------------------
     def start_worker(self) -> subprocess.Popen[str]:
         work = ["--work-topic", self.work_topic] if self.work_topic else []
+        if self.minutely_topic:
+            work += ["--minutely-topic", self.minutely_topic]
         return subprocess.Popen(
             [sys.executable, "-m", "gpumeter.cli", "worker", "--bootstrap", self.bootstrap,
              "--topic", self.topic, "--app-id", self.app_id, "--exit-when-idle", "3", *work],

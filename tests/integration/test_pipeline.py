@@ -147,3 +147,42 @@ def test_work_units_are_validated_stored_once_and_bad_ones_rejected(
     assert (int(total[0]["n"]), int(total[0]["q"])) == (2, 1_500_000)
     rejected = pipeline.sql("SELECT reason FROM usage_rejected FINAL WHERE code = 'invalid_work'")
     assert len(rejected) == 1 and "window_end" in rejected[0]["reason"]
+
+
+def test_late_seconds_merge_into_their_closed_minute_and_are_re_emitted(
+    pipeline: Pipeline, topic_factory
+) -> None:
+    # given one GPU whose minute M arrives half now and half after M has closed (the worker's
+    # grace is 60 s here and the first batch already reaches 10 minutes past M)
+    pipeline.minutely_topic = topic_factory("minutely")
+    m = START + 600
+
+    def sample(ts: int) -> dict[str, object]:
+        return {"gpu_uuid": "GPU-late", "mig_uuid": None, "gpu_model": "NVIDIA H100 80GB HBM3",
+                "ts": ts, "tenant": "acme", "job": "late-job", "billing_class": None,
+                "sm_util": 50.0, "mem_util": 10.0, "mem_used": 1, "mem_total": 2,
+                "power_w": 300.0, "energy_j": 300.0, "temp_c": 60.0, "flags": []}
+
+    def batch(seq: int, seconds: range) -> bytes:
+        return orjson.dumps({"schema_version": 1, "node_id": "late-node", "agent_id": "a1",
+                             "seq": seq, "samples": [sample(t) for t in seconds], "gaps": []})
+
+    pipeline.publish_raw([batch(0, range(m, m + 30)), batch(1, range(m + 60, m + 660))])
+    pipeline.run_worker()
+    pipeline.publish_raw([batch(2, range(m + 30, m + 60))])
+
+    # when a worker consumes the late half
+    stats = pipeline.run_worker()
+
+    # then minute M holds all 60 seconds in the ledger, counted as late, never twice
+    assert stats["late"] == 30 and stats["new_seconds"] == 30
+    rows = pipeline.sql(f"SELECT gpu_seconds, energy_mj FROM usage_minutely FINAL "
+                        f"WHERE gpu_uuid = 'GPU-late' AND minute = toDateTime({m}, 'UTC')")
+    assert [(int(r["gpu_seconds"]), int(r["energy_mj"])) for r in rows] == [(60, 60 * 300_000)]
+    # and usage.minutely.v1 first carried M as closed with 30 seconds, then the correction
+    emitted = [orjson.loads(v) for v in pipeline.read_raw(pipeline.minutely_topic)]
+    versions_of_m = [e["version"] for e in emitted if e["minute"] == m]
+    assert versions_of_m == [30, 60]
+    # and every other minute that closed was emitted once, complete
+    others = {e["minute"]: e["gpu_seconds"] for e in emitted if e["minute"] != m}
+    assert others and all(v == 60 for v in others.values())
