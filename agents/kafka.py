@@ -186,7 +186,8 @@ class Delivery:
             self._last_answer = time.monotonic()
             if error is None:
                 self.stats.acked += 1
-                self._acked.add(seq)
+                if seq > self.spool.acked:  # a re-sent batch may be acknowledged twice
+                    self._acked.add(seq)
                 self._backoff_s = 0.5
             else:
                 self._fail(seq, error)
