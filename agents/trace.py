@@ -140,13 +140,14 @@ def pack(
     instances: list[TraceInstance], max_gpus: int | None
 ) -> tuple[list[list[TraceInstance]], int]:
     """First fit by start time: each instance goes to the lowest-numbered GPU free at its start
-    (ties by start, end, file row, so the packing is deterministic). Returns per-GPU instances
-    and how many did not fit under ``max_gpus``."""
+    (ties by start, end, then a fixed hash of the file row, so the packing is deterministic and
+    a ``max_gpus`` cap keeps a spread of services rather than the first ones in the file).
+    Returns per-GPU instances and how many did not fit under ``max_gpus``."""
     gpus: list[list[TraceInstance]] = []
     free: list[int] = []  # heap of GPU numbers free now
     busy: list[tuple[int, int]] = []  # heap of (end, GPU number)
     dropped = 0
-    for inst in sorted(instances, key=lambda i: (i.start, i.end, i.row)):
+    for inst in sorted(instances, key=lambda i: (i.start, i.end, (i.row * 2654435761) % 2**32, i.row)):
         while busy and busy[0][0] <= inst.start:
             heapq.heappush(free, heapq.heappop(busy)[1])
         if free:

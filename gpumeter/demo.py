@@ -24,6 +24,7 @@ from typing import Any
 from gpumeter.settings import Settings
 
 MARKER = ".gpumeter-demo"
+MAX_TENANT_ROWS = 15
 GROUP = "gpumeter-demo-worker"
 
 DESCRIPTION = """\
@@ -49,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", default=None,
                    help="first simulated day, YYYY-MM-DD UTC (default: yesterday)")
     p.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+    p.add_argument("--trace", action="store_true",
+                   help="replay the Alibaba GPU-cluster trace from ../shared/data instead of the "
+                   "simulated fleet (tenants are its services; capped by --max-gpus)")
+    p.add_argument("--max-gpus", type=int, default=128,
+                   help="with --trace: replayed GPUs at most (default 128)")
     p.add_argument("--no-billing", action="store_true", help="skip invoices")
     p.add_argument("--no-report", action="store_true", help="skip the utilization report")
     p.set_defaults(handler=run)
@@ -80,17 +86,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _prepare_data_dir(data_dir)
     t_start = time.monotonic()
     console.rule("[bold]gpumeter demo")
-    console.print(f"fleet: {args.nodes} nodes x {args.gpus} GPUs, 5 tenants, "
-                  f"{_fmt(start)} .. {_fmt(start + duration)} UTC (seed {args.seed})")
+    fleet = _make_fleet(args, start, duration)
+    if args.trace:
+        console.print(f"fleet: Alibaba DLRM trace replay, {fleet.gpu_count} GPUs, "
+                      f"{fleet.instances} instances ({fleet.dropped} beyond --max-gpus left out), "
+                      f"{_fmt(start)} .. {_fmt(start + duration)} UTC")
+    else:
+        console.print(f"fleet: {args.nodes} nodes x {args.gpus} GPUs, 5 tenants, "
+                      f"{_fmt(start)} .. {_fmt(start + duration)} UTC (seed {args.seed})")
 
-    from agents.simulator import SimulatedFleet
     from gpumeter.clickhouse import connect
     from infra.embedded.broker import EmbeddedBroker
     from schemas.clickhouse.migrate import migrate
     from schemas.topics import default_topics
 
-    fleet = SimulatedFleet(seed=args.seed, nodes=args.nodes, gpus_per_node=args.gpus,
-                           start=start, duration_s=duration)
     dsn = settings.resolved_clickhouse_dsn
     password = settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
     client = connect(dsn, database=database, password=password)
@@ -123,7 +132,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if not c.ok:
                 console.print(f"  [red]{c.name}: expected {c.expected}, measured {c.measured}")
     period = datetime.fromtimestamp(start, UTC).strftime("%Y-%m")
-    if not args.no_billing:
+    if args.trace and not args.no_billing:
+        console.print("[yellow]invoices skipped: the demo price book has contracts for the "
+                      "simulated tenants only; invoice the trace's services with your own: "
+                      "gpumeter invoices run --period " + period + " --pricebook PRICEBOOK.toml")
+    elif not args.no_billing:
         _billing(console, client, period, data_dir)
     if not args.no_report:
         _report(console, client, period, data_dir)
@@ -135,6 +148,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                   f'FROM usage_daily GROUP BY tenant ORDER BY gpu_hours DESC"')
     console.print(f"done in {time.monotonic() - t_start:.1f} s")
     return 0 if exact else 1
+
+
+def _make_fleet(args: argparse.Namespace, start: int, duration: int) -> Any:
+    if args.trace:
+        from agents.trace import TraceFleet
+
+        return TraceFleet(start=start, duration_s=duration, gpus_per_node=args.gpus,
+                          max_gpus=args.max_gpus)
+    from agents.simulator import SimulatedFleet
+
+    return SimulatedFleet(seed=args.seed, nodes=args.nodes, gpus_per_node=args.gpus,
+                          start=start, duration_s=duration)
 
 
 def _prepare_data_dir(data_dir: Path) -> None:
@@ -294,12 +319,25 @@ def _compare(console: Any, client: Any, fleet: Any, start: int, end: int) -> lis
     for col in ("tenant", "GPU-hours", "active GPU-hours", "active %", "energy kWh", "ground truth GPU-hours", "exact"):
         table.add_column(col, justify="left" if col == "tenant" else "right")
     checks = []
-    for tenant in sorted(set(per_tenant_t) | set(per_tenant_m)):
+    tenants = sorted(set(per_tenant_t) | set(per_tenant_m), key=lambda t: (-per_tenant_m[t], t))
+    shown = tenants if len(tenants) <= MAX_TENANT_ROWS else tenants[: MAX_TENANT_ROWS - 1]
+    for tenant in tenants:
         m, t = per_tenant_m.get(tenant, 0), per_tenant_t.get(tenant, 0)
         checks.append(Check(f"tenant {tenant} GPU-seconds", t, m))
-        table.add_row(tenant, f"{m / 3600:,.2f}", f"{active[tenant] / 3600:,.2f}",
-                      f"{(active[tenant] / m if m else 0):.0%}", f"{energy[tenant] / 3.6e9:,.1f}",
-                      f"{t / 3600:,.2f}", "yes" if m == t else "[red]NO")
+        if tenant in shown:
+            table.add_row(tenant, f"{m / 3600:,.2f}", f"{active[tenant] / 3600:,.2f}",
+                          f"{(active[tenant] / m if m else 0):.0%}", f"{energy[tenant] / 3.6e9:,.1f}",
+                          f"{t / 3600:,.2f}", "yes" if m == t else "[red]NO")
+    rest = [t for t in tenants if t not in shown]
+    if rest:  # a trace has over a hundred services: the biggest, then the rest in one row
+        m = sum(per_tenant_m[t] for t in rest)
+        t = sum(per_tenant_t[t] for t in rest)
+        a = sum(active[x] for x in rest)
+        e = sum(energy[x] for x in rest)
+        exact = all(per_tenant_m[x] == per_tenant_t[x] for x in rest)
+        table.add_row(f"({len(rest)} more)", f"{m / 3600:,.2f}", f"{a / 3600:,.2f}",
+                      f"{(a / m if m else 0):.0%}", f"{e / 3.6e9:,.1f}", f"{t / 3600:,.2f}",
+                      "yes" if exact else "[red]NO")
     console.print(table)
     checks.append(Check("idle GPU-seconds", truth.idle_seconds, idle))
     checks.append(Check("(tenant, job, GPU model, hour) cells matching", keys_all, keys_ok))

@@ -45,3 +45,11 @@ def test_demo_refuses_to_replace_data_it_did_not_write(tmp_path: Path) -> None:
     assert r.returncode != 0
     assert "refusing to replace" in (r.stdout + r.stderr)
     assert (tmp_path / "clickhouse" / "precious").exists()
+
+
+@pytest.mark.trace
+def test_demo_replays_the_real_trace_exactly(tmp_path: Path, shared_data: Path) -> None:
+    r = gpumeter("demo", "--trace", "--max-gpus", "16", "--duration", "30m", "--start",
+                 "2026-11-20", "--no-report", data_dir=tmp_path)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "exact: yes" in r.stdout and "trace replay" in r.stdout
