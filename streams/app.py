@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import faust
 import orjson
@@ -24,6 +25,7 @@ from streams.processor import SourceRecord, UsageProcessor
 from streams.work import WorkProcessor
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,30 @@ class WorkerConfig:
 
 def broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip())
+
+
+def source_records(events: Sequence[faust.EventT]) -> list[SourceRecord]:
+    return [
+        SourceRecord(e.value if isinstance(e.value, bytes) else bytes(e.value or b""),
+                     e.message.topic, e.message.partition, e.message.offset)
+        for e in events
+    ]
+
+
+def persist_or_exit(process: Callable[[list[SourceRecord]], T], records: list[SourceRecord]) -> T:
+    """Run a processor on a chunk; on failure exit the process without returning.
+
+    Synchronous on purpose: no await between counting and persisting, so a cancellation
+    (shutdown) cannot slip in. And never raise: ``take_events`` acks the chunk when the loop
+    body raises, which would commit offsets of data that never reached ClickHouse.
+    """
+    try:
+        return process(records)
+    except Exception:
+        log.exception("persisting a chunk failed after retries; exiting without acking it "
+                      "(it will be redelivered)")
+        logging.shutdown()
+        os._exit(70)
 
 
 def create_app(
@@ -83,20 +109,7 @@ def create_app(
     @app.agent(usage, name="usage-processor")
     async def usage_processor(stream: faust.StreamT) -> None:
         async for events in stream.take_events(config.chunk_records, within=config.chunk_within_s):
-            records = [
-                SourceRecord(e.value if isinstance(e.value, bytes) else bytes(e.value or b""),
-                             e.message.topic, e.message.partition, e.message.offset)
-                for e in events
-            ]
-            try:
-                # Synchronous on purpose: no await between counting and persisting, so a
-                # cancellation (shutdown) cannot slip in and ack an unflushed chunk.
-                output = processor.process(records)
-            except Exception:
-                log.exception("persisting a chunk failed after retries; exiting without "
-                              "acking it (it will be redelivered)")
-                logging.shutdown()
-                os._exit(70)
+            output = persist_or_exit(processor.process, source_records(events))
             if on_chunk:
                 on_chunk(processor)
             for r in output.rejected:
@@ -123,17 +136,7 @@ def create_app(
         @app.agent(work, name="work-processor")
         async def work_processor_agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(config.chunk_records, within=config.chunk_within_s):
-                records = [
-                    SourceRecord(e.value if isinstance(e.value, bytes) else bytes(e.value or b""),
-                                 e.message.topic, e.message.partition, e.message.offset)
-                    for e in events
-                ]
-                try:
-                    work_processor.process(records)  # synchronous: see usage_processor
-                except Exception:
-                    log.exception("persisting work units failed after retries; exiting")
-                    logging.shutdown()
-                    os._exit(70)
+                persist_or_exit(work_processor.process, source_records(events))
 
     app.usage_processor = usage_processor  # type: ignore[attr-defined]
     app.started_at = time.monotonic()  # type: ignore[attr-defined]
