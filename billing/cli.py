@@ -63,11 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace, settings: Settings) -> Any:
-    from gpumeter.clickhouse import connect
+    from gpumeter.clickhouse import connect_configured
     from schemas.clickhouse.migrate import migrate
 
-    pw = settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
-    client = connect(settings.resolved_clickhouse_dsn, database=args.database, password=pw)
+    client = connect_configured(settings, args.database)
     migrate(client)  # idempotent: the billing tables exist before the first run
     return client
 

@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     from billing.facts import parse_period
     from billing.report import build_report, print_summary, render_html
-    from gpumeter.clickhouse import ClickHouseError, connect
+    from gpumeter.clickhouse import ClickHouseError, connect_configured
     from gpumeter.sql import server_error
 
     try:
@@ -61,11 +61,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"gpumeter report: {exc}", file=sys.stderr)
         return 2
-    password = (settings.clickhouse_password.get_secret_value()
-                if settings.clickhouse_password else None)
     try:
-        client = connect(settings.resolved_clickhouse_dsn, database=args.database,
-                         password=password)
+        client = connect_configured(settings, args.database)
         report = build_report(client, args.period, args.assets)
     except ClickHouseError as exc:
         print(f"gpumeter report: {exc}", file=sys.stderr)

@@ -46,11 +46,10 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from gpumeter.clickhouse import connect
+    from gpumeter.clickhouse import connect_configured
     from schemas.clickhouse.migrate import migrate
 
-    client = connect(settings.resolved_clickhouse_dsn, database=args.database,
-                     password=_secret(settings))
+    client = connect_configured(settings, args.database)
     applied = migrate(client, raw_ttl_days=settings.raw_ttl_days)
     for m in applied:
         print(f"applied {m.version:04d}_{m.name}")
@@ -71,6 +70,3 @@ def render_schema() -> str:
 
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
 
-
-def _secret(settings: Settings) -> str | None:
-    return settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None

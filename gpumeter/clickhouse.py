@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from gpumeter.settings import Settings
+
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -40,6 +42,12 @@ def connect(dsn: str, *, database: str | None = None, password: str | None = Non
         client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         client.database = database
     return client
+
+
+def connect_configured(settings: Settings, database: str | None = None) -> Client:
+    """Open the ClickHouse the settings point at (DSN and password), optionally a database."""
+    password = settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
+    return connect(settings.resolved_clickhouse_dsn, database=database, password=password)
 
 
 def _open_embedded(dsn: str) -> Client:

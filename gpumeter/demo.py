@@ -95,17 +95,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"fleet: {args.nodes} nodes x {args.gpus} GPUs, 5 tenants, "
                       f"{_fmt(start)} .. {_fmt(start + duration)} UTC (seed {args.seed})")
 
-    from gpumeter.clickhouse import connect
+    from gpumeter.clickhouse import connect_configured
     from infra.embedded.broker import EmbeddedBroker
     from schemas.clickhouse.migrate import migrate
     from schemas.topics import default_topics
 
-    dsn = settings.resolved_clickhouse_dsn
-    password = settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
-    client = connect(dsn, database=database, password=password)
+    client = connect_configured(settings, database)
     if database:
         client.command(f"DROP DATABASE IF EXISTS {database}")
-        client = connect(dsn, database=database, password=password)
+        client = connect_configured(settings, database)
     migrate(client, raw_ttl_days=settings.raw_ttl_days)
     client.close()  # the worker subprocess needs the embedded engine's lock
 
@@ -120,7 +118,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             _stop(worker)
     took_pipeline = time.monotonic() - t_start
-    client = connect(dsn, database=database, password=password)
+    client = connect_configured(settings, database)
     checks = _compare(console, client, fleet, start, start + duration)
     exact = all(c.ok for c in checks)
     rate = published / max(took_publish, 1e-9)

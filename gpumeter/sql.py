@@ -30,7 +30,7 @@ from uuid import UUID
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
-from gpumeter.clickhouse import ClickHouseError, connect
+from gpumeter.clickhouse import ClickHouseError, connect_configured
 from gpumeter.settings import Settings
 
 OutputFormat = Literal["table", "csv", "json"]
@@ -92,12 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    password = (
-        settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
-    )
     try:
-        client = connect(settings.resolved_clickhouse_dsn, database=args.database,
-                         password=password)
+        client = connect_configured(settings, args.database)
     except ClickHouseError as exc:
         print(f"gpumeter sql: {exc}", file=sys.stderr)
         return 1

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
-    from gpumeter.clickhouse import connect
+    from gpumeter.clickhouse import connect_configured
     from schemas import topics
     from schemas.clickhouse.migrate import migrate
     from streams.app import WorkerConfig, create_app
@@ -61,8 +61,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("gpumeter worker: no Kafka to read from: set GPUMETER_KAFKA_BOOTSTRAP or --bootstrap "
               "(`gpumeter demo` starts an embedded broker and a worker for you)", file=sys.stderr)
         return 2
-    password = settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
-    client = connect(settings.resolved_clickhouse_dsn, database=args.database, password=password)
+    client = connect_configured(settings, args.database)
     migrate(client, raw_ttl_days=settings.raw_ttl_days)
     processor = UsageProcessor(LedgerSink(client, archive_raw=not args.no_raw_archive),
                                grace_s=settings.grace_seconds,
