@@ -83,6 +83,3 @@ class GroundTruth:
     @property
     def allocated_seconds(self) -> int:
         return sum(self.allocated.values())
-
-    def merge(self, other: GroundTruth) -> GroundTruth:
-        return GroundTruth(self.allocated + other.allocated, self.idle + other.idle)

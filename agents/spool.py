@@ -72,7 +72,8 @@ class Spool:
         self.dropped_batches = int(dropped["batches"])
         self.dropped_samples = int(dropped["samples"])
         self._entries: deque[SpoolEntry] = deque()  # unacknowledged, in seq order
-        self._segments: list[Path] = []
+        self._segments: list[Path] = []  # oldest first; the last one is appended to
+        self._sizes: dict[Path, int] = {}  # bytes per segment, kept here: no stat per append
         self.last_seq = -1
         self.last_ts: int | None = None
         self._recover()
@@ -92,6 +93,7 @@ class Spool:
         offset = self._active.tell()
         header = _HEADER.pack(len(payload), seq, zlib.crc32(payload), n_samples, last_ts)
         self._active.write(header + payload)
+        self._sizes[self._segments[-1]] += len(header) + len(payload)
         self._active.flush()
         if self.fsync:
             os.fsync(self._active.fileno())
@@ -150,6 +152,7 @@ class Spool:
             self._active.close()
         path = self.directory / f"{_SEG_PREFIX}{first_seq:012d}.log"
         self._segments.append(path)
+        self._sizes[path] = 0
         self._active = open(path, "ab")  # noqa: SIM115
 
     def _recover(self) -> None:
@@ -173,28 +176,31 @@ class Spool:
                         self._entries.append(SpoolEntry(seq, path, offset, length, n, last_ts))
             if good_end < path.stat().st_size:
                 os.truncate(path, good_end)
+            self._sizes[path] = good_end
         self._release_segments()
 
     def _release_segments(self) -> None:
-        """Delete segments whose every record is acknowledged (never the active one)."""
-        live = {e.segment for e in self._entries}
-        keep = []
-        for i, path in enumerate(self._segments):
-            is_last = i == len(self._segments) - 1
-            if path in live or is_last:
-                keep.append(path)
-            else:
-                path.unlink(missing_ok=True)
-        self._segments = keep
+        """Delete segments whose every record is acknowledged (never the active one).
+
+        Acknowledgements are a prefix of the sequence and segments hold consecutive seqs, so
+        those are exactly the segments before the one holding the oldest pending entry."""
+        first_live = self._entries[0].segment if self._entries else None
+        while len(self._segments) > 1 and self._segments[0] != first_live:
+            self._drop_segment(self._segments.pop(0))
+
+    def _drop_segment(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self._sizes.pop(path, None)
 
     def _enforce_bound(self) -> None:
-        while self._bytes() > self.max_bytes and len(self._segments) > 1:
+        while sum(self._sizes.values()) > self.max_bytes and len(self._segments) > 1:
             oldest = self._segments.pop(0)
-            gone = [e for e in self._entries if e.segment == oldest]
-            self._entries = deque(e for e in self._entries if e.segment != oldest)
+            gone = []
+            while self._entries and self._entries[0].segment == oldest:  # a prefix, seq order
+                gone.append(self._entries.popleft())
             self.dropped_batches += len(gone)
             self.dropped_samples += sum(e.n_samples for e in gone)
-            oldest.unlink(missing_ok=True)
+            self._drop_segment(oldest)
             if gone:
                 # The dropped seqs count as settled so delivery moves past them.
                 self.acked = max(self.acked, gone[-1].seq)
@@ -203,9 +209,6 @@ class Spool:
                 "dropped.json",
                 json.dumps({"batches": self.dropped_batches, "samples": self.dropped_samples}),
             )
-
-    def _bytes(self) -> int:
-        return sum(p.stat().st_size for p in self._segments if p.exists())
 
     def _load_agent_id(self) -> str:
         path = self.directory / "agent_id"
