@@ -53,7 +53,12 @@ SampleFlag = Literal[
     "clock_jump",  # the host clock jumped; the second was re-aligned
 ]
 
-GapReason = Literal["agent_stalled", "agent_restarted", "nvml_unavailable"]
+GapReason = Literal[
+    "agent_stalled",  # the sampling loop fell behind
+    "agent_restarted",  # the agent was down
+    "nvml_unavailable",  # the driver did not answer
+    "spool_full",  # the spool hit its bound or a full disk: sampled seconds were dropped
+]
 
 BillingClass = Literal["on_demand", "reserved", "spot"]
 
