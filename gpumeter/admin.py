@@ -6,23 +6,30 @@ import argparse
 import json
 from pathlib import Path
 
-from gpumeter.settings import Settings
+from gpumeter.settings import Settings, env_name
 
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "json" / "gpu.usage.v1.schema.json"
+SCHEMA_FILE = (
+    Path(__file__).resolve().parent.parent / "schemas" / "json" / "gpu.usage.v1.schema.json"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     check = sub.add_parser(
-        "check", help="validate the configuration (GPUMETER_* variables) and exit",
+        "check",
+        help="validate the configuration (GPUMETER_* variables) and exit",
         description="Validate every GPUMETER_* setting, print the effective configuration "
-        "(secrets hidden) and exit 0, or list every problem and exit 2.",
+        "(secrets hidden, also inside the DSN) and exit 0, or list every problem and exit 2. "
+        "GPUMETER_* variables that are not settings (typos) are problems too.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.set_defaults(handler=_check)
 
     db = sub.add_parser("db", help="ClickHouse schema management")
     dbsub = db.add_subparsers(dest="db_command", metavar="<action>", required=True)
     mig = dbsub.add_parser(
-        "migrate", help="apply pending ClickHouse migrations (idempotent)",
+        "migrate",
+        help="apply pending ClickHouse migrations (idempotent)",
         description="Apply the ordered migrations in schemas/clickhouse/migrations that are not "
         "applied yet. Re-running is a no-op. Works on the embedded engine and on a server.",
     )
@@ -32,15 +39,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     schema = sub.add_parser("schema", help="event contract")
     ssub = schema.add_subparsers(dest="schema_command", metavar="<action>", required=True)
     exp = ssub.add_parser(
-        "export", help="write the JSON Schema of gpu.usage.v1 records",
+        "export",
+        help="write the JSON Schema of gpu.usage.v1 records",
         description="Write the JSON Schema that producers in other languages validate against.",
     )
     exp.add_argument("--out", type=Path, default=SCHEMA_FILE, help=f"default: {SCHEMA_FILE}")
     exp.set_defaults(handler=_export_schema)
 
 
+def settings_help() -> str:
+    """One line per setting: variable, default, description."""
+    lines = ["settings (environment variables):"]
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default is None else f" (default {field.default})"
+        lines.append(f"  {env_name(name)}{default}")
+        if field.description:
+            lines.append(f"      {field.description}")
+    return "\n".join(lines)
+
+
 def _check(args: argparse.Namespace, settings: Settings) -> int:
-    print(settings.model_dump_json(indent=2))
+    # Reaching here means every setting validated (cli.main exits 2 with the list otherwise).
+    effective = settings.redacted()
+    effective["clickhouse_dsn (effective)"] = str(settings.clickhouse)
+    print(json.dumps(effective, indent=2))
     print("configuration OK")
     return 0
 
@@ -69,4 +91,3 @@ def render_schema() -> str:
     from schemas.usage import json_schema
 
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
-

@@ -10,12 +10,12 @@ import fcntl
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlparse
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import Error as DriverError
 
-from gpumeter.settings import Settings
+from gpumeter.settings import ClickHouseDsn, Settings, parse_clickhouse_dsn
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -29,30 +29,55 @@ class ClickHouseError(RuntimeError):
         self.name = name
 
 
-def connect(dsn: str, *, database: str | None = None, password: str | None = None) -> Client:
-    """Open a client; with ``database``, create it if missing and make it the default.
+def connect(
+    dsn: str,
+    *,
+    database: str | None = None,
+    password: str | None = None,
+    cluster: str | None = None,
+) -> Client:
+    """Open a client; with ``database``, create it if missing and make it the default (on
+    every node of ``cluster`` when given: ``CREATE DATABASE ... ON CLUSTER``).
 
-    Embedded engine limits (chDB): one data directory per process for the process's lifetime,
-    and one process per data directory at a time (closing every client releases it).
+    The DSN is parsed strictly first (``chdb:///absolute/path`` or
+    ``http(s)://user@host:port/db``): nothing is defaulted, so a typo cannot open a database in
+    the current directory or on localhost. Embedded engine limits (chDB): one data directory
+    per process for the process's lifetime, and one process per data directory at a time
+    (closing every client releases it).
     """
-    client = _open_embedded(dsn) if dsn.startswith("chdb://") else _open_server(dsn, password)
+    try:
+        parsed = parse_clickhouse_dsn(dsn)
+    except ValueError as exc:
+        raise ClickHouseError(f"invalid ClickHouse DSN: {exc}") from None
+    client = _open_embedded(parsed) if parsed.embedded else _open_server(parsed, password)
     if database:
         if not _IDENT.match(database):
             raise ClickHouseError(f"invalid database name {database!r}")
-        client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        if cluster is not None and not _IDENT.match(cluster):
+            raise ClickHouseError(f"invalid cluster name {cluster!r}")
+        on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
+        client.command(f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster}")
         client.database = database
     return client
 
 
 def connect_configured(settings: Settings, database: str | None = None) -> Client:
     """Open the ClickHouse the settings point at (DSN and password), optionally a database."""
-    password = settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
+    password = (
+        settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
+    )
     return connect(settings.resolved_clickhouse_dsn, database=database, password=password)
 
 
-def _open_embedded(dsn: str) -> Client:
-    path = Path(urlparse(dsn).path or dsn.removeprefix("chdb://")).resolve()
-    path.mkdir(parents=True, exist_ok=True)
+def _open_embedded(dsn: ClickHouseDsn) -> Client:
+    assert dsn.path is not None
+    path = dsn.path.resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClickHouseError(
+            f"cannot create the embedded ClickHouse data directory {path}: {exc.strerror}"
+        ) from exc
     if _locked_by_other_process(path):
         raise ClickHouseError(
             f"the embedded ClickHouse data directory {path} is in use by another process "
@@ -62,18 +87,24 @@ def _open_embedded(dsn: str) -> Client:
         )
     try:
         return clickhouse_connect.get_client(dsn=f"chdb://{path}")
-    except Exception as exc:
+    except (DriverError, OSError, RuntimeError) as exc:  # chDB raises RuntimeError
         raise ClickHouseError(f"cannot open embedded ClickHouse at {path}: {exc}") from exc
 
 
-def _open_server(dsn: str, password: str | None) -> Client:
-    kwargs: dict[str, str] = {"dsn": dsn}
+def _open_server(dsn: ClickHouseDsn, password: str | None) -> Client:
+    if password is not None and dsn.password is not None:
+        raise ClickHouseError(f"the DSN {dsn} has a password and one was passed too: give it once")
+    kwargs: dict[str, str] = {"dsn": dsn.render(redact=False)}
     if password is not None:
         kwargs["password"] = password
     try:
         return clickhouse_connect.get_client(**kwargs)
-    except Exception as exc:
-        raise ClickHouseError(f"cannot connect to ClickHouse at {_redact(dsn)}: {exc}") from exc
+    except (DriverError, OSError) as exc:
+        # The driver's message may quote the DSN it was given: redact that too.
+        detail = str(exc).replace(kwargs["dsn"], str(dsn))
+        if dsn.password:
+            detail = detail.replace(dsn.password, "***")
+        raise ClickHouseError(f"cannot connect to ClickHouse at {dsn}: {detail}") from None
 
 
 def _locked_by_other_process(path: Path) -> bool:
@@ -104,10 +135,3 @@ def _this_process_holds(path: Path, probe_fd: int) -> bool:
         except OSError:
             continue
     return False
-
-
-def _redact(dsn: str) -> str:
-    u = urlparse(dsn)
-    if u.password:
-        return dsn.replace(f":{u.password}@", ":***@")
-    return dsn

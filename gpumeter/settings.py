@@ -1,24 +1,232 @@
 """The one settings object. Read from the environment (prefix ``GPUMETER_``) only at the entry
-point; everything inward receives a frozen :class:`Settings` or plain arguments."""
+point; everything inward receives a frozen :class:`Settings` or plain arguments.
+
+Every problem is reported at once, by variable name: bad values, missing companions (SASL
+without a password), and ``GPUMETER_*`` variables that are not settings at all (a typo would
+otherwise leave the default in force silently). Secrets never appear in clear: not in
+``gpumeter check``, not in ``repr``, not inside a DSN.
+"""
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "GPUMETER_"
+
+#: Variables a *job* sets to declare its allocation (read by the node agent from
+#: ``/proc/<pid>/environ``, see agents/attribution.py). They are not settings, but they may
+#: legitimately be in a process's environment, so they are not reported as unknown.
+JOB_VARIABLES = frozenset({"GPUMETER_TENANT", "GPUMETER_JOB", "GPUMETER_BILLING_CLASS"})
+
+#: Group timeouts for the embedded Tansu broker (demo, tests): a group join on it waits about
+#: half the rebalance timeout, so the production defaults would make every join take 30 s.
+#: Pass these explicitly (``load_settings(**EMBEDDED_GROUP_TIMEOUTS)``); never the default.
+EMBEDDED_GROUP_TIMEOUTS: Mapping[str, float] = {
+    "kafka_rebalance_timeout_s": 6.0,
+    "kafka_session_timeout_s": 6.0,
+    "kafka_heartbeat_interval_s": 1.0,
+}
+
+#: A billing period is a calendar month (up to 31 days) and is finalized a little after it
+#: ends; the usage topic must still hold the whole period to rebuild its ledger from scratch.
+MIN_REBUILD_RETENTION_DAYS = 32
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+_REDACTED = "***"
+#: Query parameters of a DSN whose values are secrets (clickhouse-connect passes unknown
+#: parameters on as settings, so a password can arrive this way too).
+_SECRET_PARAM = re.compile(r"pass|secret|token|key|credential", re.I)
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+CHDB_EXPECTED = "chdb:///absolute/path"
+HTTP_EXPECTED = "http(s)://user@host:port/database"
 
 
 class SettingsError(Exception):
     """Configuration is invalid; the message lists every bad entry at once."""
 
 
+# --- DSNs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClickHouseDsn:
+    """A parsed, validated ClickHouse DSN. ``path`` for the embedded engine, the rest for a
+    server. ``str()`` gives the DSN with every secret replaced by ``***``."""
+
+    scheme: Literal["chdb", "http", "https"]
+    path: Path | None = None
+    host: str | None = None
+    port: int | None = None
+    username: str | None = None
+    password: str | None = None
+    database: str | None = None
+    query: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def embedded(self) -> bool:
+        return self.scheme == "chdb"
+
+    def __str__(self) -> str:
+        return self.render(redact=True)
+
+    def __repr__(self) -> str:
+        return f"ClickHouseDsn({self.render(redact=True)!r})"
+
+    def render(self, *, redact: bool = True) -> str:
+        if self.embedded:
+            return f"chdb://{self.path}"
+        userinfo = ""
+        if self.username is not None:
+            userinfo = self.username
+            if self.password is not None:
+                userinfo += ":" + (_REDACTED if redact else self.password)
+            userinfo += "@"
+        query = urlencode(
+            [(k, _REDACTED if redact and _SECRET_PARAM.search(k) else v) for k, v in self.query],
+            safe="*",
+        )
+        path = f"/{self.database}" if self.database else ""
+        return urlunsplit((self.scheme, f"{userinfo}{self.host}:{self.port}", path, query, ""))
+
+
+def parse_clickhouse_dsn(dsn: str) -> ClickHouseDsn:
+    """Parse strictly; raise ``ValueError`` saying what is expected. No part is defaulted:
+    an empty path, a stray host or a missing host is an error, not "the current directory" or
+    "localhost". Error messages show the DSN redacted."""
+    shown = redact_dsn(dsn)
+    try:
+        u = urlsplit(dsn.strip())
+        port = u.port
+    except ValueError as exc:
+        raise ValueError(f"{shown!r} is not a valid URL ({exc})") from exc
+    if u.scheme == "chdb":
+        if u.netloc:
+            raise ValueError(
+                f"{shown!r} has {u.netloc!r} where {CHDB_EXPECTED} has nothing "
+                "(three slashes: chdb:// then an absolute path)"
+            )
+        if not u.path or not u.path.startswith("/") or u.path.rstrip("/") == "":
+            raise ValueError(f"{shown!r} has no directory; expected {CHDB_EXPECTED}")
+        if u.query or u.fragment:
+            raise ValueError(f"{shown!r}: no query or fragment allowed; expected {CHDB_EXPECTED}")
+        return ClickHouseDsn("chdb", path=Path(u.path))
+    if u.scheme in ("http", "https"):
+        if not u.hostname:
+            raise ValueError(f"{shown!r} has no host; expected {HTTP_EXPECTED}")
+        if port is None:
+            raise ValueError(
+                f"{shown!r} has no port; expected {HTTP_EXPECTED} (8123 for http, 8443 for https "
+                "on a default server)"
+            )
+        if port == 0:
+            raise ValueError(f"{shown!r}: port 0 is not a port")
+        database = u.path.strip("/") or None
+        if database is not None and not _IDENT.match(database):
+            raise ValueError(
+                f"{shown!r}: the path must be one database name (letters, digits, _), "
+                f"got {database!r}; expected {HTTP_EXPECTED}"
+            )
+        if u.fragment:
+            raise ValueError(f"{shown!r}: no fragment allowed; expected {HTTP_EXPECTED}")
+        return ClickHouseDsn(
+            u.scheme,  # type: ignore[arg-type]
+            host=u.hostname,
+            port=port,
+            username=u.username or None,
+            password=u.password,
+            database=database,
+            query=tuple(parse_qsl(u.query, keep_blank_values=True)),
+        )
+    raise ValueError(
+        f"{shown!r}: unknown scheme {u.scheme!r}; expected {CHDB_EXPECTED} or {HTTP_EXPECTED}"
+    )
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with the userinfo password and secret-looking query values replaced by ``***``.
+    Works on malformed DSNs too (it is used in the messages that reject them)."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        return _redact_query(dsn)
+    netloc, slash, tail = rest.partition("/")
+    if "?" in netloc and not slash:  # http://u:p@h?x=y
+        netloc, q, tail = netloc.partition("?")
+        tail, slash = q + tail, "?"
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":" + _REDACTED
+        netloc = f"{userinfo}@{hostport}"
+    return f"{scheme}{sep}{netloc}{slash}{_redact_query(tail)}"
+
+
+def _redact_query(text: str) -> str:
+    base, q, query = text.partition("?")
+    if not q:
+        return text
+    parts = []
+    for item in query.split("&"):
+        key, eq, _ = item.partition("=")
+        parts.append(f"{key}={_REDACTED}" if eq and _SECRET_PARAM.search(key) else item)
+    return f"{base}?{'&'.join(parts)}"
+
+
+def parse_bootstrap(value: str) -> list[tuple[str, int]]:
+    """``host:port[,host:port]`` -> [(host, port)]; IPv6 hosts in brackets. ``ValueError``
+    names the first bad entry."""
+    entries = [e.strip() for e in value.split(",")]
+    if not value.strip() or any(not e for e in entries):
+        raise ValueError(f"{value!r}: expected host:port[,host:port] with no empty entries")
+    out = []
+    for entry in entries:
+        if "://" in entry:
+            raise ValueError(f"{entry!r}: no scheme; expected host:port[,host:port]")
+        host, sep, port_text = entry.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{entry!r}: expected host:port (e.g. kafka-0.kafka:9092)")
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+        if host.startswith("[") and host.endswith("]"):
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError as exc:
+                raise ValueError(f"{entry!r}: {host} is not an IPv6 address") from exc
+        elif not _HOSTNAME.match(host):
+            raise ValueError(f"{entry!r}: {host!r} is not a host name or IPv4 address")
+        out.append((host, int(port_text)))
+    return out
+
+
+# --- the settings object --------------------------------------------------------------------
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GPUMETER_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     data_dir: Path = Field(
         Path("gpumeter-data"),
         description="Where the embedded runtime keeps its state (ClickHouse data, spools, exports).",
+        # Checked even when defaulted: a relative default in a read-only working directory
+        # must fail here with a message, not later with a traceback.
+        validate_default=True,
     )
     kafka_bootstrap: str | None = Field(
         None,
@@ -26,36 +234,256 @@ class Settings(BaseSettings):
     )
     clickhouse_dsn: str | None = Field(
         None,
-        description="chdb:///path (embedded engine) or http(s)://user@host:8123/db. "
+        description=f"{CHDB_EXPECTED} (embedded engine) or {HTTP_EXPECTED}. "
         "Unset: chdb://<data_dir>/clickhouse.",
     )
-    clickhouse_password: SecretStr | None = None
-    usage_partitions: int = Field(4, ge=1, le=1024)
+    clickhouse_password: SecretStr | None = Field(
+        None, description="Password of the DSN's user (from a secret; never in the DSN itself)."
+    )
+    usage_partitions: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Partitions of the usage topic: the most workers that can share the load.",
+    )
     raw_ttl_days: int = Field(400, ge=1, description="How long the raw sample archive is kept.")
     grace_seconds: int = Field(
         120, ge=0, description="Event-time grace before a minute is closed and emitted."
     )
-    max_future_skew_s: int = Field(300, ge=0)
+    max_future_skew_s: int = Field(
+        300, ge=0, description="How far ahead of the worker's clock a sample may be."
+    )
+
+    # Consumer-group timeouts. Defaults fit a real Kafka cluster (Faust's and Kafka's own
+    # defaults); the embedded runtime passes EMBEDDED_GROUP_TIMEOUTS.
+    kafka_rebalance_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="How long a rebalance waits for members to rejoin."
+    )
+    kafka_session_timeout_s: float = Field(
+        45.0, gt=0, le=3600, description="A worker silent this long is dropped from the group."
+    )
+    kafka_heartbeat_interval_s: float = Field(
+        3.0, gt=0, le=600, description="Heartbeat period; at most a third of the session timeout."
+    )
+
+    # Kafka security, for agents and workers alike.
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required with SASL_*."
+    )
+    kafka_sasl_username: str | None = Field(None, description="Required with SASL_*.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="Required with SASL_* (from a secret)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM CA bundle for SSL / SASL_SSL. Unset: the system trust store."
+    )
+
+    # Topics, as created by gpumeter (agent and worker create them when missing).
+    kafka_replication_factor: int = Field(
+        3, ge=1, le=32, description="Replicas of every gpumeter topic (1 for a single broker)."
+    )
+    kafka_retention_days: int = Field(
+        35, ge=1, description="Retention of the usage topic: the ledger is rebuilt from it."
+    )
+    kafka_allow_short_retention: bool = Field(
+        False,
+        description=f"Allow kafka_retention_days < {MIN_REBUILD_RETENTION_DAYS} (a billing "
+        "period could then no longer be rebuilt from the topic).",
+    )
 
     @field_validator("clickhouse_dsn")
     @classmethod
-    def _dsn_scheme(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("chdb://", "http://", "https://")):
-            raise ValueError("must start with chdb://, http:// or https://")
+    def _dsn(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_clickhouse_dsn(v)
         return v
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_bootstrap(v)
+            return ",".join(e.strip() for e in v.split(","))
+        return v
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, v: Path) -> Path:
+        problem = _unusable_directory(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("kafka_ssl_cafile")
+    @classmethod
+    def _cafile(cls, v: Path | None) -> Path | None:
+        if v is not None and not (v.is_file() and os.access(v, os.R_OK)):
+            raise ValueError(f"{v} is not a readable file (expected a PEM CA bundle)")
+        return v
+
+    @model_validator(mode="after")
+    def _together(self) -> Settings:
+        """Checks that span fields; all problems in one error, one line per variable."""
+        problems = []
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        if sasl:
+            for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password"):
+                if getattr(self, name) is None:
+                    problems.append(
+                        (
+                            name,
+                            f"required with GPUMETER_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}",
+                        )
+                    )
+        else:
+            for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password"):
+                if getattr(self, name) is not None:
+                    problems.append(
+                        (
+                            name,
+                            "set, but GPUMETER_KAFKA_SECURITY_PROTOCOL is "
+                            f"{self.kafka_security_protocol}: use SASL_SSL (or SASL_PLAINTEXT) or unset it",
+                        )
+                    )
+        if self.kafka_ssl_cafile is not None and not tls:
+            problems.append(
+                (
+                    "kafka_ssl_cafile",
+                    "set, but GPUMETER_KAFKA_SECURITY_PROTOCOL is "
+                    f"{self.kafka_security_protocol}: use SSL or SASL_SSL or unset it",
+                )
+            )
+        if self.kafka_heartbeat_interval_s * 3 > self.kafka_session_timeout_s:
+            problems.append(
+                (
+                    "kafka_heartbeat_interval_s",
+                    f"{self.kafka_heartbeat_interval_s:g} s is more than a "
+                    f"third of GPUMETER_KAFKA_SESSION_TIMEOUT_S ({self.kafka_session_timeout_s:g} s): "
+                    "one lost heartbeat would drop the worker from its group",
+                )
+            )
+        if (
+            self.kafka_retention_days < MIN_REBUILD_RETENTION_DAYS
+            and not self.kafka_allow_short_retention
+        ):
+            problems.append(
+                (
+                    "kafka_retention_days",
+                    f"{self.kafka_retention_days} days cannot rebuild a billing "
+                    f"period from the usage topic (needs >= {MIN_REBUILD_RETENTION_DAYS}); set "
+                    "GPUMETER_KAFKA_ALLOW_SHORT_RETENTION=true to accept that",
+                )
+            )
+        if (
+            self.clickhouse_dsn
+            and self.clickhouse_password is not None
+            and parse_clickhouse_dsn(self.clickhouse_dsn).password is not None
+        ):
+            problems.append(
+                (
+                    "clickhouse_dsn",
+                    "has a password and GPUMETER_CLICKHOUSE_PASSWORD is set too: "
+                    "give it once (preferably in GPUMETER_CLICKHOUSE_PASSWORD, from a secret)",
+                )
+            )
+        if problems:
+            raise ValueError("\n".join(f"{env_name(f)}: {m}" for f, m in problems))
+        return self
 
     @property
     def resolved_clickhouse_dsn(self) -> str:
         return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
 
+    @property
+    def clickhouse(self) -> ClickHouseDsn:
+        """The parsed DSN (the embedded default under ``data_dir`` when unset)."""
+        return parse_clickhouse_dsn(self.resolved_clickhouse_dsn)
 
-def load_settings(**overrides: object) -> Settings:
-    """Build settings from the environment plus overrides; report every problem at once."""
+    def redacted(self) -> dict[str, Any]:
+        """Every setting as JSON-ready values, secrets hidden (also inside the DSN)."""
+        out = self.model_dump(mode="json")
+        for name, value in out.items():
+            if isinstance(getattr(self, name), SecretStr):
+                out[name] = _REDACTED if value else value
+        if self.clickhouse_dsn is not None:
+            out["clickhouse_dsn"] = str(parse_clickhouse_dsn(self.clickhouse_dsn))
+        return out
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # repr() ends up in logs and tracebacks: the same redaction as `gpumeter check`.
+        return list(self.redacted().items())
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def known_variables() -> frozenset[str]:
+    return frozenset(env_name(f) for f in Settings.model_fields)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One message per ``GPUMETER_*`` variable that is not a setting, with a suggestion."""
+    known = sorted(known_variables())
+    out = []
+    for key in sorted(environ):
+        name = key.upper()
+        if not name.startswith(ENV_PREFIX) or name in known or name in JOB_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = (
+            f"did you mean {close[0]}?" if close else "see `gpumeter check --help` for the settings"
+        )
+        out.append(f"  {key}: not a gpumeter setting; {hint}")
+    return out
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build settings from the environment plus overrides; report every problem at once.
+
+    ``environ`` is scanned for unknown ``GPUMETER_*`` variables (default: ``os.environ``, which
+    pydantic-settings also reads the values from)."""
+    lines = unknown_variables(os.environ if environ is None else environ)
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        lines = [
-            f"  GPUMETER_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        ]
-        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from exc
+        lines = _error_lines(exc) + lines
+    if lines:
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines))
+    return settings
+
+
+def _error_lines(exc: ValidationError) -> list[str]:
+    lines = []
+    for e in exc.errors(include_url=False):
+        if e["loc"]:
+            name = env_name("_".join(str(p) for p in e["loc"][:1]))
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {name}: {msg}")
+        else:  # the cross-field validator: one "NAME: message" per line already
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.extend(f"  {line}" for line in msg.splitlines())
+    return lines
+
+
+def _unusable_directory(path: Path) -> str | None:
+    """Why ``path`` cannot be used as a writable data directory, or None. Creates nothing:
+    validating configuration has no side effects."""
+    if path.exists():
+        if not path.is_dir():
+            return f"{path} exists and is not a directory"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{path} is not writable by this user (uid {os.getuid()})"
+        return None
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{path} cannot be created: {parent} is a file"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"{path} cannot be created: {parent} is not writable by this user (uid {os.getuid()})"
+            return None
+    return None

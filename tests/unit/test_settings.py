@@ -28,11 +28,299 @@ def test_default_dsn_is_the_embedded_engine_under_the_data_dir(tmp_path, monkeyp
 
 
 def test_check_command_hides_secrets_and_fails_on_bad_config(tmp_path) -> None:
-    env = {"GPUMETER_CLICKHOUSE_PASSWORD": "hunter2", "GPUMETER_DATA_DIR": str(tmp_path),
-           "PATH": "/usr/bin:/bin"}
-    ok = subprocess.run([sys.executable, "-m", "gpumeter.cli", "check"], env=env,
-                        capture_output=True, text=True)
+    env = {
+        "GPUMETER_CLICKHOUSE_PASSWORD": "hunter2",
+        "GPUMETER_DATA_DIR": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
+    ok = subprocess.run(
+        [sys.executable, "-m", "gpumeter.cli", "check"], env=env, capture_output=True, text=True
+    )
     assert ok.returncode == 0 and "hunter2" not in ok.stdout and "configuration OK" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "gpumeter.cli", "check"],
-                         env={**env, "GPUMETER_RAW_TTL_DAYS": "-1"}, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "gpumeter.cli", "check"],
+        env={**env, "GPUMETER_RAW_TTL_DAYS": "-1"},
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "GPUMETER_RAW_TTL_DAYS" in bad.stderr
+
+
+# --- DSNs: parsed strictly, no silent defaults, secrets redacted ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dsn", "expected_in_message"),
+    [
+        ("chdb://", "chdb:///absolute/path"),  # would open a database in the current directory
+        ("chdb:///", "chdb:///absolute/path"),
+        ("chdb://foo/tmp/x", "'foo'"),  # would silently drop foo
+        ("chdb://relative", "'relative'"),
+        ("chdb:///tmp/x?mode=ro", "no query"),
+        ("http://", "no host"),  # would fall back to localhost:8123
+        ("https://:8443/db", "no host"),
+        ("http://ch.example/db", "no port"),
+        ("http://ch.example:8123/a/b", "one database name"),
+        ("http://ch.example:notaport", "not a valid URL"),
+        ("mysql://db", "unknown scheme"),
+    ],
+)
+def test_a_bad_dsn_is_a_configuration_error_naming_the_variable_and_the_format(
+    monkeypatch: pytest.MonkeyPatch, dsn: str, expected_in_message: str
+) -> None:
+    monkeypatch.setenv("GPUMETER_CLICKHOUSE_DSN", dsn)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    text = str(err.value)
+    assert "GPUMETER_CLICKHOUSE_DSN" in text and expected_in_message in text
+
+
+def test_good_dsns_parse_into_their_parts() -> None:
+    from gpumeter.settings import parse_clickhouse_dsn
+
+    embedded = parse_clickhouse_dsn("chdb:///var/lib/gpumeter/clickhouse")
+    assert embedded.embedded and str(embedded.path) == "/var/lib/gpumeter/clickhouse"
+    server = parse_clickhouse_dsn("https://gpumeter@ch-0.ch.svc:8443/ledger?compress=1")
+    assert (server.scheme, server.host, server.port, server.username, server.database) == (
+        "https",
+        "ch-0.ch.svc",
+        8443,
+        "gpumeter",
+        "ledger",
+    )
+    assert server.render(redact=False) == "https://gpumeter@ch-0.ch.svc:8443/ledger?compress=1"
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "http://bob:hunter2@ch.example:8123/db",
+        "https://bob@ch.example:8443/db?password=hunter2&compress=1",
+        "http://ch.example:8123/db?access_token=hunter2",
+        "http://bob:hunter2@:8123/db",  # malformed, and still redacted in the error message
+    ],
+)
+def test_secrets_inside_a_dsn_are_never_shown(dsn: str) -> None:
+    from gpumeter.settings import parse_clickhouse_dsn, redact_dsn
+
+    assert "hunter2" not in redact_dsn(dsn)
+    try:
+        parsed = parse_clickhouse_dsn(dsn)
+    except ValueError as exc:
+        assert "hunter2" not in str(exc)
+    else:
+        assert "hunter2" not in str(parsed) and "hunter2" not in repr(parsed)
+        assert "hunter2" in parsed.render(redact=False)  # what the driver is given
+
+
+def test_settings_repr_and_redacted_dump_hide_every_secret(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("GPUMETER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("GPUMETER_CLICKHOUSE_DSN", "http://bob:dsnpw@ch.example:8123/db")
+    monkeypatch.setenv("GPUMETER_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("GPUMETER_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("GPUMETER_KAFKA_SASL_USERNAME", "meter")
+    monkeypatch.setenv("GPUMETER_KAFKA_SASL_PASSWORD", "kafkapw")
+    settings = load_settings()
+    for shown in (repr(settings), str(settings), str(settings.redacted())):
+        assert "dsnpw" not in shown and "kafkapw" not in shown
+    assert settings.redacted()["kafka_sasl_username"] == "meter"
+
+
+def test_password_in_the_dsn_and_in_the_variable_is_ambiguous(monkeypatch) -> None:
+    monkeypatch.setenv("GPUMETER_CLICKHOUSE_DSN", "http://bob:a@ch.example:8123/db")
+    monkeypatch.setenv("GPUMETER_CLICKHOUSE_PASSWORD", "b")
+    with pytest.raises(SettingsError, match="GPUMETER_CLICKHOUSE_DSN: has a password"):
+        load_settings()
+
+
+def test_connect_refuses_a_dsn_it_cannot_parse_instead_of_guessing(tmp_path, monkeypatch) -> None:
+    from gpumeter.clickhouse import ClickHouseError, connect
+
+    # given a working directory where `chdb://` used to create a database
+    monkeypatch.chdir(tmp_path)
+    for dsn in ("chdb://", "chdb://foo/tmp/x", "http://"):
+        with pytest.raises(ClickHouseError, match="invalid ClickHouse DSN"):
+            connect(dsn)
+    assert list(tmp_path.iterdir()) == []  # nothing was opened or created
+
+
+# --- data directory, bootstrap, unknown variables ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "file", "is not a directory"),
+        (lambda d: d / "file" / "below", "is a file"),
+    ],
+)
+def test_a_data_dir_that_cannot_be_used_is_a_clear_error(tmp_path, monkeypatch, make, message):
+    (tmp_path / "file").write_text("not a directory")
+    monkeypatch.setenv("GPUMETER_DATA_DIR", str(make(tmp_path)))
+    with pytest.raises(SettingsError, match=f"GPUMETER_DATA_DIR: .*{message}"):
+        load_settings()
+
+
+def test_an_unwritable_data_dir_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere: the permission check cannot fail")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    monkeypatch.setenv("GPUMETER_DATA_DIR", str(locked / "data"))
+    with pytest.raises(SettingsError, match="GPUMETER_DATA_DIR: .*not writable"):
+        load_settings()
+
+
+def test_data_dir_through_the_cli_is_an_error_not_a_traceback(tmp_path) -> None:
+    env = {"GPUMETER_DATA_DIR": "/etc/passwd", "PATH": "/usr/bin:/bin"}
+    run = subprocess.run(
+        [sys.executable, "-m", "gpumeter.cli", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "GPUMETER_DATA_DIR: /etc/passwd exists and is not a directory" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not a host",
+        "kafka",
+        "kafka:",
+        ":9092",
+        "kafka:0",
+        "kafka:70000",
+        "kafka:9092,",
+        "kafka://kafka:9092",
+        "bad_host!:9092",
+        "[zz::1]:9092",
+        "",
+    ],
+)
+def test_a_bad_bootstrap_is_a_clear_error(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("GPUMETER_KAFKA_BOOTSTRAP", value)
+    with pytest.raises(SettingsError, match="GPUMETER_KAFKA_BOOTSTRAP"):
+        load_settings()
+
+
+def test_good_bootstraps_are_accepted_and_normalized(monkeypatch) -> None:
+    from gpumeter.settings import parse_bootstrap
+
+    assert parse_bootstrap("kafka-0.kafka.svc:9092, 10.0.0.7:9093,[::1]:29092") == [
+        ("kafka-0.kafka.svc", 9092),
+        ("10.0.0.7", 9093),
+        ("[::1]", 29092),
+    ]
+    monkeypatch.setenv("GPUMETER_KAFKA_BOOTSTRAP", "a:1, b:2")
+    assert load_settings().kafka_bootstrap == "a:1,b:2"
+
+
+def test_unknown_variables_are_reported_with_a_suggestion_together_with_other_problems(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a typo, a made-up setting, a bad value, and a job's allocation variables
+    monkeypatch.setenv("GPUMETER_KAFKA_BOOSTRAP", "kafka:9092")
+    monkeypatch.setenv("GPUMETER_COLOUR", "blue")
+    monkeypatch.setenv("GPUMETER_GRACE_SECONDS", "soon")
+    monkeypatch.setenv("GPUMETER_TENANT", "acme")  # a job's variable (agents/attribution.py)
+    # when the settings load
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    # then every problem is listed at once, typos with a suggestion
+    text = str(err.value)
+    assert (
+        "GPUMETER_KAFKA_BOOSTRAP: not a gpumeter setting; did you mean GPUMETER_KAFKA_BOOTSTRAP?"
+        in text
+    )
+    assert "GPUMETER_COLOUR: not a gpumeter setting" in text
+    assert "GPUMETER_GRACE_SECONDS" in text
+    assert "GPUMETER_TENANT" not in text
+
+
+def test_an_injected_environment_is_scanned_instead_of_the_process_one() -> None:
+    from gpumeter.settings import unknown_variables
+
+    assert unknown_variables({"GPUMETER_DATA_DIRR": "x", "HOME": "/root"}) == [
+        "  GPUMETER_DATA_DIRR: not a gpumeter setting; did you mean GPUMETER_DATA_DIR?"
+    ]
+
+
+# --- production settings --------------------------------------------------------------------
+
+
+def test_group_timeout_defaults_fit_a_real_cluster_and_embedded_ones_are_explicit() -> None:
+    from gpumeter.settings import EMBEDDED_GROUP_TIMEOUTS
+
+    production = load_settings()
+    assert (
+        production.kafka_rebalance_timeout_s,
+        production.kafka_session_timeout_s,
+        production.kafka_heartbeat_interval_s,
+    ) == (60.0, 45.0, 3.0)
+    embedded = load_settings(**EMBEDDED_GROUP_TIMEOUTS)
+    assert (
+        embedded.kafka_rebalance_timeout_s,
+        embedded.kafka_session_timeout_s,
+        embedded.kafka_heartbeat_interval_s,
+    ) == (6.0, 6.0, 1.0)
+
+
+def test_sasl_needs_its_companions_and_all_missing_ones_are_named(monkeypatch) -> None:
+    monkeypatch.setenv("GPUMETER_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    for name in ("MECHANISM", "USERNAME", "PASSWORD"):
+        assert f"GPUMETER_KAFKA_SASL_{name}: required with" in str(err.value)
+
+
+def test_security_values_outside_the_closed_sets_are_refused(monkeypatch) -> None:
+    monkeypatch.setenv("GPUMETER_KAFKA_SECURITY_PROTOCOL", "TLS")
+    monkeypatch.setenv("GPUMETER_KAFKA_SASL_MECHANISM", "GSSAPI")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "GPUMETER_KAFKA_SECURITY_PROTOCOL" in str(err.value)
+    assert "GPUMETER_KAFKA_SASL_MECHANISM" in str(err.value)
+
+
+def test_sasl_settings_without_a_sasl_protocol_are_a_mistake(monkeypatch, tmp_path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("GPUMETER_KAFKA_SASL_USERNAME", "meter")
+    monkeypatch.setenv("GPUMETER_KAFKA_SSL_CAFILE", str(ca))
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "GPUMETER_KAFKA_SASL_USERNAME: set, but" in str(err.value)
+    assert "GPUMETER_KAFKA_SSL_CAFILE: set, but" in str(err.value)
+
+
+def test_retention_must_cover_a_billing_period_unless_explicitly_allowed(monkeypatch) -> None:
+    monkeypatch.setenv("GPUMETER_KAFKA_RETENTION_DAYS", "7")
+    with pytest.raises(SettingsError, match="GPUMETER_KAFKA_RETENTION_DAYS: 7 days cannot rebuild"):
+        load_settings()
+    monkeypatch.setenv("GPUMETER_KAFKA_ALLOW_SHORT_RETENTION", "true")
+    assert load_settings().kafka_retention_days == 7
+
+
+def test_heartbeat_must_fit_three_times_in_the_session(monkeypatch) -> None:
+    monkeypatch.setenv("GPUMETER_KAFKA_SESSION_TIMEOUT_S", "10")
+    monkeypatch.setenv("GPUMETER_KAFKA_HEARTBEAT_INTERVAL_S", "5")
+    with pytest.raises(SettingsError, match="GPUMETER_KAFKA_HEARTBEAT_INTERVAL_S"):
+        load_settings()
+
+
+def test_check_hides_a_password_inside_the_dsn(tmp_path) -> None:
+    env = {
+        "GPUMETER_CLICKHOUSE_DSN": "http://bob:hunter2@ch.example:8123/db?password=hunter2",
+        "GPUMETER_DATA_DIR": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
+    ok = subprocess.run(
+        [sys.executable, "-m", "gpumeter.cli", "check"], env=env, capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "hunter2" not in ok.stdout + ok.stderr and "bob:***@ch.example:8123" in ok.stdout
