@@ -15,10 +15,17 @@ from typing import Any, Literal
 import orjson
 from pydantic import ValidationError
 
-from schemas.usage import GpuSecond, GpuSecondsSampled
+from schemas.usage import MAX_FUTURE_SKEW_S, GpuSecond, GpuSecondsSampled
 
 RejectionCode = Literal[
-    "malformed_json", "unknown_schema_version", "invalid_envelope", "invalid_sample"
+    "malformed_json",
+    "unknown_schema_version",
+    "invalid_envelope",
+    "invalid_sample",
+    # A valid sample dated more than max_future_skew_s after the worker's clock. Kept apart
+    # from invalid_sample: the worker parks it and re-admits it (parse_sample) once its
+    # second is no longer in the future. Its raw is the sample's canonical JSON.
+    "future_timestamp",
 ]
 
 
@@ -52,13 +59,20 @@ def describe(error: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
-def parse_batch(raw: bytes, *, now: float | None = None) -> ParsedBatch:
-    """Validate one record. Never raises on bad input: problems come back as rejections."""
-    context = {"now": time.time() if now is None else now}
+def parse_batch(
+    raw: bytes, *, now: float | None = None, max_future_skew_s: int = MAX_FUTURE_SKEW_S
+) -> ParsedBatch:
+    """Validate one record. Never raises on bad input: problems come back as rejections.
+
+    A sample more than ``max_future_skew_s`` after ``now`` (default: the wall clock) is
+    rejected alone with code ``future_timestamp``."""
+    now = time.time() if now is None else now
     try:
-        return ParsedBatch(GpuSecondsSampled.model_validate_json(raw, context=context))
+        parsed = GpuSecondsSampled.model_validate_json(raw)
     except ValidationError:
         pass  # find out which part is bad below
+    else:
+        return _park_future(parsed, [], now + max_future_skew_s, max_future_skew_s)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -70,7 +84,7 @@ def parse_batch(raw: bytes, *, now: float | None = None) -> ParsedBatch:
         )
     samples = doc.pop("samples", [])
     try:
-        envelope = GpuSecondsSampled.model_validate(doc, context=context)
+        envelope = GpuSecondsSampled.model_validate(doc)
     except ValidationError as exc:
         code: RejectionCode = (
             "unknown_schema_version"
@@ -86,7 +100,7 @@ def parse_batch(raw: bytes, *, now: float | None = None) -> ParsedBatch:
     rejections: list[Rejection] = []
     for i, item in enumerate(samples):
         try:
-            good.append(GpuSecond.model_validate(item, context=context))
+            good.append(GpuSecond.model_validate(item))
         except ValidationError as exc:
             rejections.append(
                 Rejection(
@@ -96,7 +110,49 @@ def parse_batch(raw: bytes, *, now: float | None = None) -> ParsedBatch:
                     raw=_dumps(item),
                 )
             )
-    return ParsedBatch(envelope.model_copy(update={"samples": tuple(good)}), rejections)
+    return _park_future(
+        envelope.model_copy(update={"samples": tuple(good)}),
+        rejections,
+        now + max_future_skew_s,
+        max_future_skew_s,
+    )
+
+
+def parse_sample(
+    raw_sample: bytes, *, now: float | None = None, max_future_skew_s: int = MAX_FUTURE_SKEW_S
+) -> GpuSecond | Rejection:
+    """Validate one sample's JSON (e.g. a parked ``future_timestamp`` rejection's raw)."""
+    now = time.time() if now is None else now
+    try:
+        sample = GpuSecond.model_validate_json(raw_sample)
+    except ValidationError as exc:
+        return Rejection("invalid_sample", describe(exc, prefix="sample."), raw=raw_sample)
+    if sample.ts > now + max_future_skew_s:
+        return _future(sample, None, now, max_future_skew_s)
+    return sample
+
+
+def _park_future(
+    batch: GpuSecondsSampled, rejections: list[Rejection], limit: float, skew: int
+) -> ParsedBatch:
+    samples = batch.samples
+    if not samples or max(s.ts for s in samples) <= limit:
+        return ParsedBatch(batch, rejections)
+    now = limit - skew
+    keep = [s for s in samples if s.ts <= limit]
+    parked = [_future(s, i, now, skew) for i, s in enumerate(samples) if s.ts > limit]
+    return ParsedBatch(batch.model_copy(update={"samples": tuple(keep)}), rejections + parked)
+
+
+def _future(sample: GpuSecond, index: int | None, now: float, skew: int) -> Rejection:
+    where = "sample" if index is None else f"samples[{index}]"
+    return Rejection(
+        "future_timestamp",
+        f"{where}.ts: timestamp {sample.ts} is {sample.ts - int(now)} s in the future "
+        f"(more than {skew} s): check the node's clock",
+        sample_index=index,
+        raw=orjson.dumps(sample.__dict__),
+    )
 
 
 def _dumps(item: Any) -> bytes:
