@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AgentStats:
-    samples: int = 0
-    batches: int = 0
-    gap_seconds: int = 0
+    samples: int = 0  # samples spooled
+    batches: int = 0  # batches spooled
+    gap_seconds: int = 0  # seconds reported missed (stalls, restarts)
+    dropped_samples: int = 0  # samples the full disk kept out of the spool (reported as gaps)
 
 
 @dataclass
@@ -65,14 +66,37 @@ class NodeAgent:
         self.stats.gap_seconds += end - start
 
     def seal(self, last_ts: int) -> None:
-        """Append the open batch to the spool (durable from here on)."""
-        if not self._samples and not self._gaps:
+        """Append the open batch to the spool (durable from here on).
+
+        The batch also reports the seconds the spool had to drop (disk full, size bound) as
+        ``spool_full`` gaps. If the disk is so full that even this batch cannot be stored, its
+        seconds join those gaps (reported by the next batch that fits) and sampling goes on."""
+        owed = list(self.spool.unreported_gaps)
+        if not self._samples and not self._gaps and not owed:
             return
+        first_ts = min(
+            [self._batch_start if self._batch_start is not None else last_ts]
+            + [g.start for g in self._gaps]
+        )
+        # model_construct: "spool_full" is a contract reason; the worker validates every gap.
+        gaps = self._gaps + [
+            Gap.model_construct(start=s, end=e, reason="spool_full", gpu_uuid=None) for s, e in owed
+        ]
         seq = self.spool.next_seq
-        payload = encode_batch(self.node_id, self.spool.agent_id, seq, self._samples, self._gaps)
-        self.spool.append(seq, payload, n_samples=len(self._samples), last_ts=last_ts)
-        self.stats.samples += len(self._samples)
-        self.stats.batches += 1
+        payload = encode_batch(self.node_id, self.spool.agent_id, seq, self._samples, gaps)
+        stored = self.spool.append(
+            seq,
+            payload,
+            n_samples=len(self._samples),
+            last_ts=last_ts,
+            first_ts=first_ts,
+            reports=owed,
+        )
+        if stored:
+            self.stats.samples += len(self._samples)
+            self.stats.batches += 1
+        else:
+            self.stats.dropped_samples += len(self._samples)
         self._samples = []
         self._gaps = []
         self._batch_start = None
@@ -99,6 +123,10 @@ def encode_batch(
     )
 
 
+#: After a stop request (SIGTERM), how long delivery may still send before the agent exits;
+#: what is not acknowledged by then stays in the spool for the next start.
+STOP_GRACE_S = 3.0
+
 Progress = Callable[[int, int], None]  # (seconds done, seconds total)
 
 
@@ -111,8 +139,12 @@ def run_accelerated(
     progress: Progress | None = None,
     drain_timeout: float = 120.0,
     should_stop: Callable[[], bool] = lambda: False,
+    stop_grace_s: float = STOP_GRACE_S,
 ) -> bool:
-    """Sample [start, end) for every node as fast as ``speed`` allows; drain; True if drained."""
+    """Sample [start, end) for every node as fast as ``speed`` allows; drain; True if drained.
+
+    When ``should_stop()`` turns true (SIGTERM), sampling ends at once and delivery gets
+    ``stop_grace_s`` more to send what it can; the rest stays in the spool for the next start."""
     resume = [a.resume_after() for a in agents]
     first = min((r + 1 if r is not None else start) for r in resume)
     first = max(first, start)
@@ -139,13 +171,19 @@ def run_accelerated(
     if progress:
         progress(end - start, end - start)
     deadline = time.monotonic() + drain_timeout
-    ok = True
     for agent in agents:
-        if should_stop():  # asked to stop: what is unacknowledged stays in the spool
-            return False
-        ok &= agent.delivery.flush(timeout=max(0.0, deadline - time.monotonic()),
-                                   should_stop=should_stop)
-    return ok
+        if should_stop():
+            break
+        agent.delivery.flush(timeout=max(0.0, deadline - time.monotonic()), should_stop=should_stop)
+    if should_stop():  # asked to stop: a short grace, then what is unacknowledged stays spooled
+        _flush_all(agents, stop_grace_s)
+    return all(a.delivery.drained() for a in agents)
+
+
+def _flush_all(agents: Sequence[NodeAgent], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for agent in agents:
+        agent.delivery.flush(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def run_realtime(
@@ -154,6 +192,7 @@ def run_realtime(
     should_stop: Callable[[], bool] = lambda: False,
     max_restart_gap_s: int = 86_400,
     on_second: Callable[[int], None] | None = None,
+    stop_grace_s: float = STOP_GRACE_S,
 ) -> None:
     """Sample at 1 Hz aligned to wall-clock seconds until ``should_stop()``."""
     last = agent.resume_after()
@@ -165,7 +204,9 @@ def run_realtime(
         time.sleep(max(0.0, (int(time.time()) + 1) - time.time()))
         ts = int(time.time()) - 1  # the second that just ended
         if expected is not None and ts > expected:
-            agent.record_gap(expected, ts, "agent_stalled")  # missed seconds: reported, not invented
+            agent.record_gap(
+                expected, ts, "agent_stalled"
+            )  # missed seconds: reported, not invented
         elif expected is not None and ts < expected:
             continue  # the clock went backwards: never sample a second twice
         agent.record_second(ts)
@@ -175,4 +216,4 @@ def run_realtime(
             on_second(ts)
     if expected is not None:
         agent.seal(last_ts=expected - 1)
-    agent.delivery.flush(timeout=10)
+    agent.delivery.flush(timeout=stop_grace_s)

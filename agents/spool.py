@@ -1,41 +1,90 @@
-"""The agent's durable on-disk spool: batches are appended before they are sent and released only
-after the broker acknowledged them.
+"""The agent's durable on-disk spool: batches are appended before they are sent, kept until the
+broker acknowledged them, and then retained a while longer so a broker that lost acknowledged
+data can be refilled.
 
 Layout of a spool directory::
 
     agent_id        the agent instance id (created once; survives restarts)
+    lock            locked (lockf) by the one process that owns the spool
     acked           highest sequence number the broker acknowledged (rewritten atomically)
-    dropped.json    counters of what the size bound forced out (persisted)
+    dropped.json    counters of what was forced out, and the dropped seconds not yet reported
+    resend          an operator's resend request (``gpumeter agent resend``), served by the owner
     seg-<seq>.log   append-only segments named after their first sequence number
 
-A record is ``header | payload``; the header holds length, seq, CRC32, sample count and the last
-second the batch covers. A record torn by a crash (kill -9, power loss) fails its length or CRC
-check and is truncated away on open: everything before it is intact.
+A segment starts with the 8-byte magic ``GMSPOOL2``; a record is ``header | payload``, the header
+holding length, seq, CRC32 (of header fields and payload), sample count and the first and last
+second the batch covers. (Segments without the magic are the older format, read for upgrades.)
+A record torn by a crash or a full disk fails its length or CRC check and is truncated away on
+open; a write that fails (ENOSPC) is truncated back at once. Everything before it is intact.
 
-Bound policy: when unacknowledged data exceeds ``max_bytes``, the *oldest* whole segments are
-dropped (the newest usage is kept, the broker has been away longest for the oldest), and the
-dropped batches and samples are counted in ``dropped.json`` and in :attr:`Spool.dropped_samples`.
-Nothing is ever dropped silently.
+Three kinds of data, oldest first: *retained* (acknowledged, kept for resend), *pending*
+(unacknowledged) and the active segment. Bounds and policy:
+
+- **Retention**: acknowledged batches stay on disk while their segment was written less than
+  ``retain_s`` ago (default 1 h) and the retained segments total at most ``retain_bytes``
+  (default a quarter of ``max_bytes``). Retained data is the first thing given up for space.
+- **Size bound** ``max_bytes`` (all segments) and **free space** (the file system must keep
+  ``reserve_bytes`` free after each write): when either is short, whole segments are dropped
+  oldest first, retained ones before any pending one. Pending batches dropped this way are
+  counted (``dropped.json``) and their seconds become *gaps* (reason ``spool_full``) that the
+  agent reports in its next batch, so the ledger shows them as unmetered, not idle. If nothing
+  older is left to drop and the disk is still full, the incoming batch itself is dropped,
+  counted and reported the same way. Nothing is ever dropped silently.
+
+Segments are sized relative to the bound (``max_bytes / 8`` by default, at most 8 MiB) so that
+old segments can be dropped long before the bound is reached.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
 import os
 import struct
+import time
 import uuid
 import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-_HEADER = struct.Struct("<IQIIq")  # payload length, seq, crc32, n_samples, last_ts
+log = logging.getLogger(__name__)
+
+_MAGIC = b"GMSPOOL2"
+_HEADER = struct.Struct("<IQIIqq")  # payload length, seq, crc32, n_samples, first_ts, last_ts
+_HEADER_V1 = struct.Struct("<IQIIq")  # older segments: no magic, no first_ts, crc of payload
+_CRC_FIELDS = struct.Struct("<IQIqq")  # what the v2 crc covers besides the payload
 _SEG_PREFIX = "seg-"
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+#: Free space kept on the spool's file system after every write: the small state files
+#: (``acked``, ``dropped.json``) must still be writable when the spool itself is full.
+DEFAULT_RESERVE_BYTES = 64 * 1024
 
 
 class SpoolError(RuntimeError):
     pass
+
+
+class SpoolFS(Protocol):
+    """The file-system calls that can fail for lack of space; a seam for fault injection."""
+
+    def write(self, fd: int, data: bytes) -> int: ...
+
+    def free_bytes(self, directory: Path) -> int: ...
+
+
+class OsFS:
+    def write(self, fd: int, data: bytes) -> int:
+        return os.write(fd, data)
+
+    def free_bytes(self, directory: Path) -> int:
+        st = os.statvfs(directory)
+        return st.f_bavail * st.f_frsize
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,76 +95,174 @@ class SpoolEntry:
     length: int
     n_samples: int
     last_ts: int
+    first_ts: int | None = None  # None: an older-format record
+
+    @property
+    def header_size(self) -> int:
+        return _HEADER_V1.size if self.first_ts is None else _HEADER.size
+
+
+def default_segment_bytes(max_bytes: int) -> int:
+    """An eighth of the bound (so old segments can go long before it is reached), 4 KiB..8 MiB."""
+    return max(4096, min(8 * 1024**2, max_bytes // 8))
 
 
 class Spool:
-    """A bounded, crash-safe FIFO of serialized batches. Not thread-safe: one owner thread."""
+    """A bounded, crash-safe FIFO of serialized batches. Not thread-safe: one owner thread, and
+    one owner process (an exclusive lock on ``lock``)."""
 
     def __init__(
         self,
         directory: Path,
         *,
         max_bytes: int = 512 * 1024**2,
-        segment_bytes: int = 8 * 1024**2,
+        segment_bytes: int | None = None,
         fsync: bool = True,
+        retain_bytes: int | None = None,
+        retain_s: float = 3600.0,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        fs: SpoolFS | None = None,
     ) -> None:
+        if max_bytes <= 0:
+            raise SpoolError(f"the spool bound must be positive, got {max_bytes} bytes")
+        segment_bytes = default_segment_bytes(max_bytes) if segment_bytes is None else segment_bytes
         if segment_bytes > max_bytes:
             raise SpoolError("segment_bytes must not exceed max_bytes")
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
+        self.retain_bytes = max_bytes // 4 if retain_bytes is None else retain_bytes
+        self.retain_s = retain_s
+        self.reserve_bytes = reserve_bytes
         self.fsync = fsync
-        self.agent_id = self._load_agent_id()
+        self.fs: SpoolFS = fs or OsFS()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._lock()
+            self.agent_id = self._load_agent_id()
+        except OSError as exc:
+            raise SpoolError(
+                f"cannot open the spool {self.directory}: {exc.strerror or exc}"
+            ) from exc
         self.acked = self._read_int("acked", -1)
-        dropped = self._read_json("dropped.json", {"batches": 0, "samples": 0})
-        self.dropped_batches = int(dropped["batches"])
-        self.dropped_samples = int(dropped["samples"])
+        dropped = self._read_json("dropped.json")
+        self.dropped_batches = int(dropped.get("batches", 0))
+        self.dropped_samples = int(dropped.get("samples", 0))
+        #: Dropped seconds not yet reported to the broker, as merged [start, end) ranges.
+        self.unreported_gaps: list[tuple[int, int]] = [tuple(g) for g in dropped.get("gaps", [])]  # type: ignore[misc]
+        #: Pending batches that carry dropped seconds (seq -> gaps): owed again if dropped.
+        self._carriers: dict[int, list[tuple[int, int]]] = {
+            int(k): [tuple(g) for g in v]
+            for k, v in dict(dropped.get("carriers", {})).items()  # type: ignore[misc]
+        }
+        self._state_dirty = False  # a state file could not be written (disk full): retry later
         self._entries: deque[SpoolEntry] = deque()  # unacknowledged, in seq order
+        self._retained: deque[SpoolEntry] = deque()  # acknowledged, still on disk, in seq order
         self._segments: list[Path] = []  # oldest first; the last one is appended to
         self._sizes: dict[Path, int] = {}  # bytes per segment, kept here: no stat per append
+        self._written_at: dict[Path, float] = {}  # wall time of each segment's last write
         self.last_seq = -1
         self.last_ts: int | None = None
         self._recover()
-        self._active = open(self._segments[-1], "ab") if self._segments else None  # noqa: SIM115
+        self._fd: int | None = None  # the active segment, opened on the first append
+        self.full = False  # the last append found the disk (not the bound) full
 
     # -- writing -------------------------------------------------------------------------------
     @property
     def next_seq(self) -> int:
         return max(self.last_seq, self.acked) + 1
 
-    def append(self, seq: int, payload: bytes, *, n_samples: int, last_ts: int) -> None:
+    def append(
+        self,
+        seq: int,
+        payload: bytes,
+        *,
+        n_samples: int,
+        last_ts: int,
+        first_ts: int | None = None,
+        reports: list[tuple[int, int]] | None = None,
+    ) -> bool:
+        """Append a batch durably. ``first_ts``..``last_ts``: the seconds it covers;
+        ``reports``: the :attr:`unreported_gaps` it carries (they stay owed until the batch is
+        acknowledged, and become unreported again if it is dropped).
+
+        False if the disk was full even after dropping everything older: the batch was not
+        stored (its seconds are added to :attr:`unreported_gaps`, its seq is not used)."""
         if seq != self.next_seq:
             raise SpoolError(f"expected seq {self.next_seq}, got {seq}")
-        if self._active is None or self._active.tell() >= self.segment_bytes:
-            self._rotate(seq)
-        assert self._active is not None
-        offset = self._active.tell()
-        header = _HEADER.pack(len(payload), seq, zlib.crc32(payload), n_samples, last_ts)
-        self._active.write(header + payload)
-        self._sizes[self._segments[-1]] += len(header) + len(payload)
-        self._active.flush()
-        if self.fsync:
-            os.fsync(self._active.fileno())
-        self._entries.append(
-            SpoolEntry(seq, self._segments[-1], offset, len(payload), n_samples, last_ts)
+        first = last_ts if first_ts is None else first_ts
+        body = _CRC_FIELDS.pack(len(payload), seq, n_samples, first, last_ts)
+        crc = zlib.crc32(payload, zlib.crc32(body))
+        record = _HEADER.pack(len(payload), seq, crc, n_samples, first, last_ts) + payload
+        for _attempt in range(8):
+            if not self._make_room(len(record) + len(_MAGIC)):
+                break
+            try:
+                offset = self._write_record(seq, record)
+            except OSError as exc:
+                if exc.errno not in _FULL:
+                    raise SpoolError(
+                        f"writing to the spool {self.directory} failed: {exc}"
+                    ) from exc
+                # The partial record was cut off. The file system has less room than it said
+                # (reserved blocks, metadata, a quota): drop the oldest data and try again.
+                self.full = True
+                if not self._droppable():
+                    break
+                self._drop_oldest("disk full")
+                continue
+            self.full = False
+            path = self._segments[-1]
+            self._entries.append(
+                SpoolEntry(seq, path, offset, len(payload), n_samples, last_ts, first)
+            )
+            if reports:
+                self._carriers[seq] = list(reports)
+                self.unreported_gaps = _subtract(self.unreported_gaps, list(reports))
+                self._state_dirty = True
+            self.last_seq = seq
+            self.last_ts = last_ts
+            self._enforce_bound()
+            self._trim_retained()
+            if self._state_dirty:
+                self._save_dropped()
+            return True
+        # No room at all: the batch is lost. Counted, and its seconds reported as a gap.
+        self.full = True
+        self._count_dropped(1, n_samples, [(first, last_ts + 1)])
+        log.error(
+            "spool %s: the disk is full; batch %d (%d samples, %d..%d) could not be stored and "
+            "is reported as a spool_full gap",
+            self.directory,
+            seq,
+            n_samples,
+            first,
+            last_ts,
         )
-        self.last_seq = seq
-        self.last_ts = last_ts
-        self._enforce_bound()
+        return False
 
     # -- reading and acknowledging -------------------------------------------------------------
     def pending(self, after_seq: int = -1) -> Iterator[tuple[SpoolEntry, bytes]]:
         """Unacknowledged entries with seq > after_seq, in order, with their payloads."""
+        return self._read([e for e in self._entries if e.seq > after_seq])
+
+    def retained(self, since_ts: int | None = None) -> list[SpoolEntry]:
+        """Acknowledged entries still on disk whose batch ends at or after ``since_ts``."""
+        return [e for e in self._retained if since_ts is None or e.last_ts >= since_ts]
+
+    def read(self, entries: list[SpoolEntry]) -> Iterator[tuple[SpoolEntry, bytes]]:
+        """The payloads of ``entries`` that are still on disk, in the order given."""
+        on_disk = set(self._segments)
+        return self._read([e for e in entries if e.segment in on_disk])
+
+    def _read(self, entries: list[SpoolEntry]) -> Iterator[tuple[SpoolEntry, bytes]]:
         handles: dict[Path, object] = {}
         try:
-            for entry in list(self._entries):
-                if entry.seq <= after_seq:
-                    continue
+            for entry in entries:
                 f = handles.get(entry.segment)
                 if f is None:
                     f = handles[entry.segment] = open(entry.segment, "rb")  # noqa: SIM115
-                f.seek(entry.offset + _HEADER.size)  # type: ignore[attr-defined]
+                f.seek(entry.offset + entry.header_size)  # type: ignore[attr-defined]
                 yield entry, f.read(entry.length)  # type: ignore[attr-defined]
         finally:
             for f in handles.values():
@@ -129,93 +276,268 @@ class Spool:
     def pending_samples(self) -> int:
         return sum(e.n_samples for e in self._entries)
 
+    @property
+    def retained_count(self) -> int:
+        return len(self._retained)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(self._sizes.values())
+
     def ack(self, seq: int) -> None:
         """The broker acknowledged everything up to and including ``seq``."""
         if seq <= self.acked:
             return
         while self._entries and self._entries[0].seq <= seq:
-            self._entries.popleft()
+            self._retained.append(self._entries.popleft())
         self.acked = seq
+        if any(c <= seq for c in self._carriers):
+            self._carriers = {c: g for c, g in self._carriers.items() if c > seq}
+            self._save_dropped()
         # Not fsynced: losing this write only means re-sending acknowledged batches, and
         # duplicates are harmless downstream (sample ids are deterministic). Loss is not.
-        self._write_atomic("acked", str(seq))
-        self._release_segments()
+        self._write_state("acked", str(seq))
+        self._trim_retained()
 
     def close(self) -> None:
-        if self._active is not None:
-            self._active.close()
-            self._active = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
-    # -- internals -----------------------------------------------------------------------------
+    # -- internals: writing ----------------------------------------------------------------------
+    def _write_record(self, seq: int, record: bytes) -> int:
+        """Write one record at the end of the active segment (rotating first if it is full);
+        its offset. On any error the segment is cut back to where it was: no torn record."""
+        if self._fd is None or self._sizes[self._segments[-1]] >= self.segment_bytes:
+            self._rotate(seq)
+        assert self._fd is not None
+        path = self._segments[-1]
+        offset = self._sizes[path]
+        try:
+            self._write_all(self._fd, record)
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError:
+            os.ftruncate(self._fd, offset)  # frees the blocks, needs none
+            os.lseek(self._fd, offset, os.SEEK_SET)
+            raise
+        self._sizes[path] = offset + len(record)
+        self._written_at[path] = time.time()
+        return offset
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self.fs.write(fd, view.tobytes())
+            view = view[n:]
+
     def _rotate(self, first_seq: int) -> None:
-        if self._active is not None:
-            self._active.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         path = self.directory / f"{_SEG_PREFIX}{first_seq:012d}.log"
+        if self._segments and self._segments[-1] == path:  # an empty leftover of a crash
+            self._segments.pop()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            self._write_all(fd, _MAGIC)
+        except OSError:
+            os.close(fd)
+            self._drop_file(path)
+            raise
         self._segments.append(path)
-        self._sizes[path] = 0
-        self._active = open(path, "ab")  # noqa: SIM115
+        self._sizes[path] = len(_MAGIC)
+        self._written_at[path] = time.time()
+        self._fd = fd
 
-    def _recover(self) -> None:
-        self._segments = sorted(self.directory.glob(f"{_SEG_PREFIX}*.log"))
-        for path in self._segments:
-            good_end = 0
-            with open(path, "rb") as f:
-                while True:
-                    offset = f.tell()
-                    header = f.read(_HEADER.size)
-                    if len(header) < _HEADER.size:
-                        break
-                    length, seq, crc, n, last_ts = _HEADER.unpack(header)
-                    payload = f.read(length)
-                    if len(payload) < length or zlib.crc32(payload) != crc:
-                        break  # torn tail: the crash happened while writing this record
-                    good_end = f.tell()
-                    self.last_seq = max(self.last_seq, seq)
-                    self.last_ts = last_ts if self.last_ts is None else max(self.last_ts, last_ts)
-                    if seq > self.acked:
-                        self._entries.append(SpoolEntry(seq, path, offset, length, n, last_ts))
-            if good_end < path.stat().st_size:
-                os.truncate(path, good_end)
-            self._sizes[path] = good_end
-        self._release_segments()
+    def _make_room(self, size: int) -> bool:
+        """Drop the oldest segments until ``size`` bytes fit with the reserve kept free. False if
+        even an empty spool would not make them fit."""
+        while True:
+            try:
+                free = self.fs.free_bytes(self.directory)
+            except OSError as exc:
+                raise SpoolError(f"cannot stat the spool's file system: {exc}") from exc
+            if free - self.reserve_bytes >= size:
+                return True
+            if not self._droppable():
+                return False
+            self.full = True
+            self._drop_oldest("disk full")
 
-    def _release_segments(self) -> None:
-        """Delete segments whose every record is acknowledged (never the active one).
+    def _droppable(self) -> bool:
+        """Is there a segment that holds data (and so could be dropped to make room)?"""
+        return len(self._segments) > 1 or (
+            bool(self._segments) and self._sizes.get(self._segments[0], 0) > len(_MAGIC)
+        )
+
+    def _enforce_bound(self) -> None:
+        while self.size_bytes > self.max_bytes and len(self._segments) > 1:
+            self._drop_oldest("size bound")
+
+    def _trim_retained(self) -> None:
+        """Delete fully acknowledged segments beyond the retention window (never the active one).
 
         Acknowledgements are a prefix of the sequence and segments hold consecutive seqs, so
         those are exactly the segments before the one holding the oldest pending entry."""
         first_live = self._entries[0].segment if self._entries else None
-        while len(self._segments) > 1 and self._segments[0] != first_live:
-            self._drop_segment(self._segments.pop(0))
+        done = [p for p in self._segments[:-1]]
+        if first_live is not None:
+            done = done[: self._segments.index(first_live)]
+        retained = sum(self._sizes[p] for p in done)
+        now = time.time()
+        for path in done:
+            too_old = now - self._written_at.get(path, 0.0) > self.retain_s
+            if retained <= self.retain_bytes and not too_old:
+                break
+            retained -= self._sizes[path]
+            self._drop_oldest("retention")
 
-    def _drop_segment(self, path: Path) -> None:
+    def _drop_oldest(self, why: str) -> None:
+        """Delete the oldest segment; count its unacknowledged batches and record their seconds
+        as unreported gaps."""
+        path = self._segments.pop(0)
+        while self._retained and self._retained[0].segment == path:
+            self._retained.popleft()
+        gone: list[SpoolEntry] = []
+        while self._entries and self._entries[0].segment == path:  # a prefix, seq order
+            gone.append(self._entries.popleft())
+        if self._fd is not None and not self._segments:  # it was the active segment
+            os.close(self._fd)
+            self._fd = None
+        self._drop_file(path)
+        if gone:
+            # The dropped seqs count as settled so delivery moves past them.
+            self.acked = max(self.acked, gone[-1].seq)
+            self._write_state("acked", str(self.acked))
+            spans = [
+                (e.first_ts if e.first_ts is not None else e.last_ts, e.last_ts + 1) for e in gone
+            ]
+            for e in gone:  # the gaps a dropped batch carried are owed again
+                spans += self._carriers.pop(e.seq, [])
+            self._count_dropped(len(gone), sum(e.n_samples for e in gone), spans)
+            log.warning(
+                "spool %s: %s; dropped %d unacknowledged batch(es), %d samples (%s); reported "
+                "as spool_full gaps",
+                self.directory,
+                why,
+                len(gone),
+                sum(e.n_samples for e in gone),
+                ", ".join(f"{s}..{e - 1}" for s, e in _merge(spans)),
+            )
+
+    def _drop_file(self, path: Path) -> None:
         path.unlink(missing_ok=True)
         self._sizes.pop(path, None)
+        self._written_at.pop(path, None)
 
-    def _enforce_bound(self) -> None:
-        while sum(self._sizes.values()) > self.max_bytes and len(self._segments) > 1:
-            oldest = self._segments.pop(0)
-            gone = []
-            while self._entries and self._entries[0].segment == oldest:  # a prefix, seq order
-                gone.append(self._entries.popleft())
-            self.dropped_batches += len(gone)
-            self.dropped_samples += sum(e.n_samples for e in gone)
-            self._drop_segment(oldest)
-            if gone:
-                # The dropped seqs count as settled so delivery moves past them.
-                self.acked = max(self.acked, gone[-1].seq)
-                self._write_atomic("acked", str(self.acked))
-            self._write_atomic(
-                "dropped.json",
-                json.dumps({"batches": self.dropped_batches, "samples": self.dropped_samples}),
-            )
+    def _count_dropped(self, batches: int, samples: int, spans: list[tuple[int, int]]) -> None:
+        self.dropped_batches += batches
+        self.dropped_samples += samples
+        self.unreported_gaps = _merge(self.unreported_gaps + spans)
+        self._save_dropped()
+
+    def _save_dropped(self) -> None:
+        self._write_state(
+            "dropped.json",
+            json.dumps(
+                {
+                    "batches": self.dropped_batches,
+                    "samples": self.dropped_samples,
+                    "gaps": [list(g) for g in self.unreported_gaps],
+                    "carriers": {str(k): [list(g) for g in v] for k, v in self._carriers.items()},
+                }
+            ),
+        )
+
+    # -- internals: opening ----------------------------------------------------------------------
+    def _lock(self) -> int:
+        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        # A POSIX record lock: it excludes other processes (a second agent, ``agent resend``)
+        # and is released when the owner dies, kill -9 included.
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            raise SpoolError(
+                f"the spool {self.directory} is in use by another agent process; one spool "
+                "directory per running agent"
+            ) from None
+        return fd
+
+    def _recover(self) -> None:
+        self._segments = sorted(self.directory.glob(f"{_SEG_PREFIX}*.log"))
+        for path in self._segments:
+            good_end = self._scan(path)
+            st = path.stat()
+            if good_end < st.st_size:
+                log.warning(
+                    "spool %s: cut a torn record (%d bytes) from %s",
+                    self.directory,
+                    st.st_size - good_end,
+                    path.name,
+                )
+                os.truncate(path, good_end)
+            self._sizes[path] = good_end
+            self._written_at[path] = st.st_mtime
+        # The first append after opening starts a new segment (named after its first seq, so it
+        # sorts last): never append to a segment of an older format or with an unknown tail.
+        self._trim_retained()
+
+    def _scan(self, path: Path) -> int:
+        """Index the intact records of one segment; the offset where intact data ends."""
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(len(_MAGIC))
+            v2 = head == _MAGIC
+            if not v2:
+                if len(head) < len(_MAGIC) and _MAGIC.startswith(head):
+                    return 0  # a segment torn while its magic was written
+                f.seek(0)
+            header = _HEADER if v2 else _HEADER_V1
+            good_end = f.tell()
+            while True:
+                offset = f.tell()
+                raw = f.read(header.size)
+                if len(raw) < header.size:
+                    break
+                if v2:
+                    length, seq, crc, n, first, last_ts = header.unpack(raw)
+                else:
+                    length, seq, crc, n, last_ts = header.unpack(raw)
+                    first = None
+                if length > size - offset - header.size:
+                    break  # torn (or garbage): the length runs past the end of the file
+                payload = f.read(length)
+                expect = (
+                    zlib.crc32(
+                        payload, zlib.crc32(_CRC_FIELDS.pack(length, seq, n, first, last_ts))
+                    )
+                    if v2
+                    else zlib.crc32(payload)
+                )
+                if crc != expect:
+                    break  # torn tail: the crash happened while writing this record
+                good_end = f.tell()
+                self.last_seq = max(self.last_seq, seq)
+                self.last_ts = last_ts if self.last_ts is None else max(self.last_ts, last_ts)
+                entry = SpoolEntry(seq, path, offset, length, n, last_ts, first)
+                (self._entries if seq > self.acked else self._retained).append(entry)
+        return good_end
 
     def _load_agent_id(self) -> str:
         path = self.directory / "agent_id"
         if path.exists():
             return path.read_text().strip()
         agent_id = str(uuid.uuid4())
-        self._write_atomic("agent_id", agent_id)
+        tmp = self.directory / ".agent_id.tmp"
+        tmp.write_text(agent_id)
+        os.replace(tmp, path)
         return agent_id
 
     def _read_int(self, name: str, default: int) -> int:
@@ -225,13 +547,54 @@ class Spool:
         except (FileNotFoundError, ValueError):
             return default
 
-    def _read_json(self, name: str, default: dict[str, int]) -> dict[str, int]:
+    def _read_json(self, name: str) -> dict[str, object]:
         try:
-            return dict(json.loads((self.directory / name).read_text()))
+            data = json.loads((self.directory / name).read_text())
+            return data if isinstance(data, dict) else {}
         except (FileNotFoundError, ValueError):
-            return default
+            return {}
 
-    def _write_atomic(self, name: str, text: str) -> None:
+    def _write_state(self, name: str, text: str) -> None:
+        """Replace a small state file atomically. On a full disk the value stays in memory and
+        is written with the next successful append (losing ``acked`` only means re-sending)."""
         tmp = self.directory / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, self.directory / name)
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, self.directory / name)
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise SpoolError(f"writing {self.directory / name} failed: {exc}") from exc
+            tmp.unlink(missing_ok=True)
+            self._state_dirty = True
+            log.warning("spool %s: disk full; %s kept in memory for now", self.directory, name)
+            return
+        if name == "dropped.json":
+            self._state_dirty = False
+
+
+def _subtract(spans: list[tuple[int, int]], remove: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` without the seconds in ``remove`` (both [start, end) ranges)."""
+    out = _merge(spans)
+    for rs, re_ in _merge(remove):
+        nxt: list[tuple[int, int]] = []
+        for s, e in out:
+            if e <= rs or s >= re_:
+                nxt.append((s, e))
+                continue
+            if s < rs:
+                nxt.append((s, rs))
+            if e > re_:
+                nxt.append((re_, e))
+        out = nxt
+    return out
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, merged [start, end) ranges."""
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out

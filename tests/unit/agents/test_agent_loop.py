@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import agents.agent as agent_module
-from agents.agent import NodeAgent, run_accelerated, run_realtime
+from agents.agent import STOP_GRACE_S, NodeAgent, run_accelerated, run_realtime
 from agents.sampler import GpuInfo
 from agents.spool import Spool
 from schemas.usage import Gap, GpuSecond
@@ -72,6 +72,9 @@ class FakeDelivery:
 
     def flush(self, timeout: float, should_stop: object = None) -> bool:
         self.flushes.append(timeout)
+        return True
+
+    def drained(self) -> bool:
         return True
 
 
@@ -195,7 +198,7 @@ def test_a_stall_is_reported_as_a_gap_and_its_seconds_are_never_invented(
     assert agent.stats.gap_seconds == 4
     # and the agent slept to the next second boundary each time, and flushed on the way out
     assert clock.slept[0] == pytest.approx(0.5)
-    assert agent.delivery.flushes == [10]  # type: ignore[attr-defined]
+    assert agent.delivery.flushes == [STOP_GRACE_S]  # type: ignore[attr-defined]
 
 
 def test_a_clock_going_backwards_never_samples_a_second_twice(

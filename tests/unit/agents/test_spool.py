@@ -10,7 +10,10 @@ import pytest
 
 from agents.spool import Spool, SpoolError
 
-HEADER = 28  # bytes per record header: u32 length, u64 seq, u32 crc, u32 samples, i64 last_ts
+HEADER = (
+    36  # bytes per record header: u32 length, u64 seq, u32 crc, u32 samples, i64 first_ts, last_ts
+)
+MAGIC = 8  # bytes at the start of each segment
 
 
 def payload(seq: int, size: int = 100) -> bytes:
@@ -74,8 +77,8 @@ def test_append_with_the_wrong_seq_raises(tmp_path: Path) -> None:
 
 
 def test_ack_releases_entries_and_deletes_fully_acknowledged_segments(tmp_path: Path) -> None:
-    # given one record per segment (128-byte records, 100-byte segments)
-    spool = open_spool(tmp_path, segment_bytes=100)
+    # given one record per segment (136-byte records, 100-byte segments), no retention
+    spool = open_spool(tmp_path, segment_bytes=100, retain_bytes=0)
     fill(spool, 4)
     assert segments(tmp_path) == [f"seg-{s:012d}.log" for s in range(4)]
     # when the broker acknowledged up to seq 1
@@ -144,7 +147,7 @@ def test_different_directories_are_different_agent_instances(tmp_path: Path) -> 
     assert open_spool(tmp_path / "a").agent_id != open_spool(tmp_path / "b").agent_id
 
 
-@pytest.mark.parametrize("cut", [1, 5, 27, 28, 29, 127])
+@pytest.mark.parametrize("cut", [1, 5, 35, 36, 37, 135])
 def test_a_torn_last_record_is_cut_on_open_and_earlier_records_survive(
     tmp_path: Path, cut: int
 ) -> None:
@@ -153,13 +156,13 @@ def test_a_torn_last_record_is_cut_on_open_and_earlier_records_survive(
     fill(spool, 3)
     spool.close()
     [seg] = tmp_path.glob("seg-*.log")
-    assert seg.stat().st_size == 3 * (HEADER + 100)
+    assert seg.stat().st_size == MAGIC + 3 * (HEADER + 100)
     with open(seg, "r+b") as f:
-        f.truncate(3 * (HEADER + 100) - cut)
+        f.truncate(MAGIC + 3 * (HEADER + 100) - cut)
     # when the spool is opened again
     again = open_spool(tmp_path)
     # then the torn record is gone from the file and the first two are intact
-    assert seg.stat().st_size == 2 * (HEADER + 100)
+    assert seg.stat().st_size == MAGIC + 2 * (HEADER + 100)
     assert pending(again) == [(0, payload(0)), (1, payload(1))]
     assert again.next_seq == 2
     assert again.last_ts == 1001
@@ -185,7 +188,7 @@ def test_garbage_after_the_last_record_is_cut_on_open(tmp_path: Path, garbage: b
     # when reopened
     again = open_spool(tmp_path)
     # then the garbage is truncated away and both records survive
-    assert seg.stat().st_size == 2 * (HEADER + 100)
+    assert seg.stat().st_size == MAGIC + 2 * (HEADER + 100)
     assert pending(again) == [(0, payload(0)), (1, payload(1))]
     fill(again, 1)
     again.close()
@@ -225,7 +228,12 @@ def test_dropped_counters_and_the_advanced_ack_survive_a_restart(tmp_path: Path)
     again = open_spool(tmp_path, segment_bytes=256, max_bytes=600)
     # then the counters, the ack watermark and what is still owed are as before
     assert (again.dropped_batches, again.dropped_samples) == (2, 3)
-    assert json.loads((tmp_path / "dropped.json").read_text()) == {"batches": 2, "samples": 3}
+    assert json.loads((tmp_path / "dropped.json").read_text()) == {
+        "batches": 2,
+        "samples": 3,
+        "gaps": [[1000, 1002]],  # the dropped seconds, owed to the ledger as spool_full gaps
+        "carriers": {},
+    }
     assert again.acked == 1
     assert [s for s, _ in pending(again)] == [2, 3, 4]
     assert again.next_seq == 5
