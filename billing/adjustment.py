@@ -5,6 +5,11 @@ is re-rated with the prices the invoice carries; per line key (kind, GPU model, 
 unit price) the difference against the original plus every adjustment already written for it
 becomes an ``adjustment`` line on the tenant's next invoice, referencing the original number
 and period. Reconcile uses the same difference and must find it empty.
+
+A difference may be negative (a job re-rated across a price change loses minimum padding on one
+line and gains it on another): the adjustment then carries negative seconds, quantity and
+amount, a credit-note line like any other. Late usage of a tenant that had no invoice in a
+finalized period is carried forward the same way against an empty original (no number).
 """
 
 from __future__ import annotations
@@ -72,10 +77,11 @@ def differences(original: Invoice, rerated: Invoice,
 
 def adjustment_lines(original: Invoice, deltas: Sequence[Delta]) -> list[InvoiceLine]:
     """Lines for the next invoice (numbered by the rating that places them)."""
+    what = (f"Adjustment to {original.number} ({original.period})" if original.number else
+            f"Late usage of {original.period} (no invoice was issued for it)")
     return [
         InvoiceLine(
-            0, "adjustment", d.key[1], d.key[2],
-            f"Adjustment to {original.number} ({original.period}): {d.description}",
+            0, "adjustment", d.key[1], d.key[2], f"{what}: {d.description}",
             d.quantity, d.key[3], d.key[4], d.amount, reference=original.number,
             ref_period=original.period, ref_kind=d.key[0], seconds=d.seconds,
         )

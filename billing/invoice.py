@@ -22,11 +22,13 @@ from billing.pricing import TenantPricing, _plain
 SCHEMA_VERSION = "invoice.v1"
 Status = Literal["draft", "finalized"]
 LineKind = Literal[
-    "usage", "commitment", "overage", "discount", "credit", "energy", "tax", "adjustment"
+    "usage", "commitment", "overage", "discount", "minimum", "credit", "energy", "tax",
+    "adjustment",
 ]
 #: Kinds that follow from usage and prices, so a re-rating can prove or correct them. Credits
 #: depend on other invoices' consumption and tax on the invoice it sits on: neither is re-rated.
-RATED_KINDS: frozenset[str] = frozenset({"usage", "commitment", "overage", "discount", "energy"})
+RATED_KINDS: frozenset[str] = frozenset({"usage", "commitment", "overage", "discount", "minimum",
+                                         "energy"})
 _ID_NAMESPACE = uuid.UUID("6f1c7a52-2f0e-4b8e-9a57-3c1b0c7e4d10")
 
 

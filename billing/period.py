@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from billing.errors import BillingError
 
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+#: How long after a period's end usage may still arrive in the normal course (agent spools
+#: draining, worker catch-up). Finalizing before ``end + grace`` needs a recorded reason.
+INGEST_GRACE = timedelta(hours=24)
 
 
 @dataclass(frozen=True, order=True)
@@ -49,6 +52,14 @@ class Period:
 
     def prev(self) -> Period:
         return Period(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
+
+    def closes_at(self, grace: timedelta = INGEST_GRACE) -> datetime:
+        """The earliest instant the period may be finalized without a forced reason."""
+        return self.end + grace
+
+    @classmethod
+    def of(cls, ts: datetime) -> Period:
+        return cls(ts.year, ts.month)
 
     def contains(self, ts: datetime) -> bool:
         return self.start <= ts < self.end

@@ -1,9 +1,10 @@
-"""The price book: rates, billing classes, plans and tenant contracts, loaded from TOML.
+"""The price book: rates, billing classes, plans and tenant contracts (the types).
 
-Loading validates everything and reports every problem at once, each naming its entry
-(``rates[2] (gpu_model='...', on_demand, from 2026-11-01): overlaps rates[0] ...``), so a
-finance user fixes the file in one pass. Numbers are parsed as ``Decimal`` (TOML floats via
-``parse_float=Decimal``; quoted strings also accepted), never as binary floats.
+Loading and validation live in :mod:`billing.pricebook_parser`: every problem is reported at
+once, each naming its entry (``rates[2] (gpu_model='...', on_demand, from 2026-11-01): ...``).
+Numbers are ``Decimal``, never binary floats. Precision is part of validity: money amounts have
+at most the currency's minor-unit digits and prices at most :data:`PRICE_DECIMALS`, so the price
+a document shows is always the price the amount was computed with.
 
 A job's billing class comes from allocation metadata: the ledger's ``billing_class`` column,
 set by the node agent from the scheduler's allocation; ``''`` means "the tenant contract's
@@ -12,22 +13,46 @@ set by the node agent from the scheduler's allocation; ``''`` means "the tenant 
 
 from __future__ import annotations
 
-import contextlib
-import tomllib
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Literal
 
-from billing.errors import PriceBookError
-from billing.money import ISO_4217_MINOR_UNITS
 from billing.period import Period
 
 BillingClass = Literal["on_demand", "reserved", "spot"]
 BILLING_CLASSES: tuple[BillingClass, ...] = ("on_demand", "reserved", "spot")
 IDLE_TENANT = "__idle__"
+#: Prices (per GPU-hour, per kWh, commitment and overage rates) have at most this many decimals;
+#: derived prices (tier discounts, MIG fractions) are rounded half-even to it. Documents show
+#: prices with exactly these digits, so the shown price is the price used.
+PRICE_DECIMALS = 6
+PRICE_EXP = Decimal(1).scaleb(-PRICE_DECIMALS)
+#: Percentages (discounts, tier discounts) have at most 4 decimals: their fraction fits 6.
+PCT_DECIMALS = 4
+#: A MIG slice's NVML name is its parent's followed by the profile: "... MIG 3g.40gb".
+MIG_NAME = re.compile(r"^(?P<parent>.+) MIG (?P<g>[1-7])g\.(?P<mem>\d+)gb$")
+#: Compute slices of a whole MIG-capable GPU (A100, H100, H200, B200): a <g>g profile is g/7.
+MIG_SLICES = 7
+
+
+def decimals(d: Decimal) -> int:
+    """Significant decimal places of ``d`` (3.10 -> 1, 3 -> 0, 1E+2 -> 0)."""
+    exp = d.normalize().as_tuple().exponent
+    return max(-exp, 0) if isinstance(exp, int) else 0
+
+
+def round_price(d: Decimal) -> Decimal:
+    return d.quantize(PRICE_EXP, rounding=ROUND_HALF_EVEN)
+
+
+def mig_parent(gpu_model: str) -> tuple[str, int] | None:
+    """(parent model, compute slices) of a MIG profile name, or None for a whole GPU."""
+    m = MIG_NAME.match(gpu_model)
+    return (m.group("parent"), int(m.group("g"))) if m else None
 
 #: GPU model names exactly as NVML's nvmlDeviceGetName reports them. A rate for any other name
 #: is a typo until proven otherwise; a price book may declare new hardware in ``extra_gpu_models``.
@@ -51,6 +76,8 @@ class Rate:
     price_per_gpu_hour: Decimal
     effective_from: date
     effective_until: date | None = None  # exclusive; None: until the next rate for the key
+    #: '' for a list price; a tenant id for that tenant's negotiated rate (wins over the list).
+    tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,13 +118,28 @@ class Energy:
 
 @dataclass(frozen=True)
 class Credit:
-    """Prepaid or promotional money applied before tax, oldest expiry first."""
+    """Prepaid or promotional money applied before tax. Order: earliest expiry first (no expiry
+    last), then earliest ``valid_from``, then id in code-point order. A credit limited to a GPU
+    model and/or billing class only pays for usage, commitment and overage lines of that scope."""
 
     id: str
     kind: Literal["prepaid", "promotional"]
     amount: Decimal
     valid_from: date
     valid_until: date | None = None  # inclusive last day; None: never expires
+    gpu_model: str = ""  # '' = any model
+    billing_class: str = ""  # '' = any class
+
+    @property
+    def order_key(self) -> tuple[date, date, str]:
+        return (self.valid_until or date.max, self.valid_from, self.id)
+
+    def covers(self, gpu_model: str, billing_class: str) -> bool:
+        return (self.gpu_model in ("", gpu_model)) and (self.billing_class in ("", billing_class))
+
+    @property
+    def scoped(self) -> bool:
+        return bool(self.gpu_model or self.billing_class)
 
     def usable_in(self, period: Period) -> bool:
         return self.valid_from <= period.last_day and (
@@ -120,6 +162,14 @@ class Issuer(Party):
 
 
 @dataclass(frozen=True)
+class TaxRate:
+    """A tax rate in force from a UTC date (until the next one)."""
+
+    rate: Decimal
+    effective_from: date
+
+
+@dataclass(frozen=True)
 class Contract:
     tenant: str
     customer: Party
@@ -129,8 +179,28 @@ class Contract:
     commitments: tuple[Commitment, ...] = ()
     energy: Energy | None = None
     credits: tuple[Credit, ...] = ()
-    tax_rate: Decimal = Decimal(0)
+    tax_rate: Decimal = Decimal(0)  # the rate before the first dated entry of ``tax_rates``
     tax_label: str = "Tax"
+    #: First and last (inclusive) UTC day of the contract; None: open. Commitments and the
+    #: minimum spend are billed only for the contract's days, pro rata in partial months.
+    starts_on: date | None = None
+    ends_on: date | None = None
+    #: Pre-tax minimum per month: a shortfall is billed as a ``minimum`` line.
+    minimum_monthly_spend: Decimal = Decimal(0)
+    #: Negotiated rates of this tenant (``Rate.tenant`` set); they win over list rates.
+    rates: tuple[Rate, ...] = ()
+    tax_rates: tuple[TaxRate, ...] = ()
+
+    def days_in(self, period: Period) -> int:
+        """Days of ``period`` inside the contract (0..days in the month)."""
+        first = max(period.first_day, self.starts_on or period.first_day)
+        last = min(period.last_day, self.ends_on or period.last_day)
+        return max(last.toordinal() - first.toordinal() + 1, 0)
+
+    def tax_rate_on(self, day: date) -> Decimal:
+        """The rate in force on ``day``; an invoice uses its period's last day (end of supply)."""
+        dated = [t for t in self.tax_rates if t.effective_from <= day]
+        return max(dated, key=lambda t: t.effective_from).rate if dated else self.tax_rate
 
 
 @dataclass(frozen=True)
@@ -145,280 +215,30 @@ class PriceBook:
     source: str = "<memory>"
 
     def rates_for_period(self, period: Period) -> tuple[Rate, ...]:
-        """Rates in force at some instant of the period, in a stable order."""
-        keep = [
-            r for r in self.rates
-            if r.effective_from <= period.last_day
-            and not self._superseded_before(r, period.first_day)
-            and (r.effective_until is None or r.effective_until > period.first_day)
-        ]
-        return tuple(sorted(keep, key=lambda r: (r.gpu_model, r.billing_class, r.effective_from)))
-
-    def _superseded_before(self, rate: Rate, day: date) -> bool:
-        return any(
-            o.gpu_model == rate.gpu_model and o.billing_class == rate.billing_class
-            and rate.effective_from < o.effective_from <= day
-            for o in self.rates
-        )
+        return rates_in(self.rates, period)
 
 
-# --------------------------------------------------------------------------------------------
-# Loading and validation
+def rates_in(rates: tuple[Rate, ...], period: Period) -> tuple[Rate, ...]:
+    """Rates in force at some instant of the period, in a stable order."""
+
+    def superseded_before(rate: Rate, day: date) -> bool:
+        return any(o.gpu_model == rate.gpu_model and o.billing_class == rate.billing_class
+                   and rate.effective_from < o.effective_from <= day for o in rates)
+
+    keep = [r for r in rates
+            if r.effective_from <= period.last_day and not superseded_before(r, period.first_day)
+            and (r.effective_until is None or r.effective_until > period.first_day)]
+    return tuple(sorted(keep, key=lambda r: (r.gpu_model, r.billing_class, r.effective_from)))
 
 
 def load_pricebook(path: Path | str) -> PriceBook:
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            raw = tomllib.load(f, parse_float=Decimal)
-    except FileNotFoundError as exc:
-        raise PriceBookError(str(path), ["file not found"]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise PriceBookError(str(path), [f"not valid TOML: {exc}"]) from exc
-    return parse_pricebook(raw, source=str(path))
+    """Load and validate a TOML price book (every problem at once, each naming its entry)."""
+    from billing.pricebook_parser import load
+
+    return load(path)
 
 
-def parse_pricebook(raw: Mapping[str, Any], *, source: str = "<memory>") -> PriceBook:
-    """Build a :class:`PriceBook` from parsed TOML, or raise listing every problem."""
-    return _Parser(source).parse(raw)
+def parse_pricebook(raw: Mapping[str, object], *, source: str = "<memory>") -> PriceBook:
+    from billing.pricebook_parser import parse
 
-
-@dataclass
-class _Parser:
-    source: str
-    problems: list[str] = field(default_factory=list)
-
-    def bad(self, where: str, what: str) -> None:
-        self.problems.append(f"{where}: {what}")
-
-    def dec(self, where: str, table: Mapping[str, Any], key: str, *, required: bool = True,
-            default: Decimal | None = None, min_: Decimal | None = Decimal(0),
-            max_: Decimal | None = None, positive: bool = False) -> Decimal:
-        if key not in table:
-            if required:
-                self.bad(where, f"{key} is required")
-            return default if default is not None else Decimal(0)
-        value = table[key]
-        try:
-            if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
-                raise InvalidOperation
-            d = Decimal(value)
-            if not d.is_finite():
-                raise InvalidOperation
-        except InvalidOperation:
-            self.bad(where, f"{key} = {value!r} is not a decimal number")
-            return Decimal(0)
-        if positive and d <= 0:
-            self.bad(where, f"{key} = {d} must be positive")
-        elif min_ is not None and d < min_:
-            self.bad(where, f"{key} = {d} must not be negative" if min_ == 0
-                     else f"{key} = {d} must be at least {min_}")
-        if max_ is not None and d > max_:
-            self.bad(where, f"{key} = {d} must be at most {max_}")
-        return d
-
-    def integer(self, where: str, table: Mapping[str, Any], key: str, default: int,
-                min_: int = 0) -> int:
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < min_:
-            self.bad(where, f"{key} = {value!r} must be an integer >= {min_}")
-            return default
-        return value
-
-    def day(self, where: str, table: Mapping[str, Any], key: str, *,
-            required: bool = True) -> date | None:
-        value = table.get(key)
-        if value is None:
-            if required:
-                self.bad(where, f"{key} is required (a date, e.g. 2026-01-01)")
-            return None
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):  # reported below as "must be a date"
-                value = date.fromisoformat(value)
-        if not isinstance(value, date) or hasattr(value, "hour"):
-            self.bad(where, f"{key} = {value!r} must be a date like 2026-01-01 (UTC)")
-            return None
-        return value
-
-    def text(self, where: str, table: Mapping[str, Any], key: str, default: str = "",
-             required: bool = False) -> str:
-        value = table.get(key, default)
-        if required and key not in table:
-            self.bad(where, f"{key} is required")
-        if not isinstance(value, str):
-            self.bad(where, f"{key} = {value!r} must be a string")
-            return default
-        return value
-
-    def klass(self, where: str, value: Any) -> BillingClass:
-        if value not in BILLING_CLASSES:
-            self.bad(where, f"billing class {value!r} is not one of {', '.join(BILLING_CLASSES)}")
-            return "on_demand"
-        return cast(BillingClass, value)
-
-    # -- sections ------------------------------------------------------------------------
-
-    def parse(self, raw: Mapping[str, Any]) -> PriceBook:
-        currency = raw.get("currency")
-        minor = ISO_4217_MINOR_UNITS.get(currency) if isinstance(currency, str) else None
-        if minor is None:
-            self.bad("currency", f"{currency!r} is not a known ISO 4217 currency code")
-            minor = 2
-        if "minor_unit" in raw and raw["minor_unit"] != minor:
-            self.bad("minor_unit", f"{raw['minor_unit']!r} does not match {currency}'s ISO 4217 "
-                     f"minor unit ({minor} digits)")
-        extra = raw.get("extra_gpu_models", [])
-        if not isinstance(extra, list) or not all(isinstance(m, str) for m in extra):
-            self.bad("extra_gpu_models", "must be a list of NVML GPU model names")
-            extra = []
-        models = KNOWN_GPU_MODELS | frozenset(extra)
-        issuer = self.issuer(raw.get("issuer", {}))
-        rates = self.rates(raw.get("rates", []), models)
-        plans = self.plans(raw.get("plans", {}))
-        contracts = self.contracts(raw.get("tenants", {}), plans, models, rates)
-        unknown = sorted(set(raw) - {"schema_version", "currency", "minor_unit", "issuer", "rates",
-                                     "plans", "tenants", "extra_gpu_models"})
-        for key in unknown:
-            self.bad(key, "unknown top-level key")
-        if self.problems:
-            raise PriceBookError(self.source, self.problems)
-        return PriceBook(cast(str, currency), minor, issuer, rates, plans, contracts, models,
-                         self.source)
-
-    def issuer(self, t: Any) -> Issuer:
-        if not isinstance(t, dict) or "name" not in t:
-            self.bad("issuer", "an [issuer] table with at least a name is required")
-            return Issuer(name="?")
-        prefix = self.text("issuer", t, "number_prefix", "GM")
-        if not prefix.isalnum():
-            self.bad("issuer", f"number_prefix {prefix!r} must be letters and digits")
-        return Issuer(
-            name=self.text("issuer", t, "name"), address=tuple(t.get("address", ())),
-            tax_id=self.text("issuer", t, "tax_id"), email=self.text("issuer", t, "email"),
-            number_prefix=prefix,
-            payment_terms_days=self.integer("issuer", t, "payment_terms_days", 30),
-        )
-
-    def rates(self, entries: Any, models: frozenset[str]) -> tuple[Rate, ...]:
-        if not isinstance(entries, list) or not entries:
-            self.bad("rates", "at least one [[rates]] entry is required")
-            return ()
-        parsed: list[tuple[int, Rate]] = []
-        for i, t in enumerate(entries):
-            model = t.get("gpu_model", "")
-            where = f"rates[{i}] (gpu_model={model!r}, {t.get('billing_class', '?')}, " \
-                    f"from {t.get('effective_from', '?')})"
-            if model not in models:
-                self.bad(where, f"unknown GPU model {model!r}: use the NVML name (e.g. "
-                         "'NVIDIA H100 80GB HBM3') or declare it in extra_gpu_models")
-            klass = self.klass(where, t.get("billing_class"))
-            price = self.dec(where, t, "price_per_gpu_hour")
-            start = self.day(where, t, "effective_from")
-            until = self.day(where, t, "effective_until", required=False)
-            if start and until and until <= start:
-                self.bad(where, f"effective_until {until} is not after effective_from {start}")
-            if start:
-                parsed.append((i, Rate(model, klass, price, start, until)))
-        # Overlap: for one (model, class), two entries starting the same day, or an entry whose
-        # explicit end reaches past the next entry's start. Usage at an instant must have one price.
-        by_key: dict[tuple[str, str], list[tuple[int, Rate]]] = {}
-        for i, r in parsed:
-            by_key.setdefault((r.gpu_model, r.billing_class), []).append((i, r))
-        for group in by_key.values():
-            group.sort(key=lambda ir: (ir[1].effective_from, ir[0]))
-            for (i0, r0), (i1, r1) in zip(group, group[1:], strict=False):
-                if r0.effective_from == r1.effective_from or (
-                    r0.effective_until is not None and r0.effective_until > r1.effective_from
-                ):
-                    end = r0.effective_until or "open end"
-                    self.bad(f"rates[{i1}] (gpu_model={r1.gpu_model!r}, {r1.billing_class}, "
-                             f"from {r1.effective_from})",
-                             f"overlaps rates[{i0}] ({r0.effective_from} to {end}) for the same "
-                             "GPU model and billing class")
-        return tuple(r for _, r in parsed)
-
-    def plans(self, table: Any) -> dict[str, Plan]:
-        if not isinstance(table, dict):
-            self.bad("plans", "must be a table of named plans")
-            return {}
-        plans = {}
-        for name, t in table.items():
-            where = f"plans.{name}"
-            minimum = self.integer(where, t, "minimum_seconds", 0)
-            inc = self.integer(where, t, "increment_seconds", 1, min_=1)
-            tiers = []
-            previous = Decimal(0)
-            raw_tiers = t.get("tiers", [])
-            for j, tt in enumerate(raw_tiers):
-                tw = f"{where}.tiers[{j}]"
-                pct = self.dec(tw, tt, "discount_pct", max_=Decimal(100))
-                up_to = None
-                if "up_to_gpu_hours" in tt:
-                    up_to = self.dec(tw, tt, "up_to_gpu_hours", positive=True)
-                    if up_to <= previous:
-                        self.bad(tw, f"up_to_gpu_hours {up_to} must exceed the previous tier's "
-                                 f"bound {previous}")
-                    if (up_to * 3600) % 1:
-                        self.bad(tw, f"up_to_gpu_hours {up_to} must be a whole number of seconds")
-                    previous = up_to
-                elif j != len(raw_tiers) - 1:
-                    self.bad(tw, "only the last tier may omit up_to_gpu_hours")
-                tiers.append(Tier(up_to, pct))
-            if tiers and tiers[-1].up_to_gpu_hours is not None:
-                self.bad(where, "the last tier must omit up_to_gpu_hours (unbounded)")
-            plans[name] = Plan(name, minimum, inc, tuple(tiers))
-        return plans
-
-    def contracts(self, table: Any, plans: Mapping[str, Plan], models: frozenset[str],
-                  rates: tuple[Rate, ...]) -> dict[str, Contract]:
-        if not isinstance(table, dict) or not table:
-            self.bad("tenants", "at least one [tenants.<name>] contract is required")
-            return {}
-        contracts = {}
-        for tenant, t in table.items():
-            where = f"tenants.{tenant}"
-            if tenant == IDLE_TENANT:
-                self.bad(where, "idle capacity is never invoiced; remove this contract")
-            plan_name = t.get("plan")
-            plan = plans.get(plan_name) if isinstance(plan_name, str) else None
-            if plan is None:
-                self.bad(where, f"plan {plan_name!r} is not defined in [plans]")
-                plan = Plan("?")
-            commitments = []
-            for j, c in enumerate(t.get("commitments", [])):
-                cw = f"{where}.commitments[{j}] (gpu_model={c.get('gpu_model')!r})"
-                if c.get("gpu_model") not in models:
-                    self.bad(cw, f"unknown GPU model {c.get('gpu_model')!r}")
-                commitments.append(Commitment(
-                    c.get("gpu_model", ""), self.dec(cw, c, "gpu_hours_per_month", positive=True),
-                    self.dec(cw, c, "rate"), self.dec(cw, c, "overage_rate")))
-            energy = None
-            if "energy" in t:
-                ew = f"{where}.energy"
-                energy = Energy(self.dec(ew, t["energy"], "pue", min_=Decimal(1)),
-                                self.dec(ew, t["energy"], "price_per_kwh"))
-            credits = []
-            for j, c in enumerate(t.get("credits", [])):
-                cw = f"{where}.credits[{j}] (id={c.get('id')!r})"
-                kind = c.get("kind", "promotional")
-                if kind not in ("prepaid", "promotional"):
-                    self.bad(cw, f"kind {kind!r} must be prepaid or promotional")
-                start = self.day(cw, c, "valid_from") or date.min
-                credits.append(Credit(self.text(cw, c, "id", required=True), kind,
-                                      self.dec(cw, c, "amount", positive=True), start,
-                                      self.day(cw, c, "valid_until", required=False)))
-            if len({c.id for c in credits}) != len(credits):
-                self.bad(where, "credit ids must be unique")
-            contracts[tenant] = Contract(
-                tenant=tenant,
-                customer=Party(self.text(where, t, "name", tenant), tuple(t.get("address", ())),
-                               self.text(where, t, "tax_id"), self.text(where, t, "email")),
-                plan=plan,
-                default_class=self.klass(where, t.get("default_class", "on_demand")),
-                discount_pct=self.dec(where, t, "discount_pct", required=False,
-                                      max_=Decimal(100)),
-                commitments=tuple(commitments), energy=energy, credits=tuple(credits),
-                tax_rate=self.dec(where, t, "tax_rate", required=False, max_=Decimal(1)),
-                tax_label=self.text(where, t, "tax_label", "Tax"),
-            )
-        return contracts
+    return parse(raw, source=source)

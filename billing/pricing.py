@@ -2,6 +2,10 @@
 
 Every invoice document embeds its snapshot, so re-rating a finalized period (adjustments,
 reconcile) uses the prices it was issued with, and a later price-book edit never rewrites it.
+
+Which rate prices a GPU-second (``rate_at``): the tenant's negotiated rate in force, else the
+list rate in force; a MIG profile without a rate of its own ("<parent> MIG 3g.40gb") is priced
+at its parent's rate x g/7, rounded half-even to 6 decimals (the price shown and used).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from decimal import Decimal
 from typing import Any, cast
 
 from billing.errors import BillingError
+from billing.money import round_money
 from billing.period import Period
 from billing.pricebook import (
+    MIG_SLICES,
     BillingClass,
     Commitment,
     Contract,
@@ -26,7 +32,11 @@ from billing.pricebook import (
     Plan,
     PriceBook,
     Rate,
+    TaxRate,
     Tier,
+    mig_parent,
+    rates_in,
+    round_price,
 )
 
 
@@ -51,14 +61,28 @@ class TenantPricing:
             )
         used = credits_used or {}
         remaining = tuple(
-            (c.id, max(c.amount - used.get(c.id, Decimal(0)), Decimal(0)))
-            for c in contract.credits if c.usable_in(period)
+            (c.id, round_money(max(c.amount - used.get(c.id, Decimal(0)), Decimal(0)),
+                               book.minor_unit))
+            for c in sorted(contract.credits, key=lambda c: c.order_key) if c.usable_in(period)
         )
-        return cls(book.currency, book.minor_unit, book.issuer, contract,
-                   book.rates_for_period(period), remaining)
+        rates = rates_in(contract.rates, period) + book.rates_for_period(period)
+        return cls(book.currency, book.minor_unit, book.issuer,
+                   dataclasses.replace(contract, rates=()), rates, remaining)
 
     def rate_at(self, gpu_model: str, billing_class: BillingClass, ts: datetime) -> Rate | None:
-        """The rate in force at ``ts``: the latest entry started on or before its UTC date."""
+        """The rate in force at ``ts`` (see the module doc for the order of precedence)."""
+        found = self._in_force(gpu_model, billing_class, ts)
+        mig = mig_parent(gpu_model) if found is None else None
+        if mig is not None:
+            parent = self._in_force(mig[0], billing_class, ts)
+            if parent is not None:
+                price = round_price(parent.price_per_gpu_hour * mig[1] / MIG_SLICES)
+                found = Rate(gpu_model, billing_class, price, parent.effective_from,
+                             parent.effective_until, parent.tenant)
+        return found
+
+    def _in_force(self, gpu_model: str, billing_class: BillingClass, ts: datetime) -> Rate | None:
+        """The latest entry started on or before ``ts``'s UTC date; negotiated before list."""
         day = ts.date()
         best: Rate | None = None
         for r in self.rates:
@@ -66,7 +90,8 @@ class TenantPricing:
                 continue
             in_force = r.effective_from <= day and (
                 r.effective_until is None or day < r.effective_until)
-            if in_force and (best is None or r.effective_from > best.effective_from):
+            if in_force and (best is None or (bool(r.tenant), r.effective_from)
+                             > (bool(best.tenant), best.effective_from)):
                 best = r
         return best
 
@@ -92,13 +117,20 @@ class TenantPricing:
             energy=Energy(Decimal(c["energy"]["pue"]), Decimal(c["energy"]["price_per_kwh"]))
             if c["energy"] else None,
             credits=tuple(Credit(x["id"], x["kind"], Decimal(x["amount"]),
-                                 date.fromisoformat(x["valid_from"]), _date_or_none(x["valid_until"]))
+                                 date.fromisoformat(x["valid_from"]), _date_or_none(x["valid_until"]),
+                                 x.get("gpu_model", ""), x.get("billing_class", ""))
                           for x in c["credits"]),
             tax_rate=Decimal(c["tax_rate"]), tax_label=c["tax_label"],
+            # Documents written before issue 10 lack these: open contract, no minimum.
+            starts_on=_date_or_none(c.get("starts_on")), ends_on=_date_or_none(c.get("ends_on")),
+            minimum_monthly_spend=Decimal(c.get("minimum_monthly_spend", "0")),
+            tax_rates=tuple(TaxRate(Decimal(x["rate"]), date.fromisoformat(x["effective_from"]))
+                            for x in c.get("tax_rates", [])),
         )
         rates = tuple(Rate(r["gpu_model"], r["billing_class"], Decimal(r["price_per_gpu_hour"]),
                            date.fromisoformat(r["effective_from"]),
-                           _date_or_none(r["effective_until"])) for r in d["rates"])
+                           _date_or_none(r["effective_until"]), r.get("tenant", ""))
+                      for r in d["rates"])
         return cls(d["currency"], d["minor_unit"], Issuer(**_tuples(d["issuer"])), contract,
                    rates, tuple((i, Decimal(v)) for i, v in d["credits_remaining"]))
 

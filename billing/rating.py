@@ -6,10 +6,14 @@ Steps for one tenant and period (each a function below):
    default class; price every row by the rate in force at its own timestamp; apply the plan's
    minimum duration and increment per job (padding is priced at the job's last rate).
 2. ``_usage_lines``: per GPU model and class: reserved usage against commitments (commitment
-   and overage lines), on-demand through graduated tiers, everything else at the rate.
-3. discount, energy, adjustments (given), credits, tax; totals are sums of rounded lines.
+   and overage lines, ``billing.commitment``), on-demand through graduated tiers, everything
+   else at the rate.
+3. discount, energy, minimum spend, adjustments (given), credits (``billing.credit``), tax at
+   the rate in force on the period's last day; totals are sums of rounded lines.
 
-Each line's amount is rounded exactly once (``billing.money.round_money``) from exact inputs.
+Each line's amount is rounded exactly once (``billing.money.round_money``) from exact inputs,
+and the unit price on a line is the exact price its amount was computed with (``line`` refuses
+a price with more than 6 decimals instead of rounding it for display).
 Rows may be minute rows or any aggregate that lies within one UTC day of one GPU (price
 changes take effect at 00:00 UTC of a date), and give the same invoice.
 """
@@ -21,17 +25,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
+from billing.commitment import active_commitment, commitment_lines, minimum_line
+from billing.credit import credit_lines
 from billing.errors import BillingError, MissingRateError
 from billing.invoice import Invoice, InvoiceLine, JobUsage, invoice_id_for
 from billing.money import round_money, round_quantity
 from billing.period import Period
-from billing.pricebook import BILLING_CLASSES, IDLE_TENANT, BillingClass, Commitment, Rate
+from billing.pricebook import BILLING_CLASSES, IDLE_TENANT, BillingClass, Rate, round_price
 from billing.pricing import TenantPricing
 
 #: Exact arithmetic for amounts before the one rounding: 34 significant digits is far beyond
 #: any invoice, so the result does not depend on the process's default decimal context.
 _CTX = Context(prec=34, rounding=ROUND_HALF_EVEN)
-_PRICE_EXP = Decimal("0.000001")
 MJ_PER_KWH = 3_600_000_000
 
 
@@ -75,30 +80,34 @@ def rate_invoice(pricing: TenantPricing, tenant: str, period: Period,
     """The draft invoice of ``tenant`` for ``period``; rows of other tenants/periods are ignored."""
     mine = [r for r in rows if r.tenant == tenant and r.tenant != IDLE_TENANT
             and period.contains(r.start) and r.gpu_seconds > 0]
-    jobs = _jobs(pricing, tenant, mine)
+    jobs = _jobs(pricing, tenant, period, mine)
     minor = pricing.minor_unit
-    lines = _usage_lines(pricing, jobs)
+    lines = _usage_lines(pricing, period, jobs)
     usage_base = sum((ln.amount for ln in lines if ln.kind in ("usage", "overage")), Decimal(0))
     c = pricing.contract
     if c.discount_pct and usage_base:
         fraction = _CTX.divide(c.discount_pct, Decimal(100))
-        lines.append(_line("discount", "", "", f"Discount {c.discount_pct}% on usage",
-                           usage_base, "", -fraction, round_money(-usage_base * fraction, minor)))
+        lines.append(line("discount", "", "", f"Discount {c.discount_pct}% on usage",
+                          usage_base, "", -fraction, round_money(-usage_base * fraction, minor)))
     if c.energy is not None:
         mj = sum(r.energy_mj for r in mine)
         facility_kwh = _CTX.divide(mj * c.energy.pue, Decimal(MJ_PER_KWH))
-        lines.append(_line(
+        lines.append(line(
             "energy", "", "",
             f"Energy pass-through: {round_quantity(_CTX.divide(Decimal(mj), Decimal(MJ_PER_KWH)))}"
             f" kWh measured x PUE {c.energy.pue}",
             round_quantity(facility_kwh), "kWh", c.energy.price_per_kwh,
             round_money(_CTX.multiply(facility_kwh, c.energy.price_per_kwh), minor)))
+    minimum = minimum_line(pricing, period, lines)
+    if minimum is not None:
+        lines.append(minimum)
     lines.extend(adjustments)
-    lines.extend(_credit_lines(pricing, sum((ln.amount for ln in lines), Decimal(0))))
-    if c.tax_rate:
+    lines.extend(credit_lines(pricing, lines))
+    tax_rate = c.tax_rate_on(period.last_day)
+    if tax_rate:
         base = sum((ln.amount for ln in lines), Decimal(0))
-        lines.append(_line("tax", "", "", f"{c.tax_label} {format((c.tax_rate * 100).normalize(), 'f')}%", base, "",
-                           c.tax_rate, round_money(base * c.tax_rate, minor)))
+        lines.append(line("tax", "", "", f"{c.tax_label} {format((tax_rate * 100).normalize(), 'f')}%",
+                          base, "", tax_rate, round_money(base * tax_rate, minor)))
     numbered = tuple(InvoiceLine(**{**ln.__dict__, "line_no": i + 1}) for i, ln in enumerate(lines))
     return Invoice(
         invoice_id=invoice_id_for(pricing.issuer.number_prefix, tenant, str(period)),
@@ -122,17 +131,13 @@ def resolve_class(row_class: str, pricing: TenantPricing, tenant: str) -> Billin
     return klass  # type: ignore[return-value]
 
 
-def _commitment(pricing: TenantPricing, gpu_model: str) -> Commitment | None:
-    return next((c for c in pricing.contract.commitments if c.gpu_model == gpu_model), None)
-
-
-def _jobs(pricing: TenantPricing, tenant: str,
+def _jobs(pricing: TenantPricing, tenant: str, period: Period,
           rows: Sequence[UsageRow]) -> dict[tuple[str, str, BillingClass], _Job]:
     jobs: dict[tuple[str, str, BillingClass], _Job] = {}
     for r in sorted(rows, key=lambda r: r.start):
         klass = resolve_class(r.billing_class, pricing, tenant)
         rate: Rate | None = None
-        if not (klass == "reserved" and _commitment(pricing, r.gpu_model)):
+        if not (klass == "reserved" and active_commitment(pricing, r.gpu_model, period)):
             rate = pricing.rate_at(r.gpu_model, klass, r.start)
             if rate is None:
                 raise MissingRateError(tenant, r.gpu_model, klass, r.start.isoformat())
@@ -152,47 +157,32 @@ def _jobs(pricing: TenantPricing, tenant: str,
     return jobs
 
 
-def _usage_lines(pricing: TenantPricing,
+def _usage_lines(pricing: TenantPricing, period: Period,
                  jobs: dict[tuple[str, str, BillingClass], _Job]) -> list[InvoiceLine]:
     per_group: dict[tuple[str, BillingClass], dict[Rate | None, int]] = {}
     for (_, model, klass), j in jobs.items():
         acc = per_group.setdefault((model, klass), {})
         for rate, s in j.seconds_by_rate.items():
             acc[rate] = acc.get(rate, 0) + s
-    for c in pricing.contract.commitments:  # a commitment is billed even when unused
-        per_group.setdefault((c.gpu_model, "reserved"), {})
+    for c in pricing.contract.commitments:  # billed even when unused, within the contract
+        if active_commitment(pricing, c.gpu_model, period) is not None:
+            per_group.setdefault((c.gpu_model, "reserved"), {})
     lines: list[InvoiceLine] = []
     for (model, klass) in sorted(per_group, key=lambda k: (k[0], _CLASS_ORDER[k[1]])):
         segments = sorted(per_group[(model, klass)].items(),
                           key=lambda kv: kv[0].effective_from if kv[0] else datetime.min.date())
-        commitment = _commitment(pricing, model) if klass == "reserved" else None
+        commitment = active_commitment(pricing, model, period) if klass == "reserved" else None
         if commitment is not None:
-            lines.extend(_commitment_lines(pricing, commitment, sum(s for _, s in segments)))
+            lines.extend(commitment_lines(pricing, commitment, sum(s for _, s in segments),
+                                          period))
         elif klass == "on_demand" and pricing.contract.plan.tiers:
             lines.extend(_tiered_lines(pricing, model, segments))
         else:
             for rate, s in segments:
                 assert rate is not None
-                lines.append(_seconds_line(pricing, "usage", model, klass, s,
+                lines.append(seconds_line(pricing, "usage", model, klass, s,
                                            rate.price_per_gpu_hour, _rate_label(model, klass, rate)))
     return lines
-
-
-def _commitment_lines(pricing: TenantPricing, c: Commitment, used: int) -> list[InvoiceLine]:
-    minor = pricing.minor_unit
-    committed_s = c.gpu_hours_per_month * 3600
-    used_h = round_quantity(Decimal(used) / 3600)
-    out = [_line("commitment", c.gpu_model, "reserved",
-                 f"{c.gpu_model} reserved commitment: {c.gpu_hours_per_month} GPU-hours/month "
-                 f"(used {used_h})",
-                 c.gpu_hours_per_month, "GPU-hour", c.rate,
-                 round_money(c.gpu_hours_per_month * c.rate, minor))]
-    if used > committed_s:
-        over = int(used - committed_s)
-        out.append(_seconds_line(pricing, "overage", c.gpu_model, "reserved", over,
-                                 c.overage_rate, f"{c.gpu_model} reserved overage beyond "
-                                 f"{c.gpu_hours_per_month} committed GPU-hours"))
-    return out
 
 
 def _tiered_lines(pricing: TenantPricing, model: str,
@@ -217,33 +207,14 @@ def _tiered_lines(pricing: TenantPricing, model: str,
             take = min(left, room)
             if take == 0:
                 continue
-            price = (rate.price_per_gpu_hour * (100 - tier.discount_pct) / 100).quantize(
-                _PRICE_EXP, rounding=ROUND_HALF_EVEN)
+            price = round_price(rate.price_per_gpu_hour * (100 - tier.discount_pct) / 100)
             span = f"{lo}-{tier.up_to_gpu_hours}" if tier.up_to_gpu_hours else f"over {lo}"
-            lines.append(_seconds_line(
+            lines.append(seconds_line(
                 pricing, "usage", model, "on_demand", take, price,
                 f"{_rate_label(model, 'on_demand', rate)}, tier {i + 1} ({span} GPU-h, "
                 f"{tier.discount_pct}% off)"))
             filled += take
             left -= take
-    return lines
-
-
-def _credit_lines(pricing: TenantPricing, base: Decimal) -> list[InvoiceLine]:
-    lines = []
-    order = sorted(pricing.credits_remaining,
-                   key=lambda cr: (pricing.credit(cr[0]).valid_until or datetime.max.date(), cr[0]))
-    for credit_id, remaining in order:
-        if base <= 0:
-            break
-        use = min(remaining, base)
-        if use <= 0:
-            continue
-        credit = pricing.credit(credit_id)
-        lines.append(_line("credit", "", "", f"{credit.kind.capitalize()} credit {credit_id} "
-                           f"(balance before {remaining})", Decimal(1), "", -use, -use,
-                           reference=credit_id))
-        base -= use
     return lines
 
 
@@ -256,18 +227,23 @@ def _job_usage(jobs: dict[tuple[str, str, BillingClass], _Job]) -> tuple[JobUsag
     return tuple(out)
 
 
-def _seconds_line(pricing: TenantPricing, kind: str, model: str, klass: str, seconds: int,
-                  unit_price: Decimal, description: str) -> InvoiceLine:
+def seconds_line(pricing: TenantPricing, kind: str, model: str, klass: str, seconds: int,
+                 unit_price: Decimal, description: str) -> InvoiceLine:
     amount = round_money(_CTX.divide(seconds * unit_price, Decimal(3600)), pricing.minor_unit)
-    return _line(kind, model, klass, description, round_quantity(Decimal(seconds) / 3600),
-                 "GPU-hour", unit_price, amount, seconds=seconds)
+    return line(kind, model, klass, description, round_quantity(Decimal(seconds) / 3600),
+                "GPU-hour", unit_price, amount, seconds=seconds)
 
 
-def _line(kind: str, model: str, klass: str, description: str, quantity: Decimal, unit: str,
-          unit_price: Decimal, amount: Decimal, *, reference: str = "",
-          seconds: int = 0) -> InvoiceLine:
+def line(kind: str, model: str, klass: str, description: str, quantity: Decimal, unit: str,
+         unit_price: Decimal, amount: Decimal, *, reference: str = "",
+         seconds: int = 0) -> InvoiceLine:
+    if round_price(unit_price) != unit_price:
+        # The price shown is the price used: a price with more digits than documents show
+        # would bill one amount and show another. The price book's validation prevents it.
+        raise BillingError(f"{kind} line {description!r}: unit price {unit_price} has more "
+                           "than 6 decimals; fix the price book entry")
     return InvoiceLine(0, kind, model, klass, description, quantity, unit,  # type: ignore[arg-type]
-                       round_quantity(unit_price), amount, reference=reference, seconds=seconds)
+                       unit_price, amount, reference=reference, seconds=seconds)
 
 
 def _rate_label(model: str, klass: str, rate: Rate) -> str:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from billing.late_usage import rerate_differences
 from billing.period import Period
 from billing.pricebook import IDLE_TENANT
-from billing.service import rerate_differences
 from billing.store import BillingStore, QueryClient
 
 RAW = "raw archive (usage_seconds FINAL)"
@@ -78,7 +78,7 @@ def reconcile_period(client: QueryClient, period: Period) -> ReconcileReport:
         if hashlib.sha256(stored.document.encode()).hexdigest() != stored.content_hash:
             report.differences.append(f"{number} ({tenant}): stored document does not match "
                                       "its content hash")
-        for holder in store.invoices_with_adjustments(number):
+        for holder in store.adjustment_holders(tenant, stored.invoice.period):
             if holder.status == "draft":
                 report.pending.append(f"adjustments for {number} are on the draft invoice of "
                                       f"{holder.invoice.tenant} {holder.invoice.period}; "
@@ -92,8 +92,15 @@ def reconcile_period(client: QueryClient, period: Period) -> ReconcileReport:
         report.checked.append(number)
     for tenant in sorted(store.tenants_with_usage(period) - set(finalized)):
         state = next((s.status for s in invoices if s.invoice.tenant == tenant), "none")
+        holders = store.adjustment_holders(tenant, str(period)) if state == "none" else []
+        if holders:  # late usage carried forward onto a later invoice (billing.late_usage)
+            report.pending += [f"{tenant}: usage of {period} carried forward to "
+                               f"{h.invoice.number or 'the draft'} of {h.invoice.period}"
+                               for h in holders if h.status == "draft"]
+            continue
         report.differences.append(f"{tenant} has usage in {period} but no finalized invoice "
-                                  f"(invoice: {state})")
+                                  f"(invoice: {state}); if {period} is closed, run the next "
+                                  "period to carry it forward")
     report.gpus = conservation(store, period)
     report.differences += [
         f"GPU {g.gpu}: billed {g.billed} + idle {g.idle} = {g.billed + g.idle} GPU-seconds, "

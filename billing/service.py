@@ -4,28 +4,48 @@
 - :func:`finalize_period`: number, hash and freeze the period's drafts.
 - :func:`export_period`: CSV / JSON / PDF files.
 - :func:`invoice_month`: all of the above in one call, for the demo.
+
+All or nothing: a run rates every tenant in memory first and writes only when all succeeded,
+with one insert per table (``BillingStore.save_all``); finalization numbers every draft of the
+period and writes them the same way, under the finalize reservation (``billing.reservation``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from billing.adjustment import Delta, adjustment_lines, differences
 from billing.errors import BillingError
-from billing.invoice import Invoice, InvoiceLine
+from billing.invoice import Invoice
+from billing.late_usage import pending_adjustments, rerate, rerate_differences
 from billing.numbering import next_numbers
-from billing.period import Period
+from billing.period import INGEST_GRACE, Period
 from billing.pricebook import PriceBook, load_pricebook
 from billing.pricing import TenantPricing
 from billing.rating import UsageRow, rate_invoice
-from billing.store import CLOCK_SLACK, BillingStore, QueryClient, StoredInvoice
+from billing.reservation import Reservation, closed_periods, closes, record_close
+from billing.store import BillingStore, QueryClient
+
+__all__ = ["rerate", "rerate_differences", "run_period", "finalize_period", "export_period",
+           "invoice_month", "pending_adjustments"]
 
 ExportFormat = Literal["csv", "json", "pdf"]
+#: The reason ``invoice_month`` (the demo's one-call path) records when it finalizes a period
+#: that has not ended yet: the demo bills the simulated fleet's still-open month.
+DEMO_FORCE_REASON = "demo: invoice_month on a simulated fleet's open month"
+
+
+class PeriodOpenError(BillingError):
+    def __init__(self, period: Period, closes_at: datetime) -> None:
+        self.period, self.closes_at = period, closes_at
+        super().__init__(
+            f"{period} has not ended (plus the ingest grace): it can be finalized from "
+            f"{closes_at:%Y-%m-%d %H:%M} UTC. To finalize earlier, force it with a reason "
+            "(`--force --reason '...'`); the reason is recorded with the close")
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,8 @@ class RunResult:
     drafted: list[Invoice] = field(default_factory=list)
     #: (tenant, number) of invoices left alone because they are finalized.
     refused: list[tuple[str, str]] = field(default_factory=list)
+    #: tenants with usage in a closed period and no invoice there: carried forward instead.
+    carried: list[str] = field(default_factory=list)
 
 
 def _now() -> datetime:
@@ -62,15 +84,20 @@ def summarize(inv: Invoice) -> InvoiceSummary:
 
 def run_period(client: QueryClient, book: PriceBook, period: Period, *,
                now: Callable[[], datetime] = _now) -> RunResult:
-    """Draft (or re-draft) the invoice of every tenant with usage, a commitment or pending
-    adjustments in ``period``. Finalized invoices are never touched: they are reported in
-    ``refused``."""
+    """Draft (or re-draft) the invoice of every tenant with usage, a commitment or minimum spend
+    in force, or pending adjustments in ``period``. Finalized invoices are never touched (they
+    are reported in ``refused``); a closed period gets no new drafts (``carried``)."""
+    at = now()
+    if period.start > at:
+        raise BillingError(f"{period} has not started yet ({at:%Y-%m-%d} UTC): nothing to run")
     store = BillingStore(client)
     usage = store.usage_rows(period)
-    pending = pending_adjustments(store, period)
+    pending = pending_adjustments(store, book, period)
     tenants = {r.tenant for r in usage} | set(pending)
-    tenants |= {t for t, c in book.contracts.items() if c.commitments}
+    tenants |= {t for t, c in book.contracts.items()
+                if (c.commitments or c.minimum_monthly_spend) and c.days_in(period)}
     existing = {s.invoice.tenant: s for s in store.invoices(period=period)}
+    closed = period in closed_periods(client, before=period.next())
     result = RunResult(period)
     by_tenant: dict[str, list[UsageRow]] = {}
     for r in usage:
@@ -80,69 +107,59 @@ def run_period(client: QueryClient, book: PriceBook, period: Period, *,
         if current is not None and current.status == "finalized":
             result.refused.append((tenant, current.invoice.number))
             continue
+        if closed and current is None:
+            result.carried.append(tenant)  # billed as adjustments on its next invoice
+            continue
         pricing = TenantPricing.from_pricebook(
             book, tenant, period, store.credits_used(tenant, exclude_period=period))
-        inv = rate_invoice(pricing, tenant, period, by_tenant.get(tenant, []),
-                           adjustments=pending.get(tenant, []))
-        store.save(inv, created_at=now())
-        result.drafted.append(inv)
+        result.drafted.append(rate_invoice(pricing, tenant, period, by_tenant.get(tenant, []),
+                                           adjustments=pending.get(tenant, [])))
+    # Every tenant rated without error: only now write, all in one commit.
+    store.save_all([(inv, at, None) for inv in result.drafted])
     return result
-
-
-def pending_adjustments(store: BillingStore, period: Period) -> dict[str, list[InvoiceLine]]:
-    """Adjustment lines that belong on ``period``'s invoices: for every finalized invoice of an
-    earlier period whose ledger was written after it was rated, re-rate with its own prices."""
-    out: dict[str, list[InvoiceLine]] = {}
-    for original in store.invoices(status="finalized", before=period):
-        inv = original.invoice
-        last = store.last_ledger_write(inv.tenant, Period.parse(inv.period))
-        if last is None or last < original.created_at - CLOCK_SLACK:
-            continue  # nothing written since rating: cannot differ
-        target = store.invoice(inv.tenant, period)
-        deltas = rerate_differences(store, original,
-                                    exclude_invoice=target.invoice.invoice_id if target else None)
-        if deltas:
-            out.setdefault(inv.tenant, []).extend(adjustment_lines(inv, deltas))
-    return out
-
-
-def rerate(store: BillingStore, original: Invoice) -> Invoice:
-    """The original's period rated again from today's ledger with the original's prices."""
-    period = Period.parse(original.period)
-    return rate_invoice(original.pricing, original.tenant, period,
-                        store.usage_rows(period, tenants=[original.tenant]))
-
-
-def rerate_differences(store: BillingStore, original: StoredInvoice, *,
-                       exclude_invoice: str | None = None) -> list[Delta]:
-    inv = original.invoice
-    already = store.adjustment_lines(inv.number, exclude_invoice=exclude_invoice)
-    return differences(inv, rerate(store, inv), already)
 
 
 # -- finalize --------------------------------------------------------------------------------
 
 
 def finalize_period(client: QueryClient, period: Period, *,
-                    now: Callable[[], datetime] = _now) -> list[Invoice]:
-    """Number, hash and freeze every draft of the period. Numbers: gapless per issuer and issue
-    year, allocated in tenant order."""
-    store = BillingStore(client)
-    drafts = [s for s in store.invoices(period=period) if s.status == "draft"]
-    if not drafts:
-        return []
+                    now: Callable[[], datetime] = _now, grace: timedelta = INGEST_GRACE,
+                    force_reason: str | None = None,
+                    reservation: Reservation | None = None) -> list[Invoice]:
+    """Number, hash and freeze every draft of the period, all or none. Numbers: gapless per
+    issuer and issue year, allocated in tenant order, under the finalize reservation.
+
+    Refuses a period before ``period.end + grace`` unless ``force_reason`` is given (recorded
+    in ``billing_period_closes``), and refuses while a tenant with usage has no invoice."""
     at = now()
-    done = []
-    for prefix in sorted({d.invoice.pricing.issuer.number_prefix for d in drafts}):
-        mine = [d for d in drafts if d.invoice.pricing.issuer.number_prefix == prefix]
-        numbers = next_numbers(store.finalized_numbers(prefix), prefix, at.year, len(mine))
-        for stored, number in zip(mine, numbers, strict=True):
-            final = stored.invoice.finalized(number, at.date())
-            store.save(final, created_at=stored.created_at, finalized_at=at)
-            done.append(final)
-        # Check after write: a concurrent finalizer would show up as a gap or duplicate here.
-        next_numbers(store.finalized_numbers(prefix), prefix, at.year, 0)
-    return done
+    if at < period.closes_at(grace) and not (force_reason and force_reason.strip()):
+        raise PeriodOpenError(period, period.closes_at(grace))
+    store = BillingStore(client)
+    with reservation or Reservation(client, now=now) as held:
+        drafts = [s for s in store.invoices(period=period) if s.status == "draft"]
+        if not drafts:
+            return []
+        invoiced = {s.invoice.tenant for s in store.invoices(period=period)}
+        missing = sorted(store.tenants_with_usage(period) - invoiced)
+        if missing and not closes(client, period):
+            raise BillingError(f"{period}: tenants {', '.join(missing)} have usage but no draft "
+                               f"invoice; run `gpumeter invoices run --period {period}` first. "
+                               "Nothing was finalized")
+        batch = []
+        for prefix in sorted({d.invoice.pricing.issuer.number_prefix for d in drafts}):
+            mine = [d for d in drafts if d.invoice.pricing.issuer.number_prefix == prefix]
+            numbers = next_numbers(store.finalized_numbers(prefix), prefix, at.year, len(mine))
+            batch += [(s.invoice.finalized(n, at.date()), s.created_at, at)
+                      for s, n in zip(mine, numbers, strict=True)]
+        if not held.still_held():  # expired while we worked: another may have taken over
+            raise BillingError("the finalize reservation expired before the write; nothing "
+                               "was finalized; run finalize again")
+        store.save_all(batch)
+        forced = at < period.closes_at(grace)
+        record_close(client, period, at=at, forced=forced,
+                     reason=(force_reason or "").strip() if forced else "",
+                     invoices=len(batch), holder=held.token)
+    return [inv for inv, _, _ in batch]
 
 
 # -- export ----------------------------------------------------------------------------------
@@ -167,15 +184,18 @@ def export_period(client: QueryClient, period: Period, fmt: ExportFormat,
 
 
 def invoice_month(client: QueryClient, pricebook_path: Path | str, period: str,
-                  out_dir: Path) -> list[InvoiceSummary]:
+                  out_dir: Path, *, force_reason: str | None = DEMO_FORCE_REASON
+                  ) -> list[InvoiceSummary]:
     """Run, finalize and export (csv, json, pdf) one month; one summary row per tenant.
 
+    The demo's path: it bills the simulated fleet's month while it is still open, so it
+    finalizes with ``force_reason`` recorded (pass None to refuse an open month instead).
     Safe to call again for a finalized month: finalized invoices are left as they are and
     exported again."""
     book = load_pricebook(pricebook_path)
     p = Period.parse(period)
     run_period(client, book, p)
-    finalize_period(client, p)
+    finalize_period(client, p, force_reason=force_reason)
     for fmt in ("csv", "json", "pdf"):
         export_period(client, p, fmt, Path(out_dir))  # type: ignore[arg-type]
     return [summarize(s.invoice) for s in BillingStore(client).invoices(period=p)]

@@ -3,7 +3,13 @@
 Every read of ``usage_minutely``, ``invoices`` and ``invoice_lines`` uses FINAL (all three are
 ReplacingMergeTree; see migrations 0001 and 0010). Writes insert new row versions; the one rule
 ClickHouse cannot enforce, "a finalized invoice is never rewritten", is enforced here in
-:meth:`BillingStore.save` before any insert.
+:meth:`BillingStore.save_all` before any insert.
+
+All or nothing: :meth:`save_all` writes every invoice of a run or finalization with one insert
+into ``invoice_lines`` and then one into ``invoices``. A single insert into an unpartitioned
+MergeTree becomes one part, visible entirely or not at all, so the header insert is the commit
+point. Billing decides from the headers' documents only (credit balances, adjustments already
+written), never from ``invoice_lines``, which is the lines' projection for SQL and analytics.
 """
 
 from __future__ import annotations
@@ -116,8 +122,12 @@ class BillingStore:
     # -- invoices ----------------------------------------------------------------------------
 
     def invoices(self, *, period: Period | None = None, tenant: str | None = None,
-                 status: str | None = None, before: Period | None = None) -> list[StoredInvoice]:
+                 status: str | None = None, before: Period | None = None,
+                 after: Period | None = None) -> list[StoredInvoice]:
         conds, params = ["1"], {}
+        if after is not None:
+            conds.append("period > {after:String}")
+            params["after"] = str(after)
         if period is not None:
             conds.append("period = {period:String}")
             params["period"] = str(period)
@@ -143,37 +153,31 @@ class BillingStore:
         found = self.invoices(period=period, tenant=tenant)
         return found[0] if found else None
 
-    def adjustment_lines(self, reference: str, *,
+    def adjustment_lines(self, tenant: str, ref_period: str, *,
                          exclude_invoice: str | None = None) -> list[InvoiceLine]:
-        """Adjustment lines already written anywhere for the original invoice ``reference``."""
-        found = []
-        for stored in self.invoices_with_adjustments(reference):
-            if stored.invoice.invoice_id == exclude_invoice:
-                continue
-            found.extend(ln for ln in stored.invoice.lines
-                         if ln.kind == "adjustment" and ln.reference == reference)
-        return found
+        """Adjustment lines already written (on any later invoice of the tenant, draft or
+        finalized) that correct ``ref_period``."""
+        return [ln for s in self.adjustment_holders(tenant, ref_period)
+                if s.invoice.invoice_id != exclude_invoice
+                for ln in s.invoice.lines
+                if ln.kind == "adjustment" and ln.ref_period == ref_period]
 
-    def invoices_with_adjustments(self, reference: str) -> list[StoredInvoice]:
-        ids = [r[0] for r in self._query(
-            """SELECT DISTINCT invoice_id FROM invoice_lines FINAL
-               WHERE kind = 'adjustment' AND reference = {ref:String}""", ref=reference)]
-        if not ids:
-            return []
-        rows = self._query(
-            "SELECT created_at, finalized_at, content_hash, document, revision FROM invoices FINAL "
-            "WHERE invoice_id IN {ids:Array(String)} ORDER BY period, tenant", ids=ids)
-        return [StoredInvoice(Invoice.from_document(json.loads(d)), _utc(c),
-                              _utc(f) if f else None, h, d, int(r)) for c, f, h, d, r in rows]
+    def adjustment_holders(self, tenant: str, ref_period: str) -> list[StoredInvoice]:
+        return [s for s in self.invoices(tenant=tenant, after=Period.parse(ref_period))
+                if any(ln.kind == "adjustment" and ln.ref_period == ref_period
+                       for ln in s.invoice.lines)]
 
     def credits_used(self, tenant: str, *, exclude_period: Period) -> dict[str, Decimal]:
-        """Credit consumed by the tenant's finalized invoices of other periods, per credit id."""
-        rows = self._query(
-            """SELECT reference, sum(amount) FROM invoice_lines FINAL
-               WHERE tenant = {tenant:String} AND kind = 'credit' AND status = 'finalized'
-                 AND period != {period:String}
-               GROUP BY reference""", tenant=tenant, period=str(exclude_period))
-        return {ref: -Decimal(total) for ref, total in rows}
+        """Credit consumed by the tenant's finalized invoices of other periods, per credit id
+        (from the documents, in the invoice's own minor units)."""
+        used: dict[str, Decimal] = {}
+        for s in self.invoices(tenant=tenant, status="finalized"):
+            if s.invoice.period == str(exclude_period):
+                continue
+            for ln in s.invoice.lines:
+                if ln.kind == "credit":
+                    used[ln.reference] = used.get(ln.reference, Decimal(0)) - ln.amount
+        return used
 
     def finalized_numbers(self, issuer: str) -> list[str]:
         rows = self._query(
@@ -183,41 +187,59 @@ class BillingStore:
 
     def save(self, invoice: Invoice, *, created_at: datetime,
              finalized_at: datetime | None = None) -> StoredInvoice:
-        """Write a new version of the invoice and its lines; refuse if it is already final."""
-        current = self.invoice(invoice.tenant, Period.parse(invoice.period))
-        if current is not None and current.status == "finalized":
-            raise InvoiceFinalizedError(invoice.tenant, invoice.period, current.invoice.number)
-        revision = max(time.time_ns(), (current.revision + 1) if current else 0)
-        doc = invoice.canonical_json().decode()
-        issuer = invoice.pricing.issuer.number_prefix
-        # Lines first, then the header: a crash in between leaves the previous header as the
-        # visible state (its status still draft), and the re-run rewrites both.
-        line_rows: list[list[Any]] = [
-            [invoice.invoice_id, invoice.tenant, invoice.period, ln.line_no, ln.kind,
-             ln.gpu_model, ln.billing_class, ln.description, ln.quantity, ln.unit,
-             ln.unit_price, ln.amount, ln.reference, ln.ref_period, ln.ref_kind, ln.seconds,
-             invoice.status, revision, 0]
-            for ln in invoice.lines
-        ]
-        previous_count = len(current.invoice.lines) if current else 0
-        for line_no in range(len(invoice.lines) + 1, previous_count + 1):  # tombstones
-            line_rows.append([invoice.invoice_id, invoice.tenant, invoice.period, line_no, "",
-                              "", "", "", Decimal(0), "", Decimal(0), Decimal(0), "", "", "", 0,
-                              invoice.status, revision, 1])
+        return self.save_all([(invoice, created_at, finalized_at)])[0]
+
+    def save_all(self, batch: Sequence[tuple[Invoice, datetime, datetime | None]]
+                 ) -> list[StoredInvoice]:
+        """Write a new version of every invoice and its lines in one insert per table (the
+        header insert commits them all); refuse before writing anything if any is final."""
+        if not batch:
+            return []
+        current: dict[tuple[str, str], StoredInvoice] = {}
+        for p in sorted({inv.period for inv, _, _ in batch}):
+            current.update({(s.invoice.tenant, p): s for s in self.invoices(period=Period.parse(p))})
+        line_rows: list[list[Any]] = []
+        header_rows: list[list[Any]] = []
+        out = []
+        base = time.time_ns()
+        for inv, created_at, finalized_at in batch:
+            cur = current.get((inv.tenant, inv.period))
+            if cur is not None and cur.status == "finalized":
+                raise InvoiceFinalizedError(inv.tenant, inv.period, cur.invoice.number)
+            revision = max(base, (cur.revision + 1) if cur else 0)
+            doc = inv.canonical_json().decode()
+            line_rows += _line_rows(inv, revision, len(cur.invoice.lines) if cur else 0)
+            header_rows.append([
+                inv.invoice_id, inv.tenant, inv.period, inv.status, inv.number,
+                inv.pricing.issuer.number_prefix, inv.currency, inv.subtotal, inv.tax,
+                inv.total, inv.gpu_seconds, created_at, finalized_at, inv.content_hash, doc,
+                revision])
+            out.append(StoredInvoice(inv, created_at, finalized_at, inv.content_hash, doc,
+                                     revision))
         try:
+            # Lines first, then the headers: a crash in between leaves the previous headers
+            # (and so the previous documents) as the state billing reads; a re-run rewrites both.
             if line_rows:
                 self.client.insert("invoice_lines", line_rows, column_names=LINE_COLUMNS)
-            self.client.insert("invoices", [[
-                invoice.invoice_id, invoice.tenant, invoice.period, invoice.status,
-                invoice.number, issuer, invoice.currency, invoice.subtotal, invoice.tax,
-                invoice.total, invoice.gpu_seconds, created_at, finalized_at,
-                invoice.content_hash, doc, revision,
-            ]], column_names=INVOICE_COLUMNS)
-        except Exception as exc:
-            raise BillingError(f"writing invoice {invoice.tenant} {invoice.period} failed: "
-                               f"{exc}") from exc
-        return StoredInvoice(invoice, created_at, finalized_at, invoice.content_hash, doc,
-                             revision)
+            self.client.insert("invoices", header_rows, column_names=INVOICE_COLUMNS)
+        except Exception as exc:  # infrastructure error: converted at the boundary, cause kept
+            raise BillingError(f"writing {len(batch)} invoice(s) failed; the previous state "
+                               f"stands: {exc}") from exc
+        return out
+
+
+def _line_rows(inv: Invoice, revision: int, previous_count: int) -> list[list[Any]]:
+    rows: list[list[Any]] = [
+        [inv.invoice_id, inv.tenant, inv.period, ln.line_no, ln.kind, ln.gpu_model,
+         ln.billing_class, ln.description, ln.quantity, ln.unit, ln.unit_price, ln.amount,
+         ln.reference, ln.ref_period, ln.ref_kind, ln.seconds, inv.status, revision, 0]
+        for ln in inv.lines
+    ]
+    for line_no in range(len(inv.lines) + 1, previous_count + 1):  # tombstones
+        rows.append([inv.invoice_id, inv.tenant, inv.period, line_no, "", "", "", "",
+                     Decimal(0), "", Decimal(0), Decimal(0), "", "", "", 0, inv.status,
+                     revision, 1])
+    return rows
 
 
 def _utc(ts: datetime) -> datetime:

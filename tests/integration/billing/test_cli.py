@@ -35,11 +35,11 @@ def test_check_lists_every_problem_with_its_entry(tmp_path: Path) -> None:
 
 
 def test_run_finalize_refuse_rerun_reconcile(tmp_path: Path) -> None:
-    # No usage: only umbrella's commitment is invoiced
+    # No usage: only umbrella's commitment and initech's minimum spend are invoiced
     r = gpumeter(tmp_path, "run", "--period", "2026-03")
-    assert r.returncode == 0 and "umbrella" in r.stdout, r.stderr
+    assert r.returncode == 0 and "umbrella" in r.stdout and "initech" in r.stdout, r.stderr
     r = gpumeter(tmp_path, "finalize", "--period", "2026-03")
-    assert r.returncode == 0 and "-000001  umbrella" in r.stdout, r.stderr
+    assert r.returncode == 0 and "-000002  umbrella" in r.stdout, r.stderr
     r = gpumeter(tmp_path, "run", "--period", "2026-03")
     assert r.returncode == 1 and "finalized and immutable" in r.stderr
     r = gpumeter(tmp_path, "reconcile", "--period", "2026-03")

@@ -30,7 +30,8 @@ COLS = ["minute", "tenant", "job", "billing_class", "gpu_uuid", "gpu_model", "no
         "seconds_mask", "gpu_seconds", "energy_mj", "version"]
 BOOK = make_book(tenants={
     "t": {"name": "Tenant T", "plan": "flat", "tax_rate": "0.10"},
-    "u": {"name": "Umbrella", "plan": "flat", "default_class": "reserved", "commitments": [
+    "u": {"name": "Umbrella", "plan": "flat", "default_class": "reserved",
+          "starts_on": "2025-01-01", "commitments": [
         {"gpu_model": A100, "gpu_hours_per_month": 1, "rate": "1.00", "overage_rate": "2.00"}]},
 })
 DEMO_BOOK = Path(__file__).resolve().parents[3] / "billing" / "pricebook.demo.toml"
@@ -154,7 +155,8 @@ def test_exports_csv_json_pdf(clickhouse: Any, tmp_path: Path) -> None:
     insert(clickhouse, "hooli", "spot-1", "2026-01-10T00:00", 60, gpu="g1", klass="spot")
     insert(clickhouse, "umbrella", "sim", "2026-01-10T00:00", 60, gpu="g2", model=A100)
     summaries = invoice_month(clickhouse, DEMO_BOOK, "2026-01", tmp_path)
-    assert [s.tenant for s in summaries] == ["acme", "hooli", "umbrella"]
+    # initech: no usage, but its minimum monthly spend is invoiced
+    assert [s.tenant for s in summaries] == ["acme", "hooli", "initech", "umbrella"]
     invoices = {s.invoice.tenant: s.invoice for s in
                 BillingStore(clickhouse).invoices(period=JAN)}
 

@@ -75,7 +75,7 @@ def test_graduated_tiers() -> None:
     assert inv.total == Decimal("9.84")
 
 
-COMMIT = {"default_class": "reserved", "commitments": [
+COMMIT = {"default_class": "reserved", "starts_on": "2025-01-01", "commitments": [
     {"gpu_model": A100, "gpu_hours_per_month": 10, "rate": "1.50", "overage_rate": "2.00"}]}
 
 

@@ -31,7 +31,9 @@ def test_demo_pricebook_is_valid_and_matches_the_demo_fleet() -> None:
     book = load_pricebook(DEMO)
     assert book.currency == "USD" and book.minor_unit == 2
     assert set(book.contracts) == {"acme", "globex", "initech", "umbrella", "hooli"}
-    assert {r.gpu_model for r in book.rates} == {H100, "NVIDIA A100-SXM4-80GB"}
+    # whole GPUs of the demo fleet, plus the MIG profile that shows a rate override
+    assert {r.gpu_model for r in book.rates} == {H100, "NVIDIA A100-SXM4-80GB",
+                                                  "NVIDIA A100-SXM4-80GB MIG 1g.10gb"}
     assert book.contracts["umbrella"].commitments
     assert any(r.billing_class == "spot" for r in book.rates)
 

@@ -1,0 +1,125 @@
+"""One finalizer at a time: a reservation in ClickHouse, and the record of closed periods.
+
+ClickHouse has no unique constraint or row lock, so the reservation is a claim-then-check
+protocol over plain inserts (a single server makes an acknowledged insert visible to every
+later read):
+
+1. insert my claim (scope, a fresh token, expiry);
+2. read every live claim of the scope (not released, not expired);
+3. proceed only if mine is the only one; otherwise release mine and refuse.
+
+Two finalizers cannot both pass: each reads after its own insert, so whichever reads second
+sees the other's claim (the first reader saw only itself only if the other's insert was not yet
+acknowledged, which then precedes the other's read). Both may refuse when they overlap; a retry
+later succeeds, so refusing is safe and never half-finishes anything. A crashed holder's claim
+expires after ``ttl``; a finalizer checks its claim is still live just before its commit write.
+
+On the embedded engine (chDB) one process owns a data directory at a time, so two finalizer
+processes are already excluded by the file lock; the protocol is what protects a ClickHouse
+server, and tests/unit/billing/test_reservation.py checks it over every interleaving.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from billing.errors import BillingError
+from billing.period import Period
+from billing.store import QueryClient, _utc
+
+COLUMNS = ["scope", "token", "claimed_at", "expires_at", "holder", "version", "released"]
+DEFAULT_TTL = timedelta(minutes=30)
+
+
+class ReservationError(BillingError):
+    """Another finalizer holds (or is taking) the reservation; nothing was changed."""
+
+    def __init__(self, scope: str, others: list[str]) -> None:
+        self.scope, self.others = scope, others
+        super().__init__(
+            f"another finalization is in progress ({scope!r} reserved by {', '.join(others)}); "
+            "nothing was changed. Wait for it to finish and run finalize again (a crashed "
+            f"finalizer's reservation expires after {int(DEFAULT_TTL.total_seconds() // 60)} "
+            "minutes)")
+
+
+@dataclass
+class Reservation:
+    client: QueryClient
+    scope: str = "finalize"
+    ttl: timedelta = DEFAULT_TTL
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    token: str = ""
+
+    def acquire(self) -> None:
+        self.token = str(uuid.uuid4())
+        at = self.now()
+        self._write(at, released=0)  # step 1: claim
+        others = [h for t, h in self.live() if t != self.token]  # step 2: read back
+        if others:  # step 3: only a lone claim passes
+            self.release()
+            raise ReservationError(self.scope, others)
+
+    def still_held(self) -> bool:
+        return any(t == self.token for t, _ in self.live())
+
+    def release(self) -> None:
+        if self.token:
+            self._write(self.now(), released=1)
+
+    def live(self) -> list[tuple[str, str]]:
+        rows = self.client.query(
+            """SELECT token, holder, expires_at FROM billing_reservations FINAL
+               WHERE scope = {scope:String} AND released = 0""",
+            parameters={"scope": self.scope}).result_rows
+        now = self.now()
+        return [(t, h) for t, h, exp in rows if _utc(exp) > now]
+
+    def _write(self, at: datetime, *, released: int) -> None:
+        holder = f"{socket.gethostname()}/{os.getpid()}"
+        self.client.insert("billing_reservations", [[
+            self.scope, self.token, at, at + self.ttl, holder, time.time_ns(), released,
+        ]], column_names=COLUMNS)
+
+    def __enter__(self) -> Reservation:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+# -- closed periods ---------------------------------------------------------------------------
+
+
+def record_close(client: QueryClient, period: Period, *, at: datetime, forced: bool,
+                 reason: str, invoices: int, holder: str) -> None:
+    client.insert("billing_period_closes", [[str(period), at, int(forced), reason, invoices,
+                                             holder]],
+                  column_names=["period", "closed_at", "forced", "reason", "invoices", "holder"])
+
+
+def closes(client: QueryClient, period: Period) -> list[tuple[datetime, bool, str]]:
+    rows = client.query(
+        """SELECT closed_at, forced, reason FROM billing_period_closes
+           WHERE period = {period:String} ORDER BY closed_at""",
+        parameters={"period": str(period)}).result_rows
+    return [(_utc(at), bool(f), r) for at, f, r in rows]
+
+
+def closed_periods(client: QueryClient, before: Period) -> list[Period]:
+    """Periods before ``before`` that have been finalized (a close record or a final invoice)."""
+    rows = client.query(
+        """SELECT period FROM billing_period_closes WHERE period < {before:String}
+           UNION DISTINCT
+           SELECT period FROM invoices FINAL
+           WHERE status = 'finalized' AND period < {before:String}""",
+        parameters={"before": str(before)}).result_rows
+    return sorted(Period.parse(r[0]) for r in rows)
