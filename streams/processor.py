@@ -5,12 +5,17 @@ Kept free of Faust so the commit path can be read and tested on its own. The Fau
 offsets only after it returns. The steps, and what their order prevents:
 
 1. Validate every record. Bad records and bad samples become rejections; nothing raises.
+   Samples dated beyond the clock-skew allowance are *parked* (rejected with code
+   ``future_timestamp``); parked samples whose time has come are re-admitted here too.
 2. Reload, from the ledger, the state of GPU-minutes not in memory (after a restart or
    eviction), so a replayed second is recognised and a late one merges exactly.
-3. Count the good samples (duplicates add nothing).
-4. Write the raw archive, then the ledger rows changed by this chunk, then rejections.
-   All three are idempotent; a crash anywhere here means the chunk is redelivered and
-   re-written with no effect on totals.
+3. Count the good samples (duplicates add nothing; conflicting claims follow the rule in
+   :mod:`streams.aggregate`), and read back the archived readings of displaced seconds.
+4. Write the raw archive, then the ledger rows changed by this chunk, then conflicts,
+   rejections and re-admissions. All are idempotent; a crash anywhere here means the chunk is
+   redelivered and re-written with no effect on totals. If a write raises, the in-memory state
+   is dropped before the error propagates, so that a retry of the same chunk reloads the
+   ledger and counts it again instead of finding every second "already counted".
 5. Only now return: the caller acks (and later commits) the chunk's offsets. Committing
    before step 4 could lose usage on a crash; committing after can only cause replays.
 6. Return closed minutes and rejections for the output topics (derived, replayable streams).
@@ -24,9 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from schemas.usage import GpuSecond
-from schemas.validation import parse_batch
+from schemas.validation import parse_batch, parse_sample
 from streams.aggregate import Aggregator, MinuteRow
 from streams.clickhouse.sink import LedgerSink, RejectedRecord
+
+#: How often parked (future-dated) samples are checked for re-admission, in seconds.
+READMIT_INTERVAL_S = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,10 @@ class ProcessorStats:
     rejected_records: int = 0
     rejected_samples: int = 0
     gap_seconds: int = 0
+    conflicts: int = 0
+    unsettled: int = 0  # displaced seconds whose readings the raw archive did not have
+    parked: int = 0
+    readmitted: int = 0
     flushes: int = 0
     flush_seconds: float = 0.0
 
@@ -67,15 +79,25 @@ class UsageProcessor:
         self.max_future_skew_s = max_future_skew_s
         self.keep_closed_s = keep_closed_s
         self.stats = ProcessorStats()
+        self._next_readmit = 0.0
 
     def process(self, records: Sequence[SourceRecord]) -> ChunkOutput:
+        try:
+            return self._process(records)
+        except BaseException:
+            # The in-memory state may hold counts the ledger does not: forget it, so a retry
+            # reloads the ledger and counts this chunk again (step 4).
+            self.aggregator.clear()
+            raise
+
+    def _process(self, records: Sequence[SourceRecord]) -> ChunkOutput:
         # 1. validate
         out = ChunkOutput()
         good: list[tuple[str, Sequence[GpuSecond]]] = []
         now = time.time()
         for rec in records:
             self.stats.records += 1
-            parsed = parse_batch(rec.value, now=now)
+            parsed = parse_batch(rec.value, now=now, max_future_skew_s=self.max_future_skew_s)
             node_id = parsed.batch.node_id if parsed.batch else ""
             for r in parsed.rejections:
                 out.rejected.append(RejectedRecord(
@@ -85,11 +107,14 @@ class UsageProcessor:
                 ))
                 if r.sample_index is None:
                     self.stats.rejected_records += 1
+                elif r.code == "future_timestamp":
+                    self.stats.parked += 1
                 else:
                     self.stats.rejected_samples += 1
             if parsed.batch is not None:
                 good.append((node_id, parsed.batch.samples))
                 self.stats.gap_seconds += sum(g.end - g.start for g in parsed.batch.gaps)
+        readmitted = self._due_parked(records, now, good)
         # 2. reload state the aggregator does not hold
         missing = set()
         for _node, samples in good:
@@ -104,18 +129,55 @@ class UsageProcessor:
             self.stats.new_seconds += result.new_seconds
             self.stats.duplicates += result.duplicates
             self.stats.late += result.late
+            self.stats.conflicts += result.conflicts
             fresh.extend((node_id, s) for s in result.new_samples)
+        self._settle_displaced()
         # 4. persist (idempotent writes)
         t0 = time.monotonic()
         self.sink.write_raw(fresh)
         self.sink.write_ledger(self.aggregator.take_dirty())
+        self.sink.write_conflicts(self.aggregator.take_conflicts())
         self.sink.write_rejected(out.rejected)
+        self.sink.mark_readmitted(readmitted)
+        self.stats.readmitted += len(readmitted)
         self.stats.flushes += 1
         self.stats.flush_seconds += time.monotonic() - t0
         # 6. derived outputs; memory stays bounded by evicting closed, flushed minutes
         out.closed = self.aggregator.close_ready()
         self.aggregator.evict_closed(self.keep_closed_s)
         return out
+
+    def _due_parked(self, records: Sequence[SourceRecord], now: float,
+                    good: list[tuple[str, Sequence[GpuSecond]]]) -> list[RejectedRecord]:
+        """Parked samples whose second is now within the skew allowance join this chunk.
+
+        A parked sample is never lost: it stays in ``usage_rejected`` until it is counted here,
+        and its re-admission is recorded only after the ledger holds it (step 4)."""
+        if not records or now < self._next_readmit:
+            return []
+        self._next_readmit = now + READMIT_INTERVAL_S
+        due: list[RejectedRecord] = []
+        for topic in sorted({r.topic for r in records}):
+            for parked in self.sink.load_parked(topic):
+                sample = parse_sample(parked.raw, now=now,
+                                      max_future_skew_s=self.max_future_skew_s)
+                if isinstance(sample, GpuSecond):
+                    good.append((parked.node_id, (sample,)))
+                    due.append(parked)
+        return due
+
+    def _settle_displaced(self) -> None:
+        unsettled = self.aggregator.take_unsettled()
+        if not unsettled:
+            return
+        readings = self.sink.load_readings(u.identity for u in unsettled)
+        lost = self.aggregator.settle(unsettled, readings)
+        if lost:
+            self.stats.unsettled += len(lost)
+            log.error("%d displaced GPU-seconds had no archived readings (raw archive off or "
+                      "lost): their seconds moved to the winning claim, but the losing rows "
+                      "keep those seconds' activity and energy sums; first: %s",
+                      len(lost), lost[0].identity)
 
     def reset(self) -> None:
         """Partitions moved: drop cached state (another worker may own those GPUs now)."""

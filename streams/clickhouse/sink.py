@@ -4,6 +4,7 @@ after a crash changes nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -13,8 +14,9 @@ from typing import Any, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
+from schemas.topics import IDLE_TENANT
 from schemas.usage import GpuSecond, sample_event_int
-from streams.aggregate import GpuMinuteKey, MinuteRow
+from streams.aggregate import Conflict, GpuGroupKey, MinuteRow, Readings, SecondKey
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,7 +33,18 @@ RAW_COLUMNS = [
 ]
 REJECTED_COLUMNS = [
     "received_at", "topic", "partition", "offset", "sample_index", "code", "reason", "node_id", "raw",
+    "raw_size", "raw_sha256",
 ]
+CONFLICT_COLUMNS = [
+    "ts", "gpu_uuid", "kind", "winner_mig_uuid", "winner_tenant", "winner_job", "loser_mig_uuid",
+    "loser_tenant", "loser_job", "loser_node_id", "loser_billing_class", "loser_sm_util",
+    "loser_energy_mj",
+]
+#: A rejected payload is stored exactly up to this many bytes; its size and SHA-256 are always
+#: stored, so a longer one can be matched with the record still on the topic.
+RAW_CAP_BYTES = 1 << 20
+#: Reasons are short by construction (schemas.validation); this only guards the table.
+REASON_CAP_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,29 +66,62 @@ class LedgerSink:
         self.archive_raw = archive_raw
 
     # -- reads -----------------------------------------------------------------------------
-    def load(self, keys: Iterable[GpuMinuteKey]) -> list[MinuteRow]:
-        """The stored (FINAL, i.e. newest version) rows of these GPU-minutes."""
-        keys = list(keys)
-        if not keys:
-            return []
+    def load(self, keys: Iterable[GpuGroupKey]) -> list[MinuteRow]:
+        """The stored (FINAL, i.e. newest version) rows of these physical GPU-minutes, the
+        parent's and its MIG slices'."""
         wanted = set(keys)
-        minutes = sorted({k[2] for k in keys})
-        gpus = sorted({k[0] for k in keys})
+        if not wanted:
+            return []
+        minutes = sorted({k[1] for k in wanted})
+        gpus = sorted({k[0] for k in wanted})
         result = self._retry(lambda: self.client.query(
             f"SELECT {', '.join(LEDGER_COLUMNS[:8])}, seconds_mask, active_mask, sm_util_sum, "
-            "mem_util_sum, energy_mj, peak_mem_used FROM usage_minutely FINAL "
+            "mem_util_sum, energy_mj, peak_mem_used, version FROM usage_minutely FINAL "
             "WHERE minute IN {minutes:Array(DateTime)} AND gpu_uuid IN {gpus:Array(String)}",
             parameters={"minutes": [datetime.fromtimestamp(m, UTC) for m in minutes], "gpus": gpus},
         ))
         rows = []
         for r in result.result_rows:
-            minute = int(r[0].replace(tzinfo=UTC).timestamp()) if r[0].tzinfo is None else int(r[0].timestamp())
-            if (r[4], r[5], minute) not in wanted:
+            minute = _epoch(r[0])
+            if (r[4], minute) not in wanted:
                 continue
             rows.append(MinuteRow(minute, r[1], r[2], r[3], r[4], r[5], r[6], r[7],
                                   int(r[8]), int(r[9]), float(r[10]), float(r[11]), int(r[12]),
-                                  int(r[13])))
+                                  int(r[13]), int(r[14])))
         return rows
+
+    def load_readings(self, identities: Iterable[SecondKey]) -> dict[SecondKey, Readings]:
+        """The archived readings of these GPU-seconds (for a displaced second reloaded from
+        the ledger). Empty when the raw archive is off."""
+        wanted = set(identities)
+        if not wanted or not self.archive_raw:
+            return {}
+        gpus = sorted({k[0] for k in wanted})
+        stamps = sorted({k[2] for k in wanted})
+        result = self._retry(lambda: self.client.query(
+            "SELECT gpu_uuid, mig_uuid, toUnixTimestamp(ts), sm_util, mem_util, energy_mj "
+            "FROM usage_seconds FINAL WHERE gpu_uuid IN {gpus:Array(String)} "
+            "AND toUnixTimestamp(ts) IN {stamps:Array(UInt32)}",
+            parameters={"gpus": gpus, "stamps": stamps},
+        ))
+        out = {}
+        for gpu, mig, ts, sm, mem, energy in result.result_rows:
+            key = (gpu, mig, int(ts))
+            if key in wanted:
+                out[key] = Readings(float(sm), float(mem), int(energy))
+        return out
+
+    def load_parked(self, topic: str) -> list[RejectedRecord]:
+        """Samples rejected for a future timestamp and not yet re-admitted."""
+        result = self._retry(lambda: self.client.query(
+            "SELECT topic, partition, offset, sample_index, code, reason, node_id, raw "
+            "FROM usage_rejected FINAL WHERE code = 'future_timestamp' AND topic = {t:String} "
+            "AND (topic, partition, offset, sample_index) NOT IN "
+            "(SELECT topic, partition, offset, sample_index FROM usage_readmitted)",
+            parameters={"t": topic}, column_formats={"raw": "bytes"},
+        ))
+        return [RejectedRecord(r[0], int(r[1]), int(r[2]), int(r[3]), r[4], r[5], r[6], r[7])
+                for r in result.result_rows]
 
     # -- writes ----------------------------------------------------------------------------
     def write_raw(self, samples: Sequence[tuple[str, GpuSecond]]) -> None:
@@ -97,7 +143,7 @@ class LedgerSink:
             mig,
             [s.gpu_model for s in ss],
             nodes,
-            [s.tenant if s.tenant is not None else "__idle__" for s in ss],
+            [s.tenant if s.tenant is not None else IDLE_TENANT for s in ss],
             [s.job or "" for s in ss],
             [s.billing_class or "" for s in ss],
             [s.sm_util for s in ss],
@@ -125,15 +171,40 @@ class LedgerSink:
         self._retry(lambda: self.client.insert("usage_minutely", data, column_names=LEDGER_COLUMNS))
 
     def write_rejected(self, records: Sequence[RejectedRecord]) -> None:
+        """Rejections with the exact offending bytes (up to :data:`RAW_CAP_BYTES`), their
+        full size and SHA-256: nothing is decoded, so nothing is lost or inflated."""
         if not records:
             return
         now = datetime.now(UTC)
         data = [
-            [now, r.topic, r.partition, r.offset, r.sample_index, r.code, r.reason, r.node_id,
-             r.raw.decode("utf-8", errors="replace")]
+            [now, r.topic, r.partition, r.offset, r.sample_index, r.code,
+             r.reason[:REASON_CAP_CHARS], r.node_id[:256], r.raw[:RAW_CAP_BYTES], len(r.raw),
+             hashlib.sha256(r.raw).digest()]
             for r in records
         ]
         self._retry(lambda: self.client.insert("usage_rejected", data, column_names=REJECTED_COLUMNS))
+
+    def write_conflicts(self, conflicts: Sequence[Conflict]) -> None:
+        if not conflicts:
+            return
+        data = []
+        for c in conflicts:
+            s = c.loser_sample
+            data.append([
+                datetime.fromtimestamp(c.ts, UTC), c.gpu_uuid, c.kind, c.winner_mig_uuid,
+                c.winner[0], c.winner[1], c.loser_mig_uuid, c.loser[0], c.loser[1],
+                c.loser_node_id[:256], (s.billing_class or "") if s else "",
+                s.sm_util if s else None, round(s.energy_j * 1000) if s else None,
+            ])
+        self._retry(lambda: self.client.insert("usage_conflicts", data,
+                                               column_names=CONFLICT_COLUMNS))
+
+    def mark_readmitted(self, records: Sequence[RejectedRecord]) -> None:
+        if not records:
+            return
+        data = [[r.topic, r.partition, r.offset, r.sample_index] for r in records]
+        self._retry(lambda: self.client.insert(
+            "usage_readmitted", data, column_names=["topic", "partition", "offset", "sample_index"]))
 
     def _retry(self, op: Callable[[], T]) -> T:
         """Retry transient failures with backoff: an explicit, logged back-pressure signal."""
@@ -149,3 +220,7 @@ class LedgerSink:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
+
+
+def _epoch(value: datetime) -> int:
+    return int((value.replace(tzinfo=UTC) if value.tzinfo is None else value).timestamp())

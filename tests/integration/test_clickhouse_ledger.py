@@ -40,7 +40,7 @@ def test_duplicate_and_superseded_rows_are_exact_before_any_merge(clickhouse) ->
     hourly = clickhouse.query("SELECT sum(gpu_seconds) FROM usage_hourly").result_rows[0][0]
     daily = clickhouse.query("SELECT sum(gpu_seconds) FROM usage_daily").result_rows[0][0]
     assert hourly == daily == 60
-    (loaded,) = sink.load([("GPU-1", "", MINUTE)])
+    (loaded,) = sink.load([("GPU-1", MINUTE)])
     assert loaded.seconds_mask == (1 << 60) - 1 and loaded.energy_mj == 60000
 
 

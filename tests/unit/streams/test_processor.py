@@ -7,69 +7,23 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.usage import GpuSecond, sample_event_id
-from streams.aggregate import GpuMinuteKey, MinuteRow
-from streams.clickhouse.sink import RejectedRecord
+from schemas.usage import GpuSecond
+from streams.aggregate import MinuteRow
 from streams.processor import SourceRecord, UsageProcessor
+from tests.fakes.ledger import FakeLedger
 
 TOPIC = "gpu.usage.v1"
 # Recent enough for the validator's real clock, an hour back so nothing is "in the future".
 M0 = int(time.time()) // 60 * 60 - 3600
 
 LedgerKey = tuple[int, str, str, str, str]  # (minute, gpu, mig, tenant, job)
-
-
-class FakeLedger:
-    """The sink port in memory, with ClickHouse's semantics: ledger rows replace by key keeping
-    the highest version (ReplacingMergeTree FINAL), raw samples by event id."""
-
-    def __init__(self) -> None:
-        self.ledger: dict[LedgerKey, MinuteRow] = {}
-        self.raw: dict[Any, tuple[str, GpuSecond]] = {}
-        self.rejected: list[RejectedRecord] = []
-        self.loads: list[set[GpuMinuteKey]] = []
-
-    def load(self, keys: Iterable[GpuMinuteKey]) -> list[MinuteRow]:
-        wanted = set(keys)
-        self.loads.append(wanted)
-        return [
-            dataclasses.replace(r)
-            for r in self.ledger.values()
-            if (r.gpu_uuid, r.mig_uuid, r.minute) in wanted
-        ]
-
-    def write_raw(self, samples: Sequence[tuple[str, GpuSecond]]) -> None:
-        for node_id, s in samples:
-            self.raw[sample_event_id(s.gpu_uuid, s.mig_uuid, s.ts)] = (node_id, s)
-
-    def write_ledger(self, rows: Sequence[MinuteRow]) -> None:
-        for r in rows:
-            key = (r.minute, r.gpu_uuid, r.mig_uuid, r.tenant, r.job)
-            old = self.ledger.get(key)
-            if old is None or r.version >= old.version:
-                self.ledger[key] = dataclasses.replace(r)  # a copy: the store owns its rows
-
-    def write_rejected(self, records: Sequence[RejectedRecord]) -> None:
-        self.rejected.extend(records)
-
-    def seconds_by_allocation(self) -> Counter[tuple[str, str]]:
-        out: Counter[tuple[str, str]] = Counter()
-        for r in self.ledger.values():
-            out[(r.tenant, r.job)] += r.gpu_seconds
-        return out
-
-    def energy_by_allocation(self) -> Counter[tuple[str, str]]:
-        out: Counter[tuple[str, str]] = Counter()
-        for r in self.ledger.values():
-            out[(r.tenant, r.job)] += r.energy_mj
-        return out
 
 
 def sample(
@@ -181,7 +135,7 @@ def test_replaying_a_chunk_after_a_restart_changes_no_ledger_total() -> None:
     restarted = UsageProcessor(store)
     restarted.process(mixed_chunk())
     # then it loaded the state of the minutes from the ledger
-    assert set().union(*store.loads) >= {("GPU-A", "", M0), ("GPU-B", "", M0)}
+    assert set().union(*store.loads) >= {("GPU-A", M0), ("GPU-B", M0)}
     # and the stored rows and raw archive are exactly as before
     assert {k: dataclasses.astuple(v) for k, v in store.ledger.items()} == ledger_before
     assert store.raw == raw_before
@@ -199,7 +153,7 @@ def test_a_replay_after_the_minute_was_evicted_is_recognised_from_the_ledger() -
     proc.process([first])
     # when a much later record closes and evicts minute M0
     proc.process([record(1, [sample("GPU-A", M0 + 600)], seq=1)])
-    assert ("GPU-A", "", M0) in proc.aggregator.missing(
+    assert ("GPU-A", M0) in proc.aggregator.missing(
         [GpuSecond.model_validate(sample("GPU-A", M0))]
     )
     # and the first record is redelivered, plus one genuinely new late second
@@ -289,3 +243,97 @@ def test_ledger_is_exact_under_any_redelivery_and_restarts(data: st.DataObject) 
     assert store.energy_by_allocation() == expected_e
     # and the raw archive holds each sample once
     assert len(store.raw) == len(docs)
+
+
+# -- retry, restart, parked samples, conflicts ----------------------------------------------------
+
+
+class FailingOnce(FakeLedger):
+    """A ledger whose first ledger write fails after the raw archive was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def write_ledger(self, rows: Sequence[MinuteRow]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("ClickHouse went away")
+        super().write_ledger(rows)
+
+
+def test_retrying_a_chunk_after_a_failed_write_counts_it_in_full() -> None:
+    # given a processor whose ledger write fails once
+    store = FailingOnce()
+    proc = UsageProcessor(store)
+    chunk = [record(0, [sample("GPU-A", M0 + i) for i in range(60)])]
+    # when the chunk fails, and the caller retries the same chunk in the same process
+    try:
+        proc.process(chunk)
+    except ConnectionError:
+        pass
+    else:
+        raise AssertionError("the write error must reach the caller")
+    proc.process(chunk)
+    # then all 60 seconds are in the ledger (not "already counted" by the failed attempt)
+    assert store.seconds_by_allocation() == Counter({("acme", "train"): 60})
+
+
+def test_a_restarted_worker_does_not_re_emit_reloaded_minutes_on_every_chunk() -> None:
+    # given 30 seconds of an open minute written by a first worker
+    store = FakeLedger()
+    UsageProcessor(store, grace_s=60).process([record(0, [sample("GPU-A", M0 + i) for i in range(30)])])
+    # when a restarted worker receives the rest of that minute, a few seconds per chunk
+    restarted = UsageProcessor(store, grace_s=60)
+    emitted = []
+    for i in range(30, 60, 5):
+        out = restarted.process([record(i, [sample("GPU-A", M0 + j) for j in range(i, i + 5)])])
+        emitted += [r.minute for r in out.closed]
+    # then nothing is emitted while the minute is open, and it is emitted once when it closes
+    assert emitted == []
+    out = restarted.process([record(99, [sample("GPU-A", M0 + 200)])])
+    assert [(r.minute, r.gpu_seconds) for r in out.closed] == [(M0, 60)]
+
+
+def test_a_sample_from_the_future_is_parked_then_counted_when_its_time_comes(
+    monkeypatch: Any,
+) -> None:
+    # given a node whose clock runs 10 minutes ahead, and a worker allowing 300 s of skew
+    now = float(M0 + 3600)
+    monkeypatch.setattr("streams.processor.time.time", lambda: now)
+    store = FakeLedger()
+    proc = UsageProcessor(store, max_future_skew_s=300)
+    ahead = int(now) + 600
+    out = proc.process([record(0, [sample("GPU-A", int(now)), sample("GPU-A", ahead)])])
+    # then the future sample is parked (rejected with its own code), the other counted
+    assert [(r.code, r.sample_index) for r in out.rejected] == [("future_timestamp", 1)]
+    assert store.seconds_by_allocation() == Counter({("acme", "train"): 1})
+    assert proc.stats.parked == 1
+    # when time passes beyond the sample's second minus the allowance, and data keeps flowing
+    now += 400
+    proc.process([record(1, [sample("GPU-A", int(now) - 100)], seq=1)])
+    # then the parked sample is counted once, and marked re-admitted
+    assert store.seconds_by_allocation() == Counter({("acme", "train"): 3})
+    assert proc.stats.readmitted == 1
+    now += 60
+    proc.process([record(2, [sample("GPU-A", int(now) - 100)], seq=2)])
+    assert store.seconds_by_allocation() == Counter({("acme", "train"): 4})
+    assert proc.stats.readmitted == 1
+
+
+def test_two_claims_of_one_second_give_the_same_ledger_in_either_order_and_are_recorded() -> None:
+    # given acme's and globex's records claiming the same minute of GPU-A
+    acme = record(0, [sample("GPU-A", M0 + i, ("acme", "train")) for i in range(60)])
+    globex = record(1, [sample("GPU-A", M0 + i, ("globex", "x")) for i in range(60)],
+                    node="node-2")
+    results = []
+    for order in ([acme, globex], [globex, acme], [globex], [acme]):
+        store = FakeLedger()
+        proc = UsageProcessor(store)
+        for rec in order:  # one chunk each: the second arrives after the first was written
+            proc.process([rec])
+        results.append((store.seconds_by_allocation(), len(store.conflicts)))
+    # then acme (the smaller tenant) holds the 60 seconds whichever came first
+    acme_wins = Counter({("acme", "train"): 60, ("globex", "x"): 0})
+    assert results[0] == results[1] == (acme_wins, 60)
+    assert results[2] == (Counter({("globex", "x"): 60}), 0)

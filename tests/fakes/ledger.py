@@ -1,0 +1,83 @@
+"""The sink port in memory, with ClickHouse's semantics (checked against the real sink by
+``tests/integration/test_sink_contract.py``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from schemas.usage import GpuSecond, sample_event_id
+from streams.aggregate import Conflict, GpuGroupKey, MinuteRow, Readings, SecondKey
+from streams.clickhouse.sink import RejectedRecord
+
+LedgerKey = tuple[int, str, str, str, str]  # (minute, gpu, mig, tenant, job)
+
+
+class FakeLedger:
+    """The sink port in memory, with ClickHouse's semantics: ledger rows replace by key keeping
+    the highest version (ReplacingMergeTree FINAL), raw samples by event id."""
+
+    def __init__(self) -> None:
+        self.ledger: dict[LedgerKey, MinuteRow] = {}
+        self.raw: dict[Any, tuple[str, GpuSecond]] = {}
+        self.rejected: list[RejectedRecord] = []
+        self.conflicts: dict[tuple[str, int, str, str, str], Conflict] = {}
+        self.readmitted: set[tuple[str, int, int, int]] = set()
+        self.loads: list[set[GpuGroupKey]] = []
+
+    def load(self, keys: Iterable[GpuGroupKey]) -> list[MinuteRow]:
+        wanted = set(keys)
+        self.loads.append(wanted)
+        return [
+            dataclasses.replace(r)
+            for r in self.ledger.values()
+            if (r.gpu_uuid, r.minute) in wanted
+        ]
+
+    def load_readings(self, identities: Iterable[SecondKey]) -> dict[SecondKey, Readings]:
+        out = {}
+        for key in identities:
+            found = self.raw.get(sample_event_id(*key))
+            if found is not None:
+                s = found[1]
+                out[key] = Readings(s.sm_util, s.mem_util, round(s.energy_j * 1000))
+        return out
+
+    def load_parked(self, topic: str) -> list[RejectedRecord]:
+        return [r for r in self.rejected if r.code == "future_timestamp" and r.topic == topic
+                and (r.topic, r.partition, r.offset, r.sample_index) not in self.readmitted]
+
+    def mark_readmitted(self, records: Sequence[RejectedRecord]) -> None:
+        self.readmitted |= {(r.topic, r.partition, r.offset, r.sample_index) for r in records}
+
+    def write_conflicts(self, conflicts: Sequence[Conflict]) -> None:
+        for c in conflicts:
+            self.conflicts[(c.gpu_uuid, c.ts, c.loser_mig_uuid, *c.loser)] = c
+
+    def write_raw(self, samples: Sequence[tuple[str, GpuSecond]]) -> None:
+        for node_id, s in samples:
+            self.raw[sample_event_id(s.gpu_uuid, s.mig_uuid, s.ts)] = (node_id, s)
+
+    def write_ledger(self, rows: Sequence[MinuteRow]) -> None:
+        for r in rows:
+            key = (r.minute, r.gpu_uuid, r.mig_uuid, r.tenant, r.job)
+            old = self.ledger.get(key)
+            if old is None or r.version >= old.version:
+                self.ledger[key] = dataclasses.replace(r)  # a copy: the store owns its rows
+
+    def write_rejected(self, records: Sequence[RejectedRecord]) -> None:
+        self.rejected.extend(records)
+
+    def seconds_by_allocation(self) -> Counter[tuple[str, str]]:
+        out: Counter[tuple[str, str]] = Counter()
+        for r in self.ledger.values():
+            out[(r.tenant, r.job)] += r.gpu_seconds
+        return out
+
+    def energy_by_allocation(self) -> Counter[tuple[str, str]]:
+        out: Counter[tuple[str, str]] = Counter()
+        for r in self.ledger.values():
+            out[(r.tenant, r.job)] += r.energy_mj
+        return out
