@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from gpumeter.settings import Settings, env_name
@@ -34,6 +35,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "applied yet. Re-running is a no-op. Works on the embedded engine and on a server.",
     )
     mig.add_argument("--database", default=None, help="database to migrate (default: the DSN's)")
+    mig.add_argument(
+        "--cluster",
+        default=None,
+        metavar="NAME",
+        help="a ClickHouse cluster (remote_servers) to migrate on every node: each table becomes "
+        "a Replicated<engine> table NAME_local (ZooKeeper path /clickhouse/tables/{shard}/"
+        "{database}/{table}, replica {replica}: the macros must be defined on every server) "
+        "behind a Distributed table with the original name, sharded by a stated key. "
+        "See infra/OPERATIONS.md. --print-ddl shows the statements without running them.",
+    )
+    mig.add_argument(
+        "--print-ddl",
+        action="store_true",
+        help="print the statements `--cluster` would run (with their sharding keys) and exit; "
+        "needs no server",
+    )
     mig.set_defaults(handler=_migrate)
 
     schema = sub.add_parser("schema", help="event contract")
@@ -69,14 +86,37 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from gpumeter.clickhouse import connect_configured
-    from schemas.clickhouse.migrate import migrate
+    from schemas.clickhouse.migrate import cluster_plan, migrate
 
-    client = connect_configured(settings, args.database)
-    applied = migrate(client, raw_ttl_days=settings.raw_ttl_days)
+    if args.print_ddl:
+        if not args.cluster:
+            print("--print-ddl shows cluster DDL: give --cluster NAME too", file=sys.stderr)
+            return 2
+        database = args.database or settings.clickhouse.database or "default"
+        ddl, plan = cluster_plan(args.cluster, database)
+        for m, statements in plan:
+            print(f"-- {m.version:04d}_{m.name}")
+            for stmt in statements:
+                print(stmt + ";\n")
+        _print_sharding(ddl)
+        return 0
+    client = connect_configured(settings, args.database, cluster=args.cluster)
+    applied = migrate(client, raw_ttl_days=settings.raw_ttl_days, cluster=args.cluster)
     for m in applied:
         print(f"applied {m.version:04d}_{m.name}")
     print("up to date" if not applied else f"{len(applied)} migration(s) applied")
+    if args.cluster:
+        _print_sharding(cluster_plan(args.cluster, "_")[0])
     return 0
+
+
+def _print_sharding(ddl: object) -> None:
+    print(
+        "sharding keys (every version of a row must land on one shard: keys use only "
+        "ORDER BY columns):"
+    )
+    for table in ddl.tables.values():  # type: ignore[attr-defined]
+        print(f"  {table.name:<24} {table.sharding_key:<40} {table.reason}")
 
 
 def _export_schema(args: argparse.Namespace, settings: Settings) -> int:

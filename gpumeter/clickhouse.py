@@ -56,17 +56,38 @@ def connect(
         if cluster is not None and not _IDENT.match(cluster):
             raise ClickHouseError(f"invalid cluster name {cluster!r}")
         on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
-        client.command(f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster}")
+        if (
+            cluster
+            and not client.query(
+                "SELECT count() FROM system.clusters WHERE cluster = {c:String}",
+                parameters={"c": cluster},
+            ).result_rows[0][0]
+        ):
+            raise ClickHouseError(
+                f"cluster {cluster!r} is not defined on this server (system.clusters): define it "
+                "under <remote_servers> in the server configuration (infra/OPERATIONS.md)"
+            )
+        try:
+            client.command(f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster}")
+        except DriverError as exc:
+            raise ClickHouseError(f"cannot create database {database}{on_cluster}: {exc}") from exc
         client.database = database
     return client
 
 
-def connect_configured(settings: Settings, database: str | None = None) -> Client:
-    """Open the ClickHouse the settings point at (DSN and password), optionally a database."""
+def connect_configured(
+    settings: Settings, database: str | None = None, *, cluster: str | None = None
+) -> Client:
+    """Open the ClickHouse the settings point at (DSN and password), optionally a database
+    (created on every node of ``cluster`` when given)."""
     password = (
         settings.clickhouse_password.get_secret_value() if settings.clickhouse_password else None
     )
-    return connect(settings.resolved_clickhouse_dsn, database=database, password=password)
+    if cluster and database is None:
+        database = settings.clickhouse.database  # created ON CLUSTER, not only on one node
+    return connect(
+        settings.resolved_clickhouse_dsn, database=database, password=password, cluster=cluster
+    )
 
 
 def _open_embedded(dsn: ClickHouseDsn) -> Client:
