@@ -256,3 +256,48 @@ def test_dropping_acknowledged_segments_counts_nothing(tmp_path: Path) -> None:
 def test_segment_larger_than_the_bound_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="segment_bytes"):
         open_spool(tmp_path, segment_bytes=2048, max_bytes=1024)
+
+
+# -- retention of acknowledged batches (refill of a broker that lost them) ------------------------
+def test_acknowledged_batches_are_retained_for_resend_within_the_size_window(
+    tmp_path: Path,
+) -> None:
+    # given 136-byte records, two per segment, and room to retain two segments (560 bytes)
+    spool = open_spool(tmp_path, segment_bytes=256, retain_bytes=2 * (MAGIC + 2 * (HEADER + 100)))
+    fill(spool, 8)
+    # when everything up to seq 5 is acknowledged
+    spool.ack(5)
+    # then acknowledged batches are still readable for a resend, the oldest beyond the window gone
+    assert [e.seq for e in spool.retained()] == [2, 3, 4, 5]
+    assert [e.seq for e, _ in spool.read(spool.retained(since_ts=1004))] == [4, 5]
+    assert dict((e.seq, p) for e, p in spool.read(spool.retained())) == {
+        s: payload(s) for s in (2, 3, 4, 5)
+    }
+    # and only the unacknowledged ones are pending
+    assert [s for s, _ in pending(spool)] == [6, 7]
+    # and after a restart the retained ones are known again
+    spool.close()
+    again = open_spool(tmp_path, segment_bytes=256, retain_bytes=560)
+    assert [e.seq for e in again.retained()] == [2, 3, 4, 5]
+
+
+def test_retained_batches_older_than_the_age_window_are_deleted(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path, segment_bytes=256, retain_s=3600)
+    fill(spool, 6)
+    old = tmp_path / "seg-000000000000.log"
+    spool._written_at[old] -= 7200  # written two hours ago
+    spool.ack(3)
+    assert [e.seq for e in spool.retained()] == [2, 3]
+    assert not old.exists()
+
+
+def test_retained_batches_are_the_first_to_go_under_the_size_bound(tmp_path: Path) -> None:
+    # given a spool whose retention would allow everything, but a 700-byte bound
+    spool = open_spool(tmp_path, segment_bytes=256, max_bytes=700, retain_bytes=10_000)
+    fill(spool, 4)
+    spool.ack(1)  # seq 0, 1 (one segment) retained
+    # when a new segment is needed
+    fill(spool, 1)
+    # then the retained segment went, nothing unacknowledged was dropped or counted
+    assert spool.retained() == [] and [s for s, _ in pending(spool)] == [2, 3, 4]
+    assert (spool.dropped_batches, spool.dropped_samples) == (0, 0)
