@@ -51,8 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         pricebook=True)
     add("run", "draft invoices for every tenant with usage, a commitment or pending "
         "adjustments in the period", _run, pricebook=True)
-    add("finalize", "give the period's drafts gapless numbers and a content hash; "
-        "afterwards they are immutable", _finalize)
+    fin = add("finalize", "give the period's drafts gapless numbers and a content hash; "
+              "afterwards they are immutable. Refused before the period has ended plus the "
+              "ingest grace (24 h) unless --force with a --reason (recorded)", _finalize)
+    fin.add_argument("--force", action="store_true",
+                     help="finalize a period that has not ended (plus grace); needs --reason")
+    fin.add_argument("--reason", default=None,
+                     help="why the period is finalized early (stored in billing_period_closes)")
     exp = add("export", "write the period's invoices as CSV (accounting), JSON (documents) "
               "or PDF (customers)", _export)
     exp.add_argument("--format", choices=["csv", "json", "pdf"], required=True)
@@ -107,10 +112,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         adj = sum(1 for ln in inv.lines if ln.kind == "adjustment")
         print(f"draft  {inv.tenant:<16} {inv.gpu_hours:>12.3f} GPU-h  "
               f"{inv.total:>14} {inv.currency}" + (f"  ({adj} adjustment lines)" if adj else ""))
+    for tenant in result.carried:
+        print(f"carried {tenant}: {args.period} is finalized and {tenant} has no invoice there; "
+              "its usage is billed as adjustments on its next invoice", file=sys.stderr)
     for tenant, number in result.refused:
         print(f"refused {tenant}: invoice {number} for {args.period} is finalized and immutable; "
               "late usage goes onto the next period's invoice as adjustments", file=sys.stderr)
-    if not result.drafted and result.refused:
+    if not result.drafted and (result.refused or result.carried):
         return 1
     print(f"{len(result.drafted)} draft invoice(s) for {args.period}")
     return 0
@@ -121,7 +129,12 @@ def _finalize(args: argparse.Namespace, settings: Settings) -> int:
     from billing.period import Period
     from billing.service import finalize_period
 
-    done = finalize_period(_client(args, settings), Period.parse(args.period))
+    if args.force and not (args.reason and args.reason.strip()):
+        print("gpumeter invoices: --force needs --reason '...' (it is recorded with the close)",
+              file=sys.stderr)
+        return 2
+    done = finalize_period(_client(args, settings), Period.parse(args.period),
+                           force_reason=args.reason if args.force else None)
     if not done:
         print(f"no draft invoices for {args.period} (already finalized, or run first)",
               file=sys.stderr)

@@ -59,11 +59,18 @@ class Reservation:
     token: str = ""
 
     def acquire(self) -> None:
+        self.claim()
+        self.check()
+
+    def claim(self) -> None:
+        """Step 1: insert my claim (acknowledged before returning)."""
         self.token = str(uuid.uuid4())
-        at = self.now()
-        self._write(at, released=0)  # step 1: claim
-        others = [h for t, h in self.live() if t != self.token]  # step 2: read back
-        if others:  # step 3: only a lone claim passes
+        self._write(self.now(), released=0)
+
+    def check(self) -> None:
+        """Steps 2 and 3: read every live claim back; pass only if mine is the only one."""
+        others = [h for t, h in self.live() if t != self.token]
+        if others:
             self.release()
             raise ReservationError(self.scope, others)
 
