@@ -4,28 +4,48 @@ Faust is used for what it is good at (consumer groups, partition assignment, off
 producing derived topics); exactness does not depend on it. Faust is at-least-once in practice,
 so the processor is idempotent and the chunk's offsets are acked only after ClickHouse holds the
 chunk (see :mod:`streams.processor`). ``stream.take_events`` acks a chunk's events when the loop
-body returns *or raises*, which is why the body below never lets a persistence error escape: it
-exits the process instead, so nothing unflushed can be committed.
+body returns *or raises*, which is why no exception may leave a processor body: every one ends
+the process (:func:`guarded`, :func:`persist_or_exit`), so nothing unflushed can be committed.
+
+Left to Faust, a processor that raised was restarted once and then stayed dead while the
+consumer kept fetching and committing offsets: the process looked healthy and everything after
+was lost (issue 8). Here a processor or timer that raises ends the worker with
+:attr:`~streams.health.ExitCode.SOFTWARE`; its supervisor restarts it and redelivery keeps
+totals exact.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import hashlib
 import logging
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import faust
 import orjson
+from faust.exceptions import ConsumerNotStarted
 
 from schemas import topics
+from streams.clickhouse.sink import RejectedRecord
+from streams.health import ExitCode, Health, fatal
 from streams.processor import SourceRecord, UsageProcessor
+from streams.rewind import LogGuard
 from streams.work import WorkProcessor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: Bounds of a message on ``gpu.usage.rejected.v1``. The producer refuses messages over 1 MB,
+#: and a rejection that cannot be sent must never stop counting, so a rejection carries an
+#: excerpt of the record and the SHA-256 of all of it; the raw bytes are in ``usage_rejected``.
+REJECTION_EXCERPT_BYTES = 512
+REJECTION_REASON_CHARS = 300
+REJECTION_ID_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -40,11 +60,19 @@ class WorkerConfig:
     chunk_records: int = 100
     chunk_within_s: float = 1.0
     #: Short group timeouts: a group join waits about half the rebalance timeout (measured on
-    #: the embedded broker: Faust's default 60 s gave a 30 s join, 6 s gave 3 s).
+    #: the embedded broker: Faust's default 60 s gave a 30 s join, 6 s gave 3 s). The worker
+    #: CLI passes the configured ones (``faust_options``); these defaults serve tests.
     rebalance_timeout_s: float = 6.0
     session_timeout_s: float = 6.0
     heartbeat_s: float = 1.0
     commit_interval_s: float = 1.0
+    #: Faust's own state (``<app-id>-data/``); None: Faust's default, the current directory.
+    datadir: Path | None = None
+    #: Extra ``faust.App`` options (security, group timeouts from settings); they win over
+    #: the fields above.
+    faust_options: tuple[tuple[str, Any], ...] = ()
+    #: Seconds between liveness / lag / log-rewind checks.
+    check_interval_s: float = 1.0
 
 
 def broker_url(bootstrap: str) -> str:
@@ -53,8 +81,12 @@ def broker_url(bootstrap: str) -> str:
 
 def source_records(events: Sequence[faust.EventT]) -> list[SourceRecord]:
     return [
-        SourceRecord(e.value if isinstance(e.value, bytes) else bytes(e.value or b""),
-                     e.message.topic, e.message.partition, e.message.offset)
+        SourceRecord(
+            e.value if isinstance(e.value, bytes) else bytes(e.value or b""),
+            e.message.topic,
+            e.message.partition,
+            e.message.offset,
+        )
         for e in events
     ]
 
@@ -69,10 +101,112 @@ def persist_or_exit(process: Callable[[list[SourceRecord]], T], records: list[So
     try:
         return process(records)
     except Exception:
-        log.exception("persisting a chunk failed after retries; exiting without acking it "
-                      "(it will be redelivered)")
-        logging.shutdown()
-        os._exit(70)
+        fatal(
+            ExitCode.SOFTWARE,
+            "persisting a chunk failed after retries; exiting without "
+            "acking it (it will be redelivered)",
+            exc_info=True,
+        )
+        raise  # unreachable: fatal() does not return
+
+
+def guarded(name: str, body: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Wrap a processor (Faust agent) or timer body: any exception ends the process.
+
+    ``fatal`` runs synchronously in the handler, with no await between the exception and the
+    exit, so neither the chunk's ack (``take_events``' finally) nor an offset commit can run.
+    ``CancelledError`` (a BaseException) passes through: that is Faust stopping the body.
+    """
+
+    @functools.wraps(body)
+    async def run(*args: Any) -> None:
+        try:
+            await body(*args)
+        except Exception as exc:
+            fatal(
+                ExitCode.SOFTWARE,
+                f"{name} raised {type(exc).__name__}: {_short(str(exc))}; "
+                "exiting without acking its chunk (it will be redelivered)",
+                exc_info=True,
+            )
+
+    return run
+
+
+def _short(text: str, limit: int = REJECTION_REASON_CHARS) -> str:
+    text = _valid_text(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _valid_text(text: str) -> str:
+    """Text that encodes as UTF-8 (lone surrogates, which JSON allows, become ``\\udxxx``)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def rejection_message(r: RejectedRecord) -> tuple[bytes, bytes]:
+    """(key, value) for ``gpu.usage.rejected.v1``: bounded whatever the record held.
+
+    At most ~2 KB of excerpt (512 bytes, each at most 4 characters once escaped), 300
+    characters of reason and 128 of node id: far under the producer's 1 MB limit.
+    """
+    node = _short(r.node_id, REJECTION_ID_CHARS)
+    value = orjson.dumps(
+        {
+            "topic": r.topic,
+            "partition": r.partition,
+            "offset": r.offset,
+            "sample_index": r.sample_index,
+            "code": _short(r.code, REJECTION_ID_CHARS),
+            "reason": _short(r.reason),
+            "node_id": node,
+            "raw_bytes": len(r.raw),
+            "raw_sha256": hashlib.sha256(r.raw).hexdigest(),
+            "raw_excerpt": r.raw[:REJECTION_EXCERPT_BYTES].decode("utf-8", "backslashreplace"),
+            "raw_truncated": len(r.raw) > REJECTION_EXCERPT_BYTES,
+        }
+    )
+    return node.encode(), value
+
+
+def minutely_message(row: Any) -> tuple[bytes, bytes]:
+    return _valid_text(row.gpu_uuid).encode(), orjson.dumps(
+        {
+            "minute": row.minute,
+            "tenant": _opt_text(row.tenant),
+            "job": _opt_text(row.job),
+            "billing_class": _opt_text(row.billing_class),
+            "gpu_uuid": _valid_text(row.gpu_uuid),
+            "mig_uuid": _opt_text(row.mig_uuid),
+            "gpu_model": _opt_text(row.gpu_model),
+            "node_id": _opt_text(row.node_id),
+            "seconds_mask": row.seconds_mask,
+            "gpu_seconds": row.gpu_seconds,
+            "active_seconds": row.active_seconds,
+            "sm_util_sum": row.sm_util_sum,
+            "mem_util_sum": row.mem_util_sum,
+            "energy_mj": row.energy_mj,
+            "peak_mem_used": row.peak_mem_used,
+            "version": row.version,
+        }
+    )
+
+
+def _opt_text(v: str | None) -> str | None:
+    return None if v is None else _valid_text(v)
+
+
+class Progress:
+    """Per partition, the offset after the last record a processor finished (for lag)."""
+
+    def __init__(self) -> None:
+        self.next_offset: dict[tuple[str, int], int] = {}
+
+    def done(self, records: Sequence[SourceRecord]) -> None:
+        nxt = self.next_offset
+        for r in records:
+            key = (r.topic, r.partition)
+            if r.offset + 1 > nxt.get(key, -1):
+                nxt[key] = r.offset + 1
 
 
 def create_app(
@@ -80,9 +214,10 @@ def create_app(
     processor: UsageProcessor,
     on_chunk: Callable[[UsageProcessor], None] | None = None,
     work_processor: WorkProcessor | None = None,
+    health: Health | None = None,
 ) -> faust.App:
-    app = faust.App(
-        config.app_id,
+    health = health or Health(stall_after_s=120.0)
+    options: dict[str, Any] = dict(
         broker=broker_url(config.bootstrap),
         store="memory://",
         web_enabled=False,
@@ -94,50 +229,146 @@ def create_app(
         broker_commit_interval=config.commit_interval_s,
         producer_compression_type="lz4",
     )
-    usage = app.topic(config.usage_topic, value_serializer="raw", key_serializer="raw",
-                      partitions=config.partitions)
-    rejected = app.topic(config.rejected_topic, value_serializer="raw", key_serializer="raw",
-                         partitions=1)
-    minutely = app.topic(config.minutely_topic, value_serializer="raw", key_serializer="raw",
-                         partitions=config.partitions)
+    if config.datadir is not None:
+        options["datadir"] = str(config.datadir)
+    options.update(dict(config.faust_options))
+    app = faust.App(config.app_id, **options)
+    usage = app.topic(
+        config.usage_topic,
+        value_serializer="raw",
+        key_serializer="raw",
+        partitions=config.partitions,
+    )
+    rejected = app.topic(
+        config.rejected_topic, value_serializer="raw", key_serializer="raw", partitions=1
+    )
+    minutely = app.topic(
+        config.minutely_topic,
+        value_serializer="raw",
+        key_serializer="raw",
+        partitions=config.partitions,
+    )
+    progress = Progress()
+    guard = LogGuard()
 
     @app.on_partitions_revoked.connect
     async def _revoked(sender: object, revoked: object, **kwargs: object) -> None:
         # Another worker may own these GPUs now; never trust cached minute state across that.
         processor.reset()
+        guard.forget(revoked)
 
-    @app.agent(usage, name="usage-processor")
-    async def usage_processor(stream: faust.StreamT) -> None:
+    async def usage_body(stream: faust.StreamT) -> None:
         async for events in stream.take_events(config.chunk_records, within=config.chunk_within_s):
-            output = persist_or_exit(processor.process, source_records(events))
+            health.chunk_begins()
+            records = source_records(events)
+            output = persist_or_exit(processor.process, records)
             if on_chunk:
                 on_chunk(processor)
             for r in output.rejected:
-                await rejected.send(key=r.node_id.encode(), value=orjson.dumps({
-                    "topic": r.topic, "partition": r.partition, "offset": r.offset,
-                    "sample_index": r.sample_index, "code": r.code, "reason": r.reason,
-                    "raw": r.raw.decode("utf-8", errors="replace"),
-                }))
+                key, value = rejection_message(r)
+                await rejected.send(key=key, value=value)
             for row in output.closed:
-                await minutely.send(key=row.gpu_uuid.encode(), value=orjson.dumps({
-                    "minute": row.minute, "tenant": row.tenant, "job": row.job,
-                    "billing_class": row.billing_class, "gpu_uuid": row.gpu_uuid,
-                    "mig_uuid": row.mig_uuid, "gpu_model": row.gpu_model, "node_id": row.node_id,
-                    "seconds_mask": row.seconds_mask, "gpu_seconds": row.gpu_seconds,
-                    "active_seconds": row.active_seconds, "sm_util_sum": row.sm_util_sum,
-                    "mem_util_sum": row.mem_util_sum, "energy_mj": row.energy_mj,
-                    "peak_mem_used": row.peak_mem_used, "version": row.version,
-                }))
+                key, value = minutely_message(row)
+                await minutely.send(key=key, value=value)
+            progress.done(records)
+            health.chunk_done()
+
+    usage_processor = app.agent(usage, name="usage-processor")(
+        guarded("the usage processor", usage_body)
+    )
 
     if work_processor is not None:
-        work = app.topic(config.work_topic, value_serializer="raw", key_serializer="raw",
-                         partitions=1)
+        work = app.topic(
+            config.work_topic, value_serializer="raw", key_serializer="raw", partitions=1
+        )
 
-        @app.agent(work, name="work-processor")
-        async def work_processor_agent(stream: faust.StreamT) -> None:
-            async for events in stream.take_events(config.chunk_records, within=config.chunk_within_s):
-                persist_or_exit(work_processor.process, source_records(events))
+        async def work_body(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(
+                config.chunk_records, within=config.chunk_within_s
+            ):
+                health.chunk_begins()
+                records = source_records(events)
+                persist_or_exit(work_processor.process, records)
+                progress.done(records)
+                health.chunk_done()
+
+        app.agent(work, name="work-processor")(guarded("the work processor", work_body))
+
+    async def check() -> None:
+        await check_consumer(app, health, progress, guard)
+
+    app.timer(config.check_interval_s)(guarded("the liveness check", check))
 
     app.usage_processor = usage_processor  # type: ignore[attr-defined]
     app.started_at = time.monotonic()  # type: ignore[attr-defined]
+    app.health = health  # type: ignore[attr-defined]
     return app
+
+
+async def check_consumer(
+    app: faust.App, health: Health, progress: Progress, guard: LogGuard
+) -> None:
+    """Lag, a broker log that went backwards, and Faust services that crashed.
+
+    Lag is measured against the **fetch** high watermark (each fetch response carries the true
+    log end; the embedded broker's ListOffsets end can trail it) minus the offset after the
+    last record a processor finished; a partition nothing was processed from yet counts from
+    the consumer's position.
+    """
+    health.loop_tick()
+    for svc in (app, app.consumer, app.producer):
+        reason = getattr(svc, "crash_reason", None)
+        if reason is not None:
+            fatal(ExitCode.SOFTWARE, f"{type(svc).__name__} crashed: {_short(repr(reason))}")
+    consumer = app.consumer
+    try:
+        assigned = sorted(consumer.assignment())
+    except ConsumerNotStarted:  # no group joined yet
+        return
+    lags: dict[tuple[str, int], int] = {}
+    for tp in assigned:
+        end = consumer.highwater(tp)
+        try:
+            position = await asyncio.wait_for(consumer.position(tp), 5.0)
+        except TimeoutError:  # the broker is away; liveness judges by the last lag seen
+            return
+        rewind = guard.observe(tp, position, end)
+        if rewind is not None and await _rewind(app, health, progress, guard, tp, rewind.reason):
+            continue
+        if end is None or end < 0:
+            continue
+        done = progress.next_offset.get((tp.topic, tp.partition))
+        lags[(tp.topic, tp.partition)] = max(0, end - (done if done is not None else position or 0))
+    health.observe_lag(lags)
+
+
+async def _rewind(
+    app: faust.App, health: Health, progress: Progress, guard: LogGuard, tp: Any, reason: str
+) -> bool:
+    """Re-read ``tp`` from the earliest offset after its log went behind the worker.
+
+    Only between chunks with nothing unacked: a record of the old log acked after the reset
+    would otherwise be committed as an offset of the new one. Faust's own bookkeeping of the
+    partition (committed offset, acked offsets, gaps) is about the old log and is reset with
+    it, or it would refuse to ack and commit the re-read offsets below the old position.
+    """
+    consumer = app.consumer
+    if health.chunk_started is not None or consumer._unacked_messages:  # type: ignore[attr-defined]
+        return False
+    log.error(
+        "the broker's log of %s[%d] went behind this worker (%s): the broker lost data "
+        "or the topic was recreated; re-reading the partition from its earliest offset "
+        "(records already counted are recognised as duplicates)",
+        tp.topic,
+        tp.partition,
+        reason,
+    )
+    await consumer.seek(tp, 0)
+    consumer._committed_offset[tp] = None  # type: ignore[attr-defined]
+    consumer._acked.pop(tp, None)  # type: ignore[attr-defined]
+    consumer._acked_index.pop(tp, None)  # type: ignore[attr-defined]
+    consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
+    progress.next_offset.pop((tp.topic, tp.partition), None)
+    guard.rewound(tp)
+    health.log_rewinds += 1
+    return True
