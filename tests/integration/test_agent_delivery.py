@@ -43,10 +43,11 @@ HOUR = 3600
 FLUSH_EVERY = 60  # the agent's default for simulated fleets: one record per node per minute
 PARTITIONS = 2
 
-#: Mirror of the spool's record header (agents/spool.py ``_HEADER``): length, seq, crc32,
-#: n_samples, last_ts. Used only to *watch* a live agent's spool read-only; opening a
-#: ``Spool`` on a directory another process writes would truncate its tail.
-_SPOOL_HEADER = struct.Struct("<IQIIq")
+#: Mirror of the spool's segment magic and record header (agents/spool.py ``_MAGIC``,
+#: ``_HEADER``): length, seq, crc32, n_samples, first_ts, last_ts. Used only to *watch* a live
+#: agent's spool read-only; opening a ``Spool`` on a directory another process owns is refused.
+_SPOOL_MAGIC = b"GMSPOOL2"
+_SPOOL_HEADER = struct.Struct("<IQIIqq")
 
 Identity = tuple[str, str | None, int]
 
@@ -143,9 +144,11 @@ def spooled(node_dir: Path) -> tuple[int, int, int | None]:
     last_ts: int | None = None
     for seg in sorted(node_dir.glob("seg-*.log")):
         data = seg.read_bytes()
-        pos = 0
+        if not data.startswith(_SPOOL_MAGIC):
+            continue  # a segment being created
+        pos = len(_SPOOL_MAGIC)
         while pos + _SPOOL_HEADER.size <= len(data):
-            length, _seq, _crc, n, ts = _SPOOL_HEADER.unpack_from(data, pos)
+            length, _seq, _crc, n, _first, ts = _SPOOL_HEADER.unpack_from(data, pos)
             if pos + _SPOOL_HEADER.size + length > len(data):
                 break
             pos += _SPOOL_HEADER.size + length
