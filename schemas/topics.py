@@ -15,6 +15,9 @@ MINUTELY = "usage.minutely.v1"
 WORK = "gpu.work.v1"
 
 IDLE_TENANT = "__idle__"  # reserved tenant value for GPU-seconds allocated to nobody
+#: Tenant names no producer may send: the ledger gives them a meaning of its own. The usage
+#: contract refuses them at ingest (the schema states them as ``not: {enum: [...]}``).
+RESERVED_TENANTS = frozenset({IDLE_TENANT})
 
 
 @dataclass(frozen=True)

@@ -2,29 +2,32 @@
 
 A *sample* is one GPU (or MIG slice) for one wall-clock UTC second. Its identity is
 ``(gpu_uuid, mig_uuid, ts)``: global and deterministic, so its event id is a UUIDv5 of it and a
-replayed sample is recognisable anywhere downstream. A *batch* is what one node agent sends in
+replayed sample is recognised anywhere downstream. A *batch* is what one node agent sends in
 one record (Faust's cost is per record, so a record carries many samples).
 
-Validation rejects what cannot be real, with a message a human can act on. The stream worker
-validates with :func:`parse_batch`; agents written in other languages produce against the JSON
-Schema exported by :func:`json_schema` (``gpumeter schema export``).
+The published JSON Schema (:func:`json_schema`, ``gpumeter schema export``) is the contract for
+producers in other languages, and the worker accepts exactly what it states: every bound, enum
+and pattern here is a JSON Schema keyword, the allocated-or-idle rule is an ``anyOf``, and the
+cross-field rules JSON Schema cannot express are listed, machine-readably, in its
+``x-gpumeter-rules`` (:data:`RULES`). The worker validates with
+:func:`schemas.validation.parse_batch` in pydantic's strict mode, so nothing is coerced: a
+string is not a number, a boolean is not an integer. The models themselves stay lax for Python
+callers that build them directly (the NVML sampler); only ``parse_batch`` is the gate.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from schemas.topics import RESERVED_TENANTS
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
@@ -32,17 +35,36 @@ SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
 #: Namespace of sample event ids. Never change it: ids already stored would stop matching.
 SAMPLE_NAMESPACE = uuid.UUID("6f1c7a52-3b0e-5d2a-9a51-7c7e0c2a9d11")
 
-#: A sample dated more than this far after the validator's clock is rejected (clock skew allowance).
+#: Default allowance for a sample dated after the worker's clock (GPUMETER_MAX_FUTURE_SKEW_S).
 MAX_FUTURE_SKEW_S = 300
 #: Samples before this instant (2015-01-01T00:00:00Z) are rejected as absurd.
 MIN_TS = 1_420_070_400
+#: Samples after this instant (2099-12-31T23:59:59Z) are rejected: epoch milliseconds, most
+#: likely. Also keeps every second storable in ClickHouse's DateTime (UInt32).
+MAX_TS = 4_102_444_799
+#: The largest ``seq`` (a signed 64-bit integer, what most producers' languages have).
+MAX_SEQ = 2**63 - 1
 MAX_POWER_W = 3_000.0
 MAX_MEMORY_BYTES = 2 * 1024**4
 #: Energy for one second may differ from average power x 1 s by this factor (plus slack) at most.
 ENERGY_POWER_FACTOR = 3.0
 ENERGY_SLACK_J = 50.0
+#: Flags under which energy_j is not held to power_w (it is estimated, or the counter reset).
+ENERGY_EXEMPT_FLAGS = ("energy_estimated", "counter_reset")
 
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+_NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=_NO_CONTROL_CHARS)]
+#: An identifier that is not one of the reserved tenant names (``__idle__`` is how the ledger
+#: stores idle seconds; a producer sending it would make allocated seconds look idle).
+TenantName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=_NO_CONTROL_CHARS,
+        json_schema_extra={"not": {"enum": sorted(RESERVED_TENANTS)}},
+    ),
+]
 
 SampleFlag = Literal[
     "energy_estimated",  # no total-energy counter on this GPU: energy_j = power_w x 1 s
@@ -60,17 +82,144 @@ GapReason = Literal[
 
 BillingClass = Literal["on_demand", "reserved", "spot"]
 
+RuleScope = Literal["sample", "gap", "string"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A validation rule JSON Schema keywords cannot state (or states only indirectly), published
+    in the schema's ``x-gpumeter-rules`` so a foreign producer can check it too."""
+
+    id: str
+    scope: RuleScope  # where it applies; a violation costs that sample, or the record for a gap
+    fields: tuple[str, ...]
+    description: str
+    code: str = "invalid_sample"  # the rejection code a violation gets (in a sample)
+    in_json_schema: bool = False  # also expressed with standard keywords (then redundant here)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "scope": self.scope,
+            "fields": list(self.fields),
+            "description": self.description,
+            "rejection_code": self.code,
+            "in_json_schema": self.in_json_schema,
+            "params": self.params,
+        }
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "allocation-complete",
+        "sample",
+        ("tenant", "job"),
+        "tenant and job are both strings (an allocated second) or both null or absent (idle).",
+        in_json_schema=True,
+    ),
+    Rule(
+        "idle-no-billing-class",
+        "sample",
+        ("tenant", "job", "billing_class"),
+        "An idle second (tenant and job null or absent) has billing_class null or absent.",
+        in_json_schema=True,
+    ),
+    Rule(
+        "mem-used-within-total",
+        "sample",
+        ("mem_used", "mem_total"),
+        "mem_used <= mem_total.",
+    ),
+    Rule(
+        "energy-matches-power",
+        "sample",
+        ("energy_j", "power_w", "flags"),
+        "Unless flags contains one of exempt_flags: power_w / factor - slack_j <= energy_j <= "
+        "power_w * factor + slack_j (one second at power_w watts, with room for sampling noise).",
+        params={
+            "factor": ENERGY_POWER_FACTOR,
+            "slack_j": ENERGY_SLACK_J,
+            "exempt_flags": list(ENERGY_EXEMPT_FLAGS),
+        },
+    ),
+    Rule(
+        "gap-ordered",
+        "gap",
+        ("start", "end"),
+        "end > start (end is exclusive). Gaps belong to the envelope: a bad gap costs the record.",
+        code="invalid_envelope",
+    ),
+    Rule(
+        "ts-not-in-future",
+        "sample",
+        ("ts",),
+        "ts <= the worker's clock + max_future_skew_s. A later sample is rejected alone with "
+        "its own code and re-admitted by the worker once its second is no longer that far "
+        "ahead (check the node's clock).",
+        code="future_timestamp",
+        params={
+            "default_max_future_skew_s": MAX_FUTURE_SKEW_S,
+            "setting": "GPUMETER_MAX_FUTURE_SKEW_S",
+        },
+    ),
+    Rule(
+        "unicode-text",
+        "string",
+        (),
+        "Every string, keys included, is Unicode text: UTF-8 on the wire and no lone surrogate "
+        "(\\ud800-\\udfff escapes not forming a pair). A bad string in a sample costs that "
+        "sample (invalid_sample); anywhere else, the record (invalid_envelope).",
+    ),
+)
+RULE_IDS = frozenset(r.id for r in RULES)
+
+
+def _violates(rule: str, message: str) -> PydanticCustomError:
+    """A cross-field rule failure; its error type names the rule, so reasons can cite it."""
+    assert rule in RULE_IDS, rule
+    return PydanticCustomError("gpumeter_rule", message, {"rule": rule})
+
+
+_ALLOCATED_OR_IDLE = {
+    "anyOf": [
+        {
+            "title": "idle",
+            "description": "Rules allocation-complete and idle-no-billing-class: an idle second.",
+            "properties": {
+                "tenant": {"type": "null"},
+                "job": {"type": "null"},
+                "billing_class": {"type": "null"},
+            },
+        },
+        {
+            "title": "allocated",
+            "description": "Rule allocation-complete: an allocated second names tenant and job.",
+            "required": ["tenant", "job"],
+            "properties": {"tenant": {"type": "string"}, "job": {"type": "string"}},
+        },
+    ]
+}
+
 
 class GpuSecond(BaseModel):
     """One GPU (or MIG slice) for one UTC second, attributed to an allocation or idle."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", allow_inf_nan=False, json_schema_extra=_ALLOCATED_OR_IDLE
+    )
 
     gpu_uuid: Identifier
     mig_uuid: Identifier | None = None
     gpu_model: Identifier
-    ts: int = Field(description="The UTC second this sample covers, as Unix epoch seconds.")
-    tenant: Identifier | None = Field(None, description="Allocation tenant; null means idle.")
+    ts: int = Field(
+        ge=MIN_TS,
+        le=MAX_TS,
+        description="The UTC second this sample covers, as Unix epoch seconds (not milliseconds).",
+    )
+    tenant: TenantName | None = Field(
+        None, description="Allocation tenant; null means idle. Reserved names are refused."
+    )
     job: Identifier | None = Field(None, description="Allocation job; null means idle.")
     billing_class: BillingClass | None = Field(
         None, description="From the allocation metadata; null means the tenant's contract default."
@@ -83,39 +232,45 @@ class GpuSecond(BaseModel):
     energy_j: float = Field(
         ge=0,
         # Even flagged (estimated) energy is power x 1 s, so this bound always holds for real
-        # data; it also keeps inf/1e400 (valid JSON for pydantic) out of integer sums.
+        # data; it also keeps huge values out of integer sums.
         le=MAX_POWER_W * ENERGY_POWER_FACTOR + ENERGY_SLACK_J,
         description="Energy used in this second, J.",
     )
     temp_c: float | None = Field(None, ge=-40, le=150, description="GPU temperature, Celsius.")
     flags: tuple[SampleFlag, ...] = ()
 
-    @field_validator("ts")
-    @classmethod
-    def _ts_is_plausible(cls, ts: int) -> int:
-        # The future-skew check depends on the worker's clock, so parse_batch applies it
-        # after validation (code future_timestamp), not the model.
-        if ts < MIN_TS:
-            raise ValueError(f"timestamp {ts} is before 2015-01-01; expected Unix epoch seconds")
-        return ts
-
     @model_validator(mode="after")
     def _consistent(self) -> GpuSecond:
-        if (self.tenant is None) != (self.job is None):
-            raise ValueError("tenant and job must be both set (allocated) or both null (idle)")
-        if self.tenant is None and self.billing_class is not None:
-            raise ValueError("an idle sample cannot carry a billing_class")
+        # One Python call per sample checks every cross-field rule (the worker's hot path).
+        tenant = self.tenant
+        if tenant in RESERVED_TENANTS:
+            raise PydanticCustomError(
+                "reserved_name",
+                "'{name}' is reserved (it marks idle seconds in the ledger); "
+                "send tenant and job null for an idle second",
+                {"field": "tenant", "name": tenant},
+            )
+        if (tenant is None) != (self.job is None):
+            raise _violates(
+                "allocation-complete",
+                "tenant and job must be both set (allocated) or both null (idle)",
+            )
+        if tenant is None and self.billing_class is not None:
+            raise _violates("idle-no-billing-class", "an idle sample cannot carry a billing_class")
         if self.mem_used > self.mem_total:
-            raise ValueError(
-                f"mem_used {self.mem_used} exceeds mem_total {self.mem_total} bytes"
+            raise _violates(
+                "mem-used-within-total",
+                f"mem_used {self.mem_used} exceeds mem_total {self.mem_total} bytes",
             )
         if "energy_estimated" not in self.flags and "counter_reset" not in self.flags:
             high = self.power_w * ENERGY_POWER_FACTOR + ENERGY_SLACK_J
             low = self.power_w / ENERGY_POWER_FACTOR - ENERGY_SLACK_J
             if not low <= self.energy_j <= high:
-                raise ValueError(
-                    f"energy_j {self.energy_j} J is inconsistent with power_w {self.power_w} W "
-                    f"over one second (allowed {max(low, 0):.0f}..{high:.0f} J)"
+                raise _violates(
+                    "energy-matches-power",
+                    f"energy_j {self.energy_j:g} J is inconsistent with power_w "
+                    f"{self.power_w:g} W over one second "
+                    f"(allowed {max(low, 0):.0f}..{high:.0f} J)",
                 )
         return self
 
@@ -155,15 +310,19 @@ class Gap(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    start: int = Field(description="First missing second (epoch).")
-    end: int = Field(description="First second after the gap (epoch, exclusive).")
+    start: int = Field(ge=MIN_TS, le=MAX_TS, description="First missing second (epoch).")
+    end: int = Field(
+        ge=MIN_TS, le=MAX_TS + 1, description="First second after the gap (epoch, exclusive)."
+    )
     reason: GapReason
     gpu_uuid: Identifier | None = Field(None, description="Null: the whole node.")
 
     @model_validator(mode="after")
     def _ordered(self) -> Gap:
         if self.end <= self.start:
-            raise ValueError(f"gap end {self.end} must be after its start {self.start}")
+            raise _violates(
+                "gap-ordered", f"gap end {self.end} must be after its start {self.start}"
+            )
         return self
 
 
@@ -172,10 +331,18 @@ class GpuSecondsSampled(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = Field(
+        SCHEMA_VERSION,
+        description="The contract version; a worker refuses versions it does not know.",
+        json_schema_extra={"enum": sorted(SUPPORTED_SCHEMA_VERSIONS)},
+    )
     node_id: Identifier
-    agent_id: Identifier = Field(description="Instance id of the agent's spool (survives restarts).")
-    seq: int = Field(ge=0, description="Per-agent batch sequence number, gapless and increasing.")
+    agent_id: Identifier = Field(
+        description="Instance id of the agent's spool (survives restarts)."
+    )
+    seq: int = Field(
+        ge=0, le=MAX_SEQ, description="Per-agent batch sequence number, gapless and increasing."
+    )
     samples: tuple[GpuSecond, ...] = ()
     gaps: tuple[Gap, ...] = ()
 
@@ -220,6 +387,19 @@ def sample_event_int(
     return _from_bytes(digest[:16], "big") & _UUID5_KEEP | _UUID5_SET
 
 
+#: What a rejection costs, by code; published in the schema as ``x-gpumeter-rejection-codes``.
+REJECTION_CODES: dict[str, str] = {
+    "malformed_json": "The record is not a JSON object (syntax error, not UTF-8 outside a "
+    "string, or not an object at the top). Costs the record.",
+    "unknown_schema_version": "schema_version is not one this worker supports. Costs the record.",
+    "invalid_envelope": "A field outside samples (node_id, agent_id, seq, gaps, an unknown "
+    "key) is invalid. Costs the record.",
+    "invalid_sample": "One element of samples is invalid. Costs that sample only.",
+    "future_timestamp": "A valid sample dated too far after the worker's clock (rule "
+    "ts-not-in-future). Costs that sample until the worker re-admits it.",
+}
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of one ``gpu.usage.v1`` record, for producers not written in Python."""
     schema = GpuSecondsSampled.model_json_schema(mode="validation")
@@ -229,10 +409,19 @@ def json_schema() -> dict[str, Any]:
         "One Kafka record on topic gpu.usage.v1: a batch of GPU-second samples from one node. "
         "Encoding: UTF-8 JSON. Record key: node_id. A sample's identity is "
         "(gpu_uuid, mig_uuid, ts); its event id is UUIDv5(" + str(SAMPLE_NAMESPACE) + ", "
-        "'<gpu_uuid>|<mig_uuid or empty>|<ts>'). Semantic checks beyond this schema: "
-        "tenant and job both set or both null; mem_used <= mem_total; energy_j within "
-        f"power_w/{ENERGY_POWER_FACTOR:g}-{ENERGY_SLACK_J:g} .. power_w*{ENERGY_POWER_FACTOR:g}+"
-        f"{ENERGY_SLACK_J:g} J unless flagged energy_estimated or counter_reset; ts not more "
-        f"than {MAX_FUTURE_SKEW_S} s in the future."
+        "'<gpu_uuid>|<mig_uuid or empty>|<ts>'). "
+        "The worker accepts exactly what this schema states, with no coercion (a string is "
+        "not a number, true is not 1; an integer is a number; an integer field also takes a "
+        "number with no fractional part, such as 1700000000.0, as JSON Schema defines "
+        "integer), plus the rules in x-gpumeter-rules, which JSON Schema keywords cannot "
+        "state. Rejection policy: a bad envelope (not JSON, unknown schema_version, a bad "
+        "node_id, agent_id, seq or gap, an unknown top-level key) costs the whole record; a "
+        "bad sample costs only itself, whatever its defect: a wrong type or range, a broken "
+        "rule, NaN or Infinity or a number too large for a double, an integer outside its "
+        "bounds, nesting too deep, a string that is not valid UTF-8 or holds a lone "
+        "surrogate. Each rejection has a code (x-gpumeter-rejection-codes) and a short reason "
+        "naming the field or the rule."
     )
+    schema["x-gpumeter-rules"] = [r.as_json() for r in RULES]
+    schema["x-gpumeter-rejection-codes"] = dict(REJECTION_CODES)
     return schema
