@@ -4,6 +4,7 @@ late usage, all-or-nothing runs and finalization, time rules, the finalize reser
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -167,3 +168,19 @@ def test_two_concurrent_finalizer_processes_never_both_finalize(tmp_path: Path) 
                                   "another finalization is in progress", "Cannot lock file")), err
     numbers = [ln.split()[0] for ln in ok[0][1].splitlines()]
     assert [n[-6:] for n in numbers] == [f"{i:06d}" for i in range(1, len(numbers) + 1)]
+
+
+def test_credit_balance_carried_across_months_stays_in_minor_units(clickhouse: Any) -> None:
+    # Finding 2: the balance was read back from Decimal(18, 4) columns and leaked as
+    # "-22.8000" / "balance before 22.5600" into the next month's document.
+    book = make_book(tenants={"t": {"plan": "flat", "credits": [
+        {"id": "C", "amount": "23.40", "valid_from": "2026-01-01"}]}})
+    insert(clickhouse, "t", "a", "2026-01-05T00:00", 10)  # 0.60
+    run_period(clickhouse, book, JAN)
+    finalize_period(clickhouse, JAN)
+    insert(clickhouse, "t", "a", "2026-02-05T00:00", 10)
+    run_period(clickhouse, book, FEB)
+    doc = BillingStore(clickhouse).invoice("t", FEB).document
+    (credit,) = [ln for ln in json.loads(doc)["lines"] if ln["kind"] == "credit"]
+    assert credit["amount"] == "-0.60" and "(balance before 22.80)" in credit["description"]
+    assert "0000" not in doc.split('"pricing"')[0]
