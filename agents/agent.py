@@ -78,10 +78,7 @@ class NodeAgent:
             [self._batch_start if self._batch_start is not None else last_ts]
             + [g.start for g in self._gaps]
         )
-        # model_construct: "spool_full" is a contract reason; the worker validates every gap.
-        gaps = self._gaps + [
-            Gap.model_construct(start=s, end=e, reason="spool_full", gpu_uuid=None) for s, e in owed
-        ]
+        gaps = self._gaps + [Gap(start=s, end=e, reason="spool_full") for s, e in owed]
         seq = self.spool.next_seq
         payload = encode_batch(self.node_id, self.spool.agent_id, seq, self._samples, gaps)
         stored = self.spool.append(

@@ -94,6 +94,9 @@ class ResettableProducer:
         self._producer = self._new()
         self.generation = 0
         self.resets = 0
+        #: Times a delivery saw the broker's log go backwards. Shared by every node of the
+        #: process: a broker that lost one partition's data lost the others' too.
+        self.log_rewinds = 0
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s
         self._backoff_s = min_backoff_s
@@ -190,12 +193,23 @@ class Delivery:
         self._resend_in_flight: set[int] = set()
         self._next_request_check = 0.0
         self._clock_warned = False
+        self._rewinds_seen = getattr(producer, "log_rewinds", 0)
 
     # -- the loop ------------------------------------------------------------------------------
     def pump(self) -> None:
         """Process broker answers, then send what is pending (unless backing off)."""
         self._drain_results()
         self._check_resend_request()
+        rewinds = getattr(self.producer, "log_rewinds", 0)
+        if rewinds != self._rewinds_seen:  # another node of this process saw the broker lose data
+            self._rewinds_seen = rewinds
+            n = self.request_resend(None)
+            log.warning(
+                "%s: the broker lost acknowledged data; re-sending the %d batch(es) this "
+                "spool retains",
+                self.key.decode(errors="replace"),
+                n,
+            )
         generation = getattr(self.producer, "generation", 0)
         if generation != self._generation:
             # The producer was replaced; sends in flight on the old one may never be answered.
@@ -351,6 +365,9 @@ class Delivery:
         high = self._high_offset.get(partition, -1)
         if offset <= high:
             self.stats.log_rewinds += 1
+            if hasattr(self.producer, "log_rewinds"):
+                self.producer.log_rewinds += 1
+                self._rewinds_seen = self.producer.log_rewinds
             n = self.request_resend(None)
             log.error(
                 "the broker's log for %s[%d] went backwards: offset %d acknowledged after %d. "
@@ -424,4 +441,10 @@ def _describe_retained(spool: Spool) -> str:
     kept = spool.retained()
     if not kept:
         return "none: beyond the retention window, so that data is lost"
-    return f"seqs {kept[0].seq}..{kept[-1].seq}, up to second {kept[-1].last_ts}"
+    from datetime import UTC, datetime
+
+    def utc(ts: int) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    first = kept[0].first_ts if kept[0].first_ts is not None else kept[0].last_ts
+    return f"seqs {kept[0].seq}..{kept[-1].seq}, {utc(first)}..{utc(kept[-1].last_ts)} UTC"

@@ -84,6 +84,14 @@ class EmbeddedBroker:
         assert self._proc is not None
         self._proc.send_signal(signal.SIGCONT)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would: every record it held is gone."""
+        if self._proc is None:
+            return
+        self._proc.kill()
+        self._proc.wait()
+        self._proc = None
+
     def stop(self) -> None:
         if self._proc is None:
             return
@@ -120,3 +128,21 @@ def create_topics(bootstrap: str, specs: list[TopicSpec]) -> None:
                 admin.create_topics(new)
     finally:
         admin.close()
+
+
+def restart_broker(broker: EmbeddedBroker, down_s: float = 0.0, timeout: float = 30.0) -> None:
+    """Kill the broker (SIGKILL: no clean shutdown), wait ``down_s``, start a new one on the same
+    port. The new broker is *empty* (memory only): topics must be created again. Tests use it to
+    show that clients notice a broker that lost data they had written."""
+    broker.kill()
+    if down_s:
+        time.sleep(down_s)
+    deadline = time.monotonic() + timeout
+    while True:  # the port may take a moment to be free again
+        try:
+            broker.start(timeout=max(1.0, deadline - time.monotonic()))
+            return
+        except BrokerError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
