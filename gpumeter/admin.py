@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpumeter.settings import Settings, env_name
+
+if TYPE_CHECKING:
+    from schemas.clickhouse.migrate import ClusterDDL
 
 SCHEMA_FILE = (
     Path(__file__).resolve().parent.parent / "schemas" / "json" / "gpu.usage.v1.schema.json"
@@ -43,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a Replicated<engine> table NAME_local (ZooKeeper path /clickhouse/tables/{shard}/"
         "{database}/{table}, replica {replica}: the macros must be defined on every server) "
         "behind a Distributed table with the original name, sharded by a stated key. "
-        "See infra/OPERATIONS.md. --print-ddl shows the statements without running them.",
+        "Default: GPUMETER_CLICKHOUSE_CLUSTER. See infra/OPERATIONS.md.",
     )
     mig.add_argument(
         "--print-ddl",
@@ -88,34 +92,39 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from gpumeter.clickhouse import connect_configured
     from schemas.clickhouse.migrate import cluster_plan, migrate
 
+    cluster = args.cluster or settings.clickhouse_cluster
     if args.print_ddl:
-        if not args.cluster:
-            print("--print-ddl shows cluster DDL: give --cluster NAME too", file=sys.stderr)
+        if not cluster:
+            print(
+                "--print-ddl shows cluster DDL: give --cluster NAME (or set "
+                "GPUMETER_CLICKHOUSE_CLUSTER)",
+                file=sys.stderr,
+            )
             return 2
         database = args.database or settings.clickhouse.database or "default"
-        ddl, plan = cluster_plan(args.cluster, database)
+        ddl, plan = cluster_plan(cluster, database)
         for m, statements in plan:
             print(f"-- {m.version:04d}_{m.name}")
             for stmt in statements:
                 print(stmt + ";\n")
         _print_sharding(ddl)
         return 0
-    client = connect_configured(settings, args.database, cluster=args.cluster)
-    applied = migrate(client, raw_ttl_days=settings.raw_ttl_days, cluster=args.cluster)
+    client = connect_configured(settings, args.database, cluster=cluster)
+    applied = migrate(client, raw_ttl_days=settings.raw_ttl_days, cluster=cluster)
     for m in applied:
         print(f"applied {m.version:04d}_{m.name}")
     print("up to date" if not applied else f"{len(applied)} migration(s) applied")
-    if args.cluster:
-        _print_sharding(cluster_plan(args.cluster, "_")[0])
+    if cluster:
+        _print_sharding(cluster_plan(cluster, "_")[0])
     return 0
 
 
-def _print_sharding(ddl: object) -> None:
+def _print_sharding(ddl: ClusterDDL) -> None:
     print(
         "sharding keys (every version of a row must land on one shard: keys use only "
         "ORDER BY columns):"
     )
-    for table in ddl.tables.values():  # type: ignore[attr-defined]
+    for table in ddl.tables.values():
         print(f"  {table.name:<24} {table.sharding_key:<40} {table.reason}")
 
 

@@ -240,6 +240,12 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr | None = Field(
         None, description="Password of the DSN's user (from a secret; never in the DSN itself)."
     )
+    clickhouse_cluster: str | None = Field(
+        None,
+        description="A ClickHouse cluster (<remote_servers>): migrations create Replicated "
+        "tables behind Distributed ones on every node. Unset: a single server.",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+    )
     usage_partitions: int = Field(
         4,
         ge=1,
