@@ -166,6 +166,10 @@ def _parse_piecewise(raw: bytes, now: float, skew: int) -> ParsedBatch:
         exact = raw[spans[i][0] : spans[i][1]] if spans is not None else None
         checked = _check_sample(item, i, exact)
         if isinstance(checked, Rejection):
+            if not checked.raw:  # a defect: keep its exact bytes, which only a re-scan finds
+                spans = spans if spans is not None else _sample_spans(raw)
+                if i < len(spans):
+                    checked = replace(checked, raw=raw[spans[i][0] : spans[i][1]])
             rejections.append(checked)
         elif checked.ts > limit:
             rejections.append(_future(checked, i, now, skew))
@@ -207,7 +211,7 @@ def _check_sample(item: Any, index: int | None, exact: bytes | None) -> GpuSecon
     if defect is not None:
         path, why = defect
         reason = _bounded(f"{_where(where, path)}: {why}")
-        return Rejection("invalid_sample", reason, index, exact or _dump_any(item))
+        return Rejection("invalid_sample", reason, index, exact or b"")
     if isinstance(item, dict):
         _integral(item, _SAMPLE_INTEGERS)
     encoded = orjson.dumps(item)  # cannot fail: _find_defect ruled out what orjson refuses
@@ -300,7 +304,8 @@ class _Bad:
 
 def _load(raw: bytes) -> tuple[Any, list[tuple[int, int]] | None] | Rejection:
     """The parsed document and, when the iterative tokenizer was needed, the byte span of each
-    element of the top-level ``samples`` array."""
+    element of the top-level ``samples`` array. ``NaN``, ``Infinity`` and numbers a double
+    cannot hold become :class:`_Bad` marks in place, whichever parser read them."""
     raw = bytes(raw)
     if not raw.strip():
         return Rejection("malformed_json", "not valid JSON: the record is empty", raw=raw)
@@ -309,7 +314,7 @@ def _load(raw: bytes) -> tuple[Any, list[tuple[int, int]] | None] | Rejection:
     except UnicodeDecodeError:
         return _parse_tolerantly(raw)
     try:
-        return json.loads(text), None
+        return json.loads(text, parse_constant=_not_finite, parse_float=_double), None
     except json.JSONDecodeError as exc:
         reason = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         return Rejection("malformed_json", reason, raw=raw)
@@ -446,18 +451,24 @@ def _string(tok: bytes) -> Any:
     return json.loads(f'"{text}"') if "\\" in text else text
 
 
+def _not_finite(literal: str) -> _Bad:
+    return _Bad(f"{literal} is not a finite number")
+
+
+def _double(literal: str) -> float | _Bad:
+    f = float(literal)
+    if math.isinf(f):
+        return _Bad(f"{_shorten(literal, 24)} is too large for a double")
+    return f
+
+
 def _scalar(kind: str | None, tok: bytes) -> Any:
     if kind == "str":
         return _string(tok)
     if kind == "lit":
-        if tok in _LITERALS:
-            return _LITERALS[tok]
-        return _Bad(f"{tok.decode()} is not a finite number")
+        return _LITERALS[tok] if tok in _LITERALS else _not_finite(tok.decode())
     if b"." in tok or b"e" in tok or b"E" in tok:
-        f = float(tok)
-        if math.isinf(f):
-            return _Bad(f"{_shorten(tok.decode(), 24)} is too large for a double")
-        return f
+        return _double(tok.decode())
     if len(tok) > 40:
         return _Bad(f"integer {tok[:12].decode()}…({len(tok.lstrip(b'-'))} digits) is out of range")
     return int(tok)
@@ -470,16 +481,14 @@ def _malformed(raw: bytes, pos: int) -> Rejection:
     return Rejection("malformed_json", f"not valid JSON: unexpected {what} at byte {pos}", raw=raw)
 
 
-def _dump_any(item: Any) -> bytes:
-    """Some JSON for a defective sample's ``raw`` when its exact bytes are not at hand."""
-    try:
-        return orjson.dumps(item)
-    except orjson.JSONEncodeError:
-        pass
-    try:
-        return json.dumps(item, ensure_ascii=True).encode()
-    except (ValueError, TypeError, RecursionError):
-        return b""
+def _sample_spans(raw: bytes) -> list[tuple[int, int]]:
+    """The byte span of each element of ``samples`` in a record ``json`` already read (the
+    same grammar, so the tokenizer reads it too; if it somehow could not, raw stays empty and
+    the caller keeps the whole record instead)."""
+    loaded = _parse_tolerantly(raw)
+    if isinstance(loaded, Rejection) or loaded[1] is None:
+        return []
+    return loaded[1]
 
 
 # -- reasons -------------------------------------------------------------------------------------
