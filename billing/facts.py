@@ -6,7 +6,10 @@ economics without I/O. :func:`sync_asset_rates` is the one write: the register's
 rates into ``asset_rates``, so SQL and Grafana can value idle capacity.
 
 Invoiced revenue is invoice lines except tax for the period: a tenant's finalized invoices if
-it has any, else its drafts; a day gets its month's amount pro-rated by allocated GPU-seconds.
+it has any, else its drafts. Revenue recognition: usage-driven lines follow allocated
+GPU-seconds (a day gets its month's amount pro-rated by them); time-driven lines (commitments,
+minimum spend) are recognized evenly over the contract days they cover (``RevenueLine.covers``),
+so a month's commitment does not land on the one day the tenant happened to run a job.
 """
 
 from __future__ import annotations
@@ -85,6 +88,10 @@ class JobUsage:
     energy_mj: int
 
 
+#: Invoice line kinds whose revenue is earned by time, not by allocated seconds.
+TIMED_KINDS = ("commitment", "minimum")
+
+
 @dataclass(frozen=True)
 class RevenueLine:
     """Invoiced amount (tax excluded) of one tenant for one GPU model; ``''`` = not per model."""
@@ -92,6 +99,8 @@ class RevenueLine:
     tenant: str
     gpu_model: str
     amount: Decimal
+    #: time-driven revenue: recognized evenly over [start, end); None: follows allocation.
+    covers: tuple[datetime, datetime] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,11 +148,13 @@ ORDER BY tenant, job, gpu_model
 """
 
 _INVOICED = """
-SELECT i.invoice_id, i.tenant, i.status, l.gpu_model, sum(l.amount)
+SELECT i.invoice_id, i.tenant, i.status, l.gpu_model, l.kind IN {timed:Array(String)} AS timed,
+       JSONExtractString(i.document, 'pricing', 'contract', 'starts_on') AS starts_on,
+       JSONExtractString(i.document, 'pricing', 'contract', 'ends_on') AS ends_on, sum(l.amount)
 FROM invoice_lines AS l FINAL
 INNER JOIN (SELECT * FROM invoices FINAL) AS i ON i.invoice_id = l.invoice_id
 WHERE i.period = {period:String} AND l.kind != 'tax' AND l.is_deleted = 0
-GROUP BY i.invoice_id, i.tenant, i.status, l.gpu_model
+GROUP BY i.invoice_id, i.tenant, i.status, l.gpu_model, timed, starts_on, ends_on
 """
 
 _WORK = """
@@ -179,21 +190,26 @@ def _load_invoiced(
 ) -> tuple[tuple[RevenueLine, ...] | None, str]:
     if not _has_tables(client, "invoices", "invoice_lines"):
         return None, ""
-    rows = client.query(_INVOICED, parameters={"period": period.month}).result_rows
+    rows = client.query(_INVOICED, parameters={"period": period.month,
+                                                "timed": list(TIMED_KINDS)}).result_rows
     if not rows:
         return None, ""
+    month = parse_period(period.month)
     # A tenant's finalized invoices are the truth; its drafts count only when it has none.
     finalized = {r[1] for r in rows if r[2] == "finalized"}
     chosen = [r for r in rows if r[2] == "finalized" or r[1] not in finalized]
     n_final = len({r[0] for r in chosen if r[2] == "finalized"})
     n_draft = len({r[0] for r in chosen if r[2] != "finalized"})
     amounts: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    for _inv, tenant, _status, model, amount in chosen:
-        amounts[(tenant, model or "")] += Decimal(amount)
+    timed: dict[tuple[str, str, tuple[datetime, datetime]], Decimal] = defaultdict(Decimal)
+    for _inv, tenant, _status, model, is_timed, starts, ends, amount in chosen:
+        if is_timed:
+            timed[(tenant, model or "", _covered(month, starts, ends))] += Decimal(amount)
+        else:
+            amounts[(tenant, model or "")] += Decimal(amount)
     note = f"{n_final} finalized and {n_draft} draft invoice(s) for {period.month}, tax excluded"
     if not period.is_month:
         # A day gets the month's invoiced amount in proportion to its allocated GPU-seconds.
-        month = parse_period(period.month)
         mparams = {"start": month.start.replace(tzinfo=None), "end": month.end.replace(tzinfo=None)}
         month_alloc: dict[tuple[str, str], int] = defaultdict(int)
         for r in client.query(_JOBS, parameters=mparams).result_rows:
@@ -208,7 +224,32 @@ def _load_invoiced(
             for k, v in amounts.items()
         }
         note += f", pro-rated to {period.label} by allocated GPU-seconds"
-    return tuple(RevenueLine(t, m, a) for (t, m), a in sorted(amounts.items())), note
+        timed = {(t, m, (period.start, period.end)): a * _overlap(c, period) / _span(c)
+                 for (t, m, c), a in timed.items() if _overlap(c, period)}
+    lines = [RevenueLine(t, m, a) for (t, m), a in sorted(amounts.items())]
+    lines += [RevenueLine(t, m, a, c) for (t, m, c), a in sorted(timed.items())]
+    if timed:
+        note += "; commitments and minimum spend recognized evenly over the days they cover"
+    return tuple(lines), note
+
+
+def _covered(month: Period, starts: str, ends: str) -> tuple[datetime, datetime]:
+    """The contract's days within the month, as [start, end) instants (UTC)."""
+    start = month.start
+    if starts:
+        start = max(start, datetime.fromisoformat(starts).replace(tzinfo=UTC))
+    end = month.end
+    if ends:
+        end = min(end, datetime.fromisoformat(ends).replace(tzinfo=UTC) + timedelta(days=1))
+    return (start, max(start, end))
+
+
+def _span(c: tuple[datetime, datetime]) -> Decimal:
+    return Decimal(max(int((c[1] - c[0]).total_seconds()), 1))
+
+
+def _overlap(c: tuple[datetime, datetime], p: Period) -> Decimal:
+    return Decimal(max(int((min(c[1], p.end) - max(c[0], p.start)).total_seconds()), 0))
 
 
 def _has_tables(client: Client, *names: str) -> bool:

@@ -202,6 +202,9 @@ class Report:
     work: tuple[WorkMetrics, ...]
     unregistered_gpus: tuple[str, ...]  # seen in the ledger, matched by no asset: no costs
     gpu_hours: tuple[GpuHour, ...] = field(repr=False, default=())
+    #: what the numbers cannot show (models without a price, GPUs without an asset): a value
+    #: that is unknown is said so here, never silently counted as 0.
+    warnings: tuple[str, ...] = ()
 
 
 # -- compute (pure) ---------------------------------------------------------------------------
@@ -317,6 +320,10 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
                 "on-demand rates")
         lines = _rate_on_demand(facts.jobs, register)
     by_model = _revenue_by_model(lines, facts.jobs, accs)
+    # Days: usage-driven revenue follows allocated seconds; time-driven revenue (commitments,
+    # minimum spend: ``covers`` set) is recognized evenly over the time it covers.
+    usage_by_model = _revenue_by_model([ln for ln in lines if ln.covers is None], facts.jobs,
+                                       accs)
     accs[("fleet", "fleet")].revenue = sum((ln.amount for ln in lines), Decimal(0))
     alloc_by_model = {k: a.allocated_s for (d, k), a in accs.items() if d == "gpu_model"}
     avail_by_model = {k: a.available_s for (d, k), a in accs.items() if d == "gpu_model"}
@@ -332,7 +339,16 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
         else:
             share = Decimal(h.available_s) / avail_by_model[h.gpu_model]
         spread[("node", h.node_id)] += model_rev * share
-        spread[("day", h.hour.date().isoformat())] += model_rev * share
+        spread[("day", h.hour.date().isoformat())] += usage_by_model.get(h.gpu_model, 0) * share
+    for ln in lines:
+        if ln.covers is None:
+            continue
+        span = Decimal(max(int((ln.covers[1] - ln.covers[0]).total_seconds()), 1))
+        for day in days:
+            d0 = datetime.fromisoformat(day).replace(tzinfo=UTC)
+            o = (min(ln.covers[1], d0 + timedelta(days=1)) - max(ln.covers[0], d0)).total_seconds()
+            if o > 0:
+                spread[("day", day)] += ln.amount * Decimal(int(o)) / span
     for model, amount in by_model.items():
         if ("gpu_model", model) in accs:
             accs[("gpu_model", model)].revenue = amount
@@ -353,7 +369,26 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
         fleet=metrics[("fleet", "fleet")], by_model=dim("gpu_model"), by_node=dim("node"),
         by_day=dim("day"), tenants=tenants, work=_work(facts, models),
         unregistered_gpus=tuple(unregistered), gpu_hours=facts.gpu_hours,
+        warnings=_warnings(facts, register, unregistered),
     )
+
+
+def _warnings(facts: Facts, register: AssetRegister, unregistered: list[str]) -> tuple[str, ...]:
+    out = []
+    alloc: dict[str, int] = defaultdict(int)
+    for j in facts.jobs:
+        alloc[j.gpu_model] += j.allocated_s
+    for model, s in sorted(alloc.items()):
+        if s and model not in register.models:
+            what = "revenue (no invoices), idle value and list rate" if facts.invoiced is None \
+                else "idle value and list rate"
+            out.append(f"{Decimal(s) / 3600:,.2f} GPU-h ran on {model}, which has no price in "
+                       f"the asset register: its {what} are unknown, not 0")
+    if unregistered:
+        out.append(f"{len(unregistered)} GPU(s) match no asset in the register: their "
+                   f"depreciation, opex and book value are unknown, not 0 "
+                   f"({', '.join(unregistered[:5])})")
+    return tuple(out)
 
 
 def _freeze(key: tuple[Dimension, str], a: _Acc, pue: Decimal) -> Metrics:

@@ -114,10 +114,8 @@ def print_summary(report: Report, console: Console | None = None) -> None:
                       hours(w.gpu_hours), money(w.cost_per_million, "0.0001"),
                       money(w.revenue_per_million, "0.0001"))
         console.print(t)
-    if report.unregistered_gpus:
-        console.print(f"[yellow]{len(report.unregistered_gpus)} GPU(s) match no asset in the "
-                      "register; their costs are missing: "
-                      f"{', '.join(report.unregistered_gpus[:5])}[/yellow]")
+    for w in report.warnings:
+        console.print(f"[yellow]warning: {w}[/yellow]")
 
 
 # -- HTML -------------------------------------------------------------------------------------
@@ -224,10 +222,7 @@ def _page(report: Report, plotlyjs: str, charts: list[str]) -> str:
         work = ("<h2>Work units</h2><table><tr><th>tenant</th><th>job</th><th>GPU model</th>"
                 "<th>unit</th><th>quantity</th><th>cost / million</th><th>revenue / million</th>"
                 f"</tr>{rows}</table>")
-    warn = ""
-    if report.unregistered_gpus:
-        warn = (f"<p class='warn'>{len(report.unregistered_gpus)} GPU(s) match no asset in the "
-                "register; their costs are missing.</p>")
+    warn = "".join(f"<p class='warn'>warning: {e(w)}</p>" for w in report.warnings)
     cards = "".join(
         f"<div class='card'><div class='v'>{e(v)}</div><div class='k'>{e(k)}</div></div>"
         for k, v in (
