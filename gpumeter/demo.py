@@ -180,9 +180,18 @@ def _start_worker(bootstrap: str, settings: Settings, database: str | None,
            "--app-id", GROUP]
     if database:
         cmd += ["--database", database]
-    env = {**os.environ, "GPUMETER_DATA_DIR": str(settings.data_dir.resolve())}
+    env = {**os.environ, "GPUMETER_DATA_DIR": str(settings.data_dir.resolve()),
+           **embedded_worker_env()}
     log = open(log_path, "wb")  # noqa: SIM115 - the child owns it for its lifetime
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def embedded_worker_env() -> dict[str, str]:
+    """Environment for a worker on the embedded broker: its short group timeouts (a group join
+    there waits about half the rebalance timeout; the production defaults make it 30 s)."""
+    from gpumeter.settings import EMBEDDED_GROUP_TIMEOUTS, env_name
+
+    return {env_name(k): str(v) for k, v in EMBEDDED_GROUP_TIMEOUTS.items()}
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> None:
@@ -237,7 +246,9 @@ def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Pat
             committed, end = lag.read()
             progress.update(proc, total=max(end, 1), completed=committed,
                             info=f"{committed:,}/{end:,} records")
-            if not thread.is_alive() and end and committed >= end:
+            # Done only when the agents have delivered everything (the thread ends after
+            # their spools drained) and the worker committed the true log end, twice.
+            if not thread.is_alive() and lag.caught_up():
                 break
             if committed != last_progress[0]:
                 last_progress = (committed, time.monotonic())
@@ -246,6 +257,7 @@ def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Pat
                                  f"{data_dir / 'demo-worker.log'}")
             time.sleep(0.5)
     thread.join()
+    lag.close()
     if state["error"] is not None:
         raise state["error"]
     producer.close(timeout=5)
@@ -255,7 +267,13 @@ def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Pat
 
 
 class GroupLag:
-    """Committed offsets of the worker's consumer group vs the topic's end offsets."""
+    """Committed offsets of the worker's consumer group vs the topic's true log end.
+
+    The log end is read from a *fetch* response's high watermark, not from ListOffsets: the
+    embedded broker's ListOffsets end trails the true end while a producer batches (11,474 for
+    11,520 records, for good), so "committed >= end offset" can declare a run done early.
+    :meth:`caught_up` also wants the same committed == end on two reads some time apart.
+    """
 
     def __init__(self, bootstrap: str, group: str, topic: str) -> None:
         from kafka import KafkaAdminClient, KafkaConsumer
@@ -264,13 +282,16 @@ class GroupLag:
         self.topic = topic
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        self.probe = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                   max_poll_records=1, fetch_max_wait_ms=200)
+        self._last: tuple[int, int, float] | None = None
 
     def read(self) -> tuple[int, int]:
         from kafka import TopicPartition
 
         parts = self.consumer.partitions_for_topic(self.topic) or set()
         tps = [TopicPartition(self.topic, p) for p in parts]
-        end = sum(self.consumer.end_offsets(tps).values()) if tps else 0
+        end = sum(self.log_ends(tps).values()) if tps else 0
         # kafka-python 3 renamed list_consumer_group_offsets to list_group_offsets.
         try:
             if hasattr(self.admin, "list_group_offsets"):
@@ -282,6 +303,40 @@ class GroupLag:
         committed = sum(max(getattr(o, "offset", o), 0) for tp, o in offsets.items()
                         if tp.topic == self.topic)
         return committed, end
+
+    def log_ends(self, tps: list[Any], timeout_s: float = 5.0) -> dict[Any, int]:
+        """The true end of each partition's log: fetch its last batch, read the high watermark."""
+        listed = self.consumer.end_offsets(tps)
+        self.probe.assign(tps)
+        for tp in tps:  # ListOffsets' end is at most one batch short: fetch from just before it
+            self.probe.seek(tp, max(listed[tp] - 1, 0))
+        ends: dict[Any, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.probe.poll(timeout_ms=200)
+            ends = {tp: self.probe.highwater(tp) for tp in tps}
+            if all(v is not None for v in ends.values()) or time.monotonic() > deadline:
+                break
+        # a partition that gave no fetch response in time: ListOffsets' figure, a lower bound
+        return {tp: listed[tp] if v is None else max(v, listed[tp]) for tp, v in ends.items()}
+
+    def caught_up(self, settle_s: float = 1.0) -> bool:
+        """True once committed == end (> 0), unchanged across two reads ``settle_s`` apart."""
+        committed, end = self.read()
+        now = time.monotonic()
+        last, self._last = self._last, (committed, end, now)
+        if not end or committed != end:
+            return False
+        if last is None or last[:2] != (committed, end):
+            return False
+        if now - last[2] < settle_s:
+            self._last = last  # keep the older read: the two must be settle_s apart
+            return False
+        return True
+
+    def close(self) -> None:
+        for c in (self.probe, self.consumer, self.admin):
+            c.close()
 
 
 def _compare(console: Any, client: Any, fleet: Any, start: int, end: int) -> list[Check]:

@@ -26,6 +26,10 @@ from enum import IntEnum
 
 log = logging.getLogger(__name__)
 
+#: Extra time the worker may take to start (connect, join its group) before the first tick of
+#: its event loop; a group join on Apache Kafka waits up to the rebalance timeout (60 s).
+STARTUP_ALLOWANCE_S = 90.0
+
 
 class ExitCode(IntEnum):
     """How ``gpumeter worker`` ends. Anything but OK means: restart me (or fix configuration)."""
@@ -83,6 +87,7 @@ class Health:
     partition_lag: dict[tuple[str, int], int] = field(default_factory=dict)
     log_rewinds: int = 0
     stop_requested: float | None = None
+    ticked: bool = False
 
     def __post_init__(self) -> None:
         now = self.clock()
@@ -99,6 +104,7 @@ class Health:
     def observe_lag(self, partition_lag: dict[tuple[str, int], int]) -> None:
         now = self.clock()
         self.last_loop_tick = now
+        self.ticked = True
         self.partition_lag = dict(partition_lag)
         self.lag = sum(partition_lag.values())
         if self.lag == 0:
@@ -106,6 +112,7 @@ class Health:
 
     def loop_tick(self) -> None:
         self.last_loop_tick = self.clock()
+        self.ticked = True
 
     # -- read from any thread ---------------------------------------------------------------
     def progress_age(self) -> float:
@@ -121,7 +128,12 @@ class Health:
             return (
                 f"a chunk has been in the processor for {now - started:.0f} s (limit {limit:.0f} s)"
             )
-        if now - self.last_loop_tick > limit:
+        # A chunk is processed synchronously and blocks the loop while it runs: judged above.
+        # Before the first tick the worker is starting (joining its group): allowed longer.
+        loop_limit = limit if self.ticked else limit + STARTUP_ALLOWANCE_S
+        if started is None and now - self.last_loop_tick > loop_limit:
+            if not self.ticked:
+                return f"the worker has not started within {now - self.last_loop_tick:.0f} s"
             return f"the event loop has not ticked for {now - self.last_loop_tick:.0f} s"
         age = self.progress_age()
         if self.lag and age > limit:

@@ -21,7 +21,7 @@ from typing import Any
 from agents.agent import run_accelerated
 from agents.cli import build_agents
 from agents.kafka import make_producer
-from gpumeter.demo import GroupLag
+from gpumeter.demo import GroupLag, embedded_worker_env
 
 
 class Pipeline:
@@ -32,7 +32,8 @@ class Pipeline:
         self.app_id = f"test-worker-{uuid.uuid4().hex[:8]}"
         self.work_topic: str | None = None
         self.minutely_topic: str | None = None
-        self.env = {**os.environ, "GPUMETER_DATA_DIR": str(data_dir), "GPUMETER_GRACE_SECONDS": "60"}
+        self.env = {**os.environ, "GPUMETER_DATA_DIR": str(data_dir), "GPUMETER_GRACE_SECONDS": "60",
+                    **embedded_worker_env()}
 
     # -- agent side --------------------------------------------------------------------------
     def publish_fleet(self, fleet: Any, start: int, end: int, spool: str = "spool") -> int:
@@ -69,13 +70,19 @@ class Pipeline:
         return out
 
     # -- worker side -------------------------------------------------------------------------
-    def start_worker(self) -> subprocess.Popen[str]:
+    def start_worker(self, *extra: str, prelude: str | None = None) -> subprocess.Popen[str]:
+        """Start ``gpumeter worker``; ``extra`` arguments override the defaults (the last
+        occurrence of an option wins). ``prelude``: Python run in the worker process before the
+        CLI (tests inject faults this way; the product has no such hook)."""
         work = ["--work-topic", self.work_topic] if self.work_topic else []
         if self.minutely_topic:
             work += ["--minutely-topic", self.minutely_topic]
+        entry = ["-m", "gpumeter.cli"] if prelude is None else [
+            "-c", prelude + "\nimport sys\nfrom gpumeter.cli import main\nsys.exit(main(sys.argv[1:]))"]
         return subprocess.Popen(
-            [sys.executable, "-m", "gpumeter.cli", "worker", "--bootstrap", self.bootstrap,
-             "--topic", self.topic, "--app-id", self.app_id, "--exit-when-idle", "3", *work],
+            [sys.executable, *entry, "worker", "--bootstrap", self.bootstrap,
+             "--topic", self.topic, "--app-id", self.app_id, "--exit-when-idle", "3", *work,
+             *extra],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
 
