@@ -166,6 +166,7 @@ class Spool:
         self._recover()
         self._fd: int | None = None  # the active segment, opened on the first append
         self.full = False  # the last append found the disk (not the bound) full
+        self._last_drop_log = -1e9
 
     # -- writing -------------------------------------------------------------------------------
     @property
@@ -230,14 +231,9 @@ class Spool:
         # No room at all: the batch is lost. Counted, and its seconds reported as a gap.
         self.full = True
         self._count_dropped(1, n_samples, [(first, last_ts + 1)])
-        log.error(
-            "spool %s: the disk is full; batch %d (%d samples, %d..%d) could not be stored and "
-            "is reported as a spool_full gap",
-            self.directory,
-            seq,
-            n_samples,
-            first,
-            last_ts,
+        self._log_drop(
+            f"the disk is full even with nothing older left; batch {seq} ({n_samples} samples) "
+            "could not be stored"
         )
         return False
 
@@ -419,15 +415,23 @@ class Spool:
             for e in gone:  # the gaps a dropped batch carried are owed again
                 spans += self._carriers.pop(e.seq, [])
             self._count_dropped(len(gone), sum(e.n_samples for e in gone), spans)
-            log.warning(
-                "spool %s: %s; dropped %d unacknowledged batch(es), %d samples (%s); reported "
-                "as spool_full gaps",
-                self.directory,
-                why,
-                len(gone),
-                sum(e.n_samples for e in gone),
-                ", ".join(f"{s}..{e - 1}" for s, e in _merge(spans)),
-            )
+            self._log_drop(why)
+
+    def _log_drop(self, why: str) -> None:
+        """Say it, at most every 10 s per spool (a full disk drops a batch per flush)."""
+        now = time.monotonic()
+        if now - self._last_drop_log < 10.0:
+            return
+        self._last_drop_log = now
+        log.warning(
+            "spool %s: %s; dropping the oldest unacknowledged batches (so far %d batches, %d "
+            "samples); the seconds owed as spool_full gaps: %s",
+            self.directory,
+            why,
+            self.dropped_batches,
+            self.dropped_samples,
+            _describe(self.unreported_gaps),
+        )
 
     def _drop_file(self, path: Path) -> None:
         path.unlink(missing_ok=True)
@@ -570,6 +574,16 @@ class Spool:
             return
         if name == "dropped.json":
             self._state_dirty = False
+
+
+def _describe(spans: list[tuple[int, int]], limit: int = 3) -> str:
+    from datetime import UTC, datetime
+
+    def utc(ts: int) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    text = ", ".join(f"{utc(s)}..{utc(e - 1)}" for s, e in spans[:limit])
+    return text + (f" and {len(spans) - limit} more" if len(spans) > limit else "") + " UTC"
 
 
 def _subtract(spans: list[tuple[int, int]], remove: list[tuple[int, int]]) -> list[tuple[int, int]]:

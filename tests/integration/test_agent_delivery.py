@@ -192,6 +192,7 @@ class Readback:
     rejections: list[str] = field(default_factory=list)
     seqs: dict[tuple[str, str], Counter[int]] = field(default_factory=dict)  # (node, agent) -> seq
     bad_keys: list[str] = field(default_factory=list)
+    gaps: list[tuple[str, int, int, str]] = field(default_factory=list)  # node, start, end, reason
 
     @property
     def duplicates(self) -> int:
@@ -244,6 +245,7 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60) -> Readback:
                     if rec.key != b.node_id.encode():
                         rb.bad_keys.append(f"record key {rec.key!r} for node {b.node_id}")
                     rb.seqs.setdefault((b.node_id, b.agent_id), Counter())[b.seq] += 1
+                    rb.gaps += [(b.node_id, g.start, g.end, g.reason) for g in b.gaps]
                     for s in b.samples:
                         rb.samples += 1
                         ident = (s.gpu_uuid, s.mig_uuid, s.ts)
