@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.topics import RESERVED_TENANTS
@@ -52,17 +52,36 @@ ENERGY_SLACK_J = 50.0
 #: Flags under which energy_j is not held to power_w (it is estimated, or the counter reset).
 ENERGY_EXEMPT_FLAGS = ("energy_estimated", "counter_reset")
 
-_NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=_NO_CONTROL_CHARS)]
+_NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"  # for pydantic (Rust regex: $ is the very end)
+#: The same rule as published: "contains no control character", unanchored, because ``$`` is
+#: not portable (Python's ``re``, which the ``jsonschema`` package uses, lets ``$`` match
+#: before a final newline, so an anchored pattern would admit ``"node-a\n"`` there).
+_TEXT_JSON_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 128,
+    "not": {"pattern": "[\\x00-\\x1f\\x7f]"},
+}
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=128, pattern=_NO_CONTROL_CHARS),
+    WithJsonSchema(_TEXT_JSON_SCHEMA),
+]
 #: An identifier that is not one of the reserved tenant names (``__idle__`` is how the ledger
 #: stores idle seconds; a producer sending it would make allocated seconds look idle).
 TenantName = Annotated[
     str,
-    Field(
-        min_length=1,
-        max_length=128,
-        pattern=_NO_CONTROL_CHARS,
-        json_schema_extra={"not": {"enum": sorted(RESERVED_TENANTS)}},
+    Field(min_length=1, max_length=128, pattern=_NO_CONTROL_CHARS),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 128,
+            "allOf": [
+                {"not": _TEXT_JSON_SCHEMA["not"]},
+                {"not": {"enum": sorted(RESERVED_TENANTS)}},
+            ],
+        }
     ),
 ]
 

@@ -162,7 +162,7 @@ def test_5_the_reserved_idle_tenant_is_refused_and_the_schema_says_so() -> None:
     assert rej.sample_index == 0 and "reserved" in rej.reason and "tenant" in rej.reason
     # and the published schema refuses it too
     tenant = SCHEMA["$defs"]["GpuSecond"]["properties"]["tenant"]["anyOf"][0]
-    assert IDLE_TENANT in tenant["not"]["enum"]
+    assert {"not": {"enum": [IDLE_TENANT]}} in tenant["allOf"]
     assert not RECORD_SCHEMA.is_valid(batch([sample(tenant=IDLE_TENANT)]))
 
 
