@@ -12,6 +12,9 @@ topics."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -96,3 +99,52 @@ def test_agent_recovers_from_a_broker_restart_and_refills_what_it_lost(
     # batches (duplicates allowed, nothing missing)
     rb = read_topic(own_broker.bootstrap, TOPIC)
     assert_exact(rb, fleet, START, START + HOUR, allow_duplicates=True)
+
+
+def test_resend_command_refills_a_broker_that_lost_everything(
+    own_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    from tests.integration.test_agent_delivery import ROOT, run_agent
+
+    minutes = 10
+    spool = tmp_path / "spool"
+    # given an agent that delivered 10 simulated minutes and exited (all acknowledged)
+    done = run_agent(
+        agent_cmd(own_broker.bootstrap, TOPIC, spool, duration=f"{minutes}m"), tmp_path, "agent"
+    )
+    assert done.proc.returncode == 0, done.output()
+    # when the broker restarts empty, and the operator asks for a resend from the window's start
+    restart_broker(own_broker)
+    own_broker.create_topics([TopicSpec(TOPIC, PARTITIONS)])
+    assert read_topic(own_broker.bootstrap, TOPIC).records == 0
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpumeter.cli",
+            "agent",
+            "resend",
+            "--since",
+            "2026-11-20 00:00",
+            "--spool-dir",
+            str(spool),
+            "--bootstrap",
+            own_broker.bootstrap,
+            "--topic",
+            TOPIC,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GPUMETER_DATA_DIR": str(tmp_path / "data")},
+    )
+    # then every retained batch is sent again and the topic holds the whole window again
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("retained batch(es) re-sent") == NODES, out.stdout
+    rb = read_topic(own_broker.bootstrap, TOPIC)
+    window = minutes * 60
+    short = SimulatedFleet(
+        seed=SEED, nodes=NODES, gpus_per_node=GPUS, start=START, duration_s=window
+    )
+    assert_exact(rb, short, START, START + window, allow_duplicates=False)
