@@ -11,8 +11,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpumeter.settings import Settings
+
+if TYPE_CHECKING:
+    from agents.spool import Spool
 
 DESCRIPTION = """\
 Sample GPUs every second, attribute each GPU-second to a tenant and job (or idle), spool the
@@ -646,12 +650,18 @@ def run_resend(args: argparse.Namespace, settings: Settings) -> int:
     for node in nodes:
         d = spool_root / node
         tmp = d / f".{RESEND_FILE}.tmp"
-        tmp.write_text(str(args.since))
-        tmp.replace(d / RESEND_FILE)
+        try:
+            tmp.write_text(str(args.since))
+            tmp.replace(d / RESEND_FILE)
+        except OSError as exc:
+            print(
+                f"  {node}: cannot write the resend request ({exc.strerror}); free some space "
+                "on the spool's disk and try again",
+                file=sys.stderr,
+            )
+            return 1
         try:  # is an agent running on this spool? (it holds the spool's lock)
-            from agents.spool import Spool
-
-            Spool(d, fsync=False).close()
+            _open_for_resend(d).close()
             idle.append(node)
         except SpoolError:
             print(f"  {node}: handed to the running agent (it serves the request within a second)")
@@ -668,18 +678,25 @@ def run_resend(args: argparse.Namespace, settings: Settings) -> int:
     return _resend_now(idle, spool_root, bootstrap, args.resend_topic, args.since)
 
 
+def _open_for_resend(directory: Path) -> Spool:
+    """Open a node's spool without applying any bound or retention: this command must not
+    delete what the agent (with its own --retain and --spool-max-mb) still keeps."""
+    from agents.spool import Spool
+
+    return Spool(directory, fsync=False, max_bytes=2**62, retain_bytes=2**62, retain_s=float("inf"))
+
+
 def _resend_now(
     nodes: list[str], spool_root: Path, bootstrap: str, topic: str | None, since: int
 ) -> int:
     from agents.kafka import RESEND_FILE, Delivery, make_producer
-    from agents.spool import Spool
     from schemas.topics import USAGE
 
     producer = make_producer(bootstrap)
     failed = 0
     try:
         for node in nodes:
-            spool = Spool(spool_root / node, fsync=False)
+            spool = _open_for_resend(spool_root / node)
             try:
                 delivery = Delivery(spool, producer, topic or USAGE, key=node.encode())
                 n = delivery.request_resend(since)
