@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from billing.assets import SECONDS_PER_YEAR, AssetRegister
 from billing.facts import Facts, GpuHour, JobUsage, Period, RevenueLine
+from billing.revenue import rate_on_demand, revenue_by_model, spread_revenue, unknowns
 
 MJ_PER_KWH = Decimal(3_600_000_000)
 Dimension = Literal["fleet", "gpu_model", "node", "day"]
@@ -318,37 +319,12 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
         source = "on_demand_rating"
         note = ("no invoices for the period: allocated GPU-hours rated at the asset register's "
                 "on-demand rates")
-        lines = _rate_on_demand(facts.jobs, register)
-    by_model = _revenue_by_model(lines, facts.jobs, accs)
-    # Days: usage-driven revenue follows allocated seconds; time-driven revenue (commitments,
-    # minimum spend: ``covers`` set) is recognized evenly over the time it covers.
-    usage_by_model = _revenue_by_model([ln for ln in lines if ln.covers is None], facts.jobs,
-                                       accs)
-    accs[("fleet", "fleet")].revenue = sum((ln.amount for ln in lines), Decimal(0))
+        lines = rate_on_demand(facts.jobs, register)
     alloc_by_model = {k: a.allocated_s for (d, k), a in accs.items() if d == "gpu_model"}
     avail_by_model = {k: a.available_s for (d, k), a in accs.items() if d == "gpu_model"}
-    spread: dict[tuple[Dimension, str], Decimal] = defaultdict(Decimal)
-    for h in facts.gpu_hours:
-        model_rev = by_model.get(h.gpu_model, Decimal(0))
-        if not model_rev:
-            continue
-        # Revenue follows allocated seconds within a model; a model billed without any
-        # allocated second (a pure commitment) follows available seconds instead.
-        if alloc_by_model.get(h.gpu_model):
-            share = Decimal(h.allocated_s) / alloc_by_model[h.gpu_model]
-        else:
-            share = Decimal(h.available_s) / avail_by_model[h.gpu_model]
-        spread[("node", h.node_id)] += model_rev * share
-        spread[("day", h.hour.date().isoformat())] += usage_by_model.get(h.gpu_model, 0) * share
-    for ln in lines:
-        if ln.covers is None:
-            continue
-        span = Decimal(max(int((ln.covers[1] - ln.covers[0]).total_seconds()), 1))
-        for day in days:
-            d0 = datetime.fromisoformat(day).replace(tzinfo=UTC)
-            o = (min(ln.covers[1], d0 + timedelta(days=1)) - max(ln.covers[0], d0)).total_seconds()
-            if o > 0:
-                spread[("day", day)] += ln.amount * Decimal(int(o)) / span
+    by_model = revenue_by_model(lines, facts.jobs, alloc_by_model)
+    accs[("fleet", "fleet")].revenue = sum((ln.amount for ln in lines), Decimal(0))
+    spread = spread_revenue(lines, facts, days, alloc_by_model, avail_by_model)
     for model, amount in by_model.items():
         if ("gpu_model", model) in accs:
             accs[("gpu_model", model)].revenue = amount
@@ -369,26 +345,8 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
         fleet=metrics[("fleet", "fleet")], by_model=dim("gpu_model"), by_node=dim("node"),
         by_day=dim("day"), tenants=tenants, work=_work(facts, models),
         unregistered_gpus=tuple(unregistered), gpu_hours=facts.gpu_hours,
-        warnings=_warnings(facts, register, unregistered),
+        warnings=unknowns(facts, register, unregistered),
     )
-
-
-def _warnings(facts: Facts, register: AssetRegister, unregistered: list[str]) -> tuple[str, ...]:
-    out = []
-    alloc: dict[str, int] = defaultdict(int)
-    for j in facts.jobs:
-        alloc[j.gpu_model] += j.allocated_s
-    for model, s in sorted(alloc.items()):
-        if s and model not in register.models:
-            what = "revenue (no invoices), idle value and list rate" if facts.invoiced is None \
-                else "idle value and list rate"
-            out.append(f"{Decimal(s) / 3600:,.2f} GPU-h ran on {model}, which has no price in "
-                       f"the asset register: its {what} are unknown, not 0")
-    if unregistered:
-        out.append(f"{len(unregistered)} GPU(s) match no asset in the register: their "
-                   f"depreciation, opex and book value are unknown, not 0 "
-                   f"({', '.join(unregistered[:5])})")
-    return tuple(out)
 
 
 def _freeze(key: tuple[Dimension, str], a: _Acc, pue: Decimal) -> Metrics:
@@ -400,38 +358,6 @@ def _freeze(key: tuple[Dimension, str], a: _Acc, pue: Decimal) -> Metrics:
         book_value_end=a.bv_end, accrual_s=a.accrual_s, idle_value=a.idle_value,
         list_rate=a.list_value / (Decimal(a.available_s) / 3600) if a.available_s else None,
     )
-
-
-def _rate_on_demand(jobs: Iterable[JobUsage], register: AssetRegister) -> list[RevenueLine]:
-    total: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    for j in jobs:
-        rates = register.models.get(j.gpu_model)
-        if rates is not None:
-            total[(j.tenant, j.gpu_model)] += Decimal(j.allocated_s) / 3600 * rates.on_demand_per_gpu_hour
-    return [RevenueLine(t, m, amount) for (t, m), amount in sorted(total.items())]
-
-
-def _revenue_by_model(
-    lines: Iterable[RevenueLine], jobs: Iterable[JobUsage], accs: dict[tuple[Dimension, str], _Acc]
-) -> dict[str, Decimal]:
-    """Lines that name a model go to it; the rest (commitments, discounts, credits) follow the
-    tenant's allocated seconds per model, or the fleet's when the tenant used nothing."""
-    jobs = list(jobs)
-    tenant_alloc: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for j in jobs:
-        tenant_alloc[j.tenant][j.gpu_model] += j.allocated_s
-    fleet_alloc = {k: a.allocated_s for (d, k), a in accs.items() if d == "gpu_model"}
-    out: dict[str, Decimal] = defaultdict(Decimal)
-    for ln in lines:
-        if ln.gpu_model:
-            out[ln.gpu_model] += ln.amount
-            continue
-        weights = {m: s for m, s in tenant_alloc.get(ln.tenant, {}).items() if s} or {
-            m: s for m, s in fleet_alloc.items() if s}
-        total = sum(weights.values())
-        for m, s in weights.items():
-            out[m] += ln.amount * s / total
-    return dict(out)
 
 
 def _tenants(

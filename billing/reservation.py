@@ -32,7 +32,7 @@ from typing import Any
 
 from billing.errors import BillingError
 from billing.period import Period
-from billing.store import QueryClient, _utc
+from billing.store import BillingStore, QueryClient, _utc
 
 COLUMNS = ["scope", "token", "claimed_at", "expires_at", "holder", "version", "released"]
 DEFAULT_TTL = timedelta(minutes=30)
@@ -82,18 +82,17 @@ class Reservation:
             self._write(self.now(), released=1)
 
     def live(self) -> list[tuple[str, str]]:
-        rows = self.client.query(
+        rows = BillingStore(self.client)._query(
             """SELECT token, holder, expires_at FROM billing_reservations FINAL
-               WHERE scope = {scope:String} AND released = 0""",
-            parameters={"scope": self.scope}).result_rows
+               WHERE scope = {scope:String} AND released = 0""", scope=self.scope)
         now = self.now()
         return [(t, h) for t, h, exp in rows if _utc(exp) > now]
 
     def _write(self, at: datetime, *, released: int) -> None:
         holder = f"{socket.gethostname()}/{os.getpid()}"
-        self.client.insert("billing_reservations", [[
-            self.scope, self.token, at, at + self.ttl, holder, time.time_ns(), released,
-        ]], column_names=COLUMNS)
+        _insert(self.client, "billing_reservations", [
+            self.scope, self.token, at, at + self.ttl, holder, time.time_ns(), released],
+            COLUMNS)
 
     def __enter__(self) -> Reservation:
         self.acquire()
@@ -108,25 +107,30 @@ class Reservation:
 
 def record_close(client: QueryClient, period: Period, *, at: datetime, forced: bool,
                  reason: str, invoices: int, holder: str) -> None:
-    client.insert("billing_period_closes", [[str(period), at, int(forced), reason, invoices,
-                                             holder]],
-                  column_names=["period", "closed_at", "forced", "reason", "invoices", "holder"])
+    _insert(client, "billing_period_closes", [str(period), at, int(forced), reason, invoices,
+                                              holder],
+            ["period", "closed_at", "forced", "reason", "invoices", "holder"])
 
 
 def closes(client: QueryClient, period: Period) -> list[tuple[datetime, bool, str]]:
-    rows = client.query(
+    rows = BillingStore(client)._query(
         """SELECT closed_at, forced, reason FROM billing_period_closes
-           WHERE period = {period:String} ORDER BY closed_at""",
-        parameters={"period": str(period)}).result_rows
+           WHERE period = {period:String} ORDER BY closed_at""", period=str(period))
     return [(_utc(at), bool(f), r) for at, f, r in rows]
 
 
 def closed_periods(client: QueryClient, before: Period) -> list[Period]:
     """Periods before ``before`` that have been finalized (a close record or a final invoice)."""
-    rows = client.query(
+    rows = BillingStore(client)._query(
         """SELECT period FROM billing_period_closes WHERE period < {before:String}
            UNION DISTINCT
            SELECT period FROM invoices FINAL
-           WHERE status = 'finalized' AND period < {before:String}""",
-        parameters={"before": str(before)}).result_rows
+           WHERE status = 'finalized' AND period < {before:String}""", before=str(before))
     return sorted(Period.parse(r[0]) for r in rows)
+
+
+def _insert(client: QueryClient, table: str, row: list[Any], columns: list[str]) -> None:
+    try:
+        client.insert(table, [row], column_names=columns)
+    except Exception as exc:  # infrastructure error: converted at the boundary, cause kept
+        raise BillingError(f"writing {table} failed: {exc}") from exc
