@@ -232,6 +232,8 @@ def test_agent_and_worker_meter_exactly_on_real_kafka_and_clickhouse(
         "GPUMETER_CLICKHOUSE_DSN": f"{dsn}/{database}",
         "GPUMETER_CLICKHOUSE_PASSWORD": password,
         "GPUMETER_KAFKA_REPLICATION_FACTOR": "1",
+        # the broker auto-creates the topic with its default of one partition
+        "GPUMETER_USAGE_PARTITIONS": "1",
         # a test: short group timeouts, as on the embedded broker
         "GPUMETER_KAFKA_REBALANCE_TIMEOUT_S": "6",
         "GPUMETER_KAFKA_SESSION_TIMEOUT_S": "6",
