@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--cluster",
         default=None,
         metavar="NAME",
-        help="a ClickHouse cluster (remote_servers) to migrate on every node: each table becomes "
-        "a Replicated<engine> table NAME_local (ZooKeeper path /clickhouse/tables/{shard}/"
+        help="a ClickHouse cluster (remote_servers) to migrate on every node: each table T becomes "
+        "a Replicated<engine> table T_local (Keeper path /clickhouse/tables/{shard}/"
         "{database}/{table}, replica {replica}: the macros must be defined on every server) "
         "behind a Distributed table with the original name, sharded by a stated key. "
         "Default: GPUMETER_CLICKHOUSE_CLUSTER. See infra/OPERATIONS.md.",
