@@ -457,10 +457,30 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        lines = _error_lines(exc) + lines
+        lines = _error_lines(exc) + _cross_field_lines(exc, overrides) + lines
     if lines:
         raise SettingsError("invalid configuration:\n" + "\n".join(lines))
     return settings
+
+
+def _cross_field_lines(exc: ValidationError, overrides: Mapping[str, object]) -> list[str]:
+    """pydantic runs the cross-field checks only once every field is valid. To still report
+    every problem at once, re-validate with the invalid fields at their defaults (init values
+    win over the environment) and keep the cross-field lines that do not involve them."""
+    bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+    if not bad:
+        return []
+    defaults = {name: Settings.model_fields[name].default for name in bad}
+    try:
+        Settings(**{**overrides, **defaults})  # type: ignore[arg-type]
+    except ValidationError as again:
+        names = [env_name(name) for name in bad]
+        return [
+            line
+            for line in _error_lines(again)
+            if not any(name in line for name in names) and line not in _error_lines(exc)
+        ]
+    return []
 
 
 def _error_lines(exc: ValidationError) -> list[str]:

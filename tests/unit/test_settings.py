@@ -324,3 +324,28 @@ def test_check_hides_a_password_inside_the_dsn(tmp_path) -> None:
     )
     assert ok.returncode == 0, ok.stderr
     assert "hunter2" not in ok.stdout + ok.stderr and "bob:***@ch.example:8123" in ok.stdout
+
+
+def test_cross_field_problems_are_reported_together_with_bad_values(monkeypatch) -> None:
+    # given a bad value in one variable and an incomplete SASL configuration
+    monkeypatch.setenv("GPUMETER_GRACE_SECONDS", "soon")
+    monkeypatch.setenv("GPUMETER_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("GPUMETER_KAFKA_RETENTION_DAYS", "7")
+    # when the settings load, then both kinds are in the one error
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    text = str(err.value)
+    assert "GPUMETER_GRACE_SECONDS" in text
+    assert "GPUMETER_KAFKA_SASL_PASSWORD: required with" in text
+    assert "GPUMETER_KAFKA_RETENTION_DAYS: 7 days cannot rebuild" in text
+
+
+def test_a_cross_field_line_about_an_invalid_variable_is_not_invented(monkeypatch) -> None:
+    # given an invalid protocol and SASL settings that would only be wrong for PLAINTEXT
+    monkeypatch.setenv("GPUMETER_KAFKA_SECURITY_PROTOCOL", "SASL_TLS")
+    monkeypatch.setenv("GPUMETER_KAFKA_SASL_USERNAME", "meter")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    text = str(err.value)
+    assert "GPUMETER_KAFKA_SECURITY_PROTOCOL" in text
+    assert "set, but" not in text  # the protocol's default stood in; nothing blamed on it
