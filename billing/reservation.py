@@ -1,4 +1,5 @@
-"""One finalizer at a time: a reservation in ClickHouse, and the record of closed periods.
+"""One billing writer at a time (a run or a finalization): a reservation in ClickHouse, and the
+record of closed periods.
 
 ClickHouse has no unique constraint or row lock, so the reservation is a claim-then-check
 protocol over plain inserts (a single server makes an acknowledged insert visible to every
@@ -39,21 +40,21 @@ DEFAULT_TTL = timedelta(minutes=30)
 
 
 class ReservationError(BillingError):
-    """Another finalizer holds (or is taking) the reservation; nothing was changed."""
+    """Another run or finalizer holds (or is taking) the reservation; nothing was changed."""
 
     def __init__(self, scope: str, others: list[str]) -> None:
         self.scope, self.others = scope, others
         super().__init__(
-            f"another finalization is in progress ({scope!r} reserved by {', '.join(others)}); "
-            "nothing was changed. Wait for it to finish and run finalize again (a crashed "
-            f"finalizer's reservation expires after {int(DEFAULT_TTL.total_seconds() // 60)} "
+            f"another billing run or finalization is in progress ({scope!r} reserved by "
+            f"{', '.join(others)}); nothing was changed. Wait for it to finish and try again "
+            f"(a crashed writer's reservation expires after {int(DEFAULT_TTL.total_seconds() // 60)} "
             "minutes)")
 
 
 @dataclass
 class Reservation:
     client: QueryClient
-    scope: str = "finalize"
+    scope: str = "billing"
     ttl: timedelta = DEFAULT_TTL
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     token: str = ""

@@ -7,7 +7,8 @@
 
 All or nothing: a run rates every tenant in memory first and writes only when all succeeded,
 with one insert per table (``BillingStore.save_all``); finalization numbers every draft of the
-period and writes them the same way, under the finalize reservation (``billing.reservation``).
+period and writes them the same way. Runs and finalizations each hold the billing reservation
+(``billing.reservation``), so they never overlap one another.
 """
 
 from __future__ import annotations
@@ -90,6 +91,13 @@ def run_period(client: QueryClient, book: PriceBook, period: Period, *,
     at = now()
     if period.start > at:
         raise BillingError(f"{period} has not started yet ({at:%Y-%m-%d} UTC): nothing to run")
+    # Runs and finalizations exclude each other: a run that read "draft" must not write after
+    # a finalizer froze the invoice.
+    with Reservation(client, now=now):
+        return _run(client, book, period, at)
+
+
+def _run(client: QueryClient, book: PriceBook, period: Period, at: datetime) -> RunResult:
     store = BillingStore(client)
     usage = store.usage_rows(period)
     pending = pending_adjustments(store, book, period)

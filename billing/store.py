@@ -207,6 +207,11 @@ class BillingStore:
             if cur is not None and cur.status == "finalized":
                 raise InvoiceFinalizedError(inv.tenant, inv.period, cur.invoice.number)
             revision = max(base, (cur.revision + 1) if cur else 0)
+            if inv.status == "finalized":
+                # By construction a finalized version outranks any draft version ever written
+                # (drafts use wall-clock nanoseconds, < 2**62 until the year 2116), so even a
+                # draft written by a racing run cannot replace it in ReplacingMergeTree.
+                revision = max(revision, FINALIZED_REVISION)
             doc = inv.canonical_json().decode()
             line_rows += _line_rows(inv, revision, len(cur.invoice.lines) if cur else 0)
             header_rows.append([
@@ -245,6 +250,9 @@ def _line_rows(inv: Invoice, revision: int, previous_count: int) -> list[list[An
 def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
+
+#: Revisions of finalized versions start here (see ``save_all``); UInt64 leaves ample room.
+FINALIZED_REVISION = 1 << 62
 
 #: Slack when comparing ledger write times (ClickHouse clock) with invoice times (our clock).
 CLOCK_SLACK = timedelta(minutes=5)

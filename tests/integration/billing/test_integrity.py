@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -165,7 +166,7 @@ def test_two_concurrent_finalizer_processes_never_both_finalize(tmp_path: Path) 
     # chDB's own lock refuses the second ("Cannot lock file"): still refused, but that message
     # is chDB's, not the friendly one (reported to the owner of gpumeter/clickhouse.py).
     assert any(m in err for m in ("in use by another process", "no draft invoices",
-                                  "another finalization is in progress", "Cannot lock file")), err
+                                  "another billing run or finalization", "Cannot lock file")), err
     numbers = [ln.split()[0] for ln in ok[0][1].splitlines()]
     assert [n[-6:] for n in numbers] == [f"{i:06d}" for i in range(1, len(numbers) + 1)]
 
@@ -184,3 +185,32 @@ def test_credit_balance_carried_across_months_stays_in_minor_units(clickhouse: A
     (credit,) = [ln for ln in json.loads(doc)["lines"] if ln["kind"] == "credit"]
     assert credit["amount"] == "-0.60" and "(balance before 22.80)" in credit["description"]
     assert "0000" not in doc.split('"pricing"')[0]
+
+
+def test_run_and_finalize_refuse_while_another_writer_holds_the_reservation(
+        clickhouse: Any) -> None:
+    # A run that read "draft" must not write after a finalizer froze the invoice.
+    insert(clickhouse, "t", "a", "2026-01-05T00:00", 5)
+    held = Reservation(clickhouse)
+    held.acquire()
+    with pytest.raises(ReservationError, match="nothing was changed"):
+        run_period(clickhouse, BOOK, JAN)
+    with pytest.raises(ReservationError):
+        finalize_period(clickhouse, JAN)
+    held.release()
+    assert run_period(clickhouse, BOOK, JAN).drafted
+
+
+def test_a_finalized_version_outranks_any_later_draft_version(clickhouse: Any) -> None:
+    # Defence in depth: even a draft version written behind the store's back (a racing writer)
+    # cannot replace a finalized invoice in ReplacingMergeTree.
+    insert(clickhouse, "t", "a", "2026-01-05T00:00", 5)
+    run_period(clickhouse, BOOK, JAN)
+    (final,) = [i for i in finalize_period(clickhouse, JAN) if i.tenant == "t"]
+    row = clickhouse.query("SELECT * FROM invoices FINAL WHERE tenant = 't'").result_rows[0]
+    names = clickhouse.query("SELECT * FROM invoices LIMIT 0").column_names
+    stale = dict(zip(names, row, strict=True))
+    stale.update(status="draft", number="", revision=time.time_ns())
+    clickhouse.insert("invoices", [list(stale.values())], column_names=list(stale))
+    stored = BillingStore(clickhouse).invoice("t", JAN)
+    assert stored is not None and stored.invoice.number == final.number
