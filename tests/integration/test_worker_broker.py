@@ -154,3 +154,6 @@ def test_sigterm_is_honoured_within_the_stop_timeout(tmp_path: Path, frozen: boo
     else:
         assert code == 0, out[-3000:]
     assert counted_seconds(pipeline) == 300
+    # and Faust's state went under the data directory, not into the current directory
+    assert (tmp_path / "worker" / "faust").is_dir()
+    assert not (Path.cwd() / f"{pipeline.app_id}-data").exists()
