@@ -122,7 +122,13 @@ def create_topics(bootstrap: str, specs: list[TopicSpec]) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="gpumeter-admin")
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(s.name, s.partitions, 1) for s in specs if s.name not in existing]
+        # Topic configs (e.g. message.timestamp.type=LogAppendTime, which lets agents measure
+        # their clock offset) are passed when a spec carries them; Tansu ignores them.
+        new = [
+            NewTopic(s.name, s.partitions, 1, topic_configs=dict(getattr(s, "configs", None) or {}))
+            for s in specs
+            if s.name not in existing
+        ]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently
                 admin.create_topics(new)
