@@ -301,3 +301,29 @@ def test_retained_batches_are_the_first_to_go_under_the_size_bound(tmp_path: Pat
     # then the retained segment went, nothing unacknowledged was dropped or counted
     assert spool.retained() == [] and [s for s, _ in pending(spool)] == [2, 3, 4]
     assert (spool.dropped_batches, spool.dropped_samples) == (0, 0)
+
+
+def test_a_spool_written_by_the_previous_format_is_read_and_never_appended_to(
+    tmp_path: Path,
+) -> None:
+    import struct
+    import zlib
+
+    # given a segment in the older format (no magic, header without first_ts, crc of payload)
+    v1 = struct.Struct("<IQIIq")
+    seg = tmp_path / "seg-000000000000.log"
+    seg.write_bytes(
+        b"".join(
+            v1.pack(100, s, zlib.crc32(payload(s)), s + 1, 1000 + s) + payload(s) for s in range(3)
+        )
+    )
+    (tmp_path / "acked").write_text("0")
+    # when the new spool opens it
+    spool = open_spool(tmp_path)
+    # then its records are pending / retained as before, and new ones go to a new segment
+    assert pending(spool) == [(1, payload(1)), (2, payload(2))]
+    assert [e.seq for e in spool.retained()] == [0]
+    fill(spool, 1)
+    assert segments(tmp_path) == ["seg-000000000000.log", "seg-000000000003.log"]
+    spool.close()
+    assert [s for s, _ in pending(open_spool(tmp_path))] == [1, 2, 3]
