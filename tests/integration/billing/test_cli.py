@@ -49,3 +49,17 @@ def test_run_finalize_refuse_rerun_reconcile(tmp_path: Path) -> None:
     assert r.returncode == 0 and (tmp_path / "out" / "invoices-2026-03.csv").exists()
     assert gpumeter(tmp_path, "run", "--period", "2026-13").stderr.strip().endswith(
         "is not a month written YYYY-MM (e.g. 2026-01)")
+
+
+def test_finalize_of_the_open_month_needs_force_and_a_reason(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    open_month = datetime.now(UTC).strftime("%Y-%m")
+    assert gpumeter(tmp_path, "run", "--period", open_month).returncode == 0
+    r = gpumeter(tmp_path, "finalize", "--period", open_month)
+    assert r.returncode == 1 and "has not ended" in r.stderr and "--force" in r.stderr
+    r = gpumeter(tmp_path, "finalize", "--period", open_month, "--force")
+    assert r.returncode == 2 and "--force needs --reason" in r.stderr
+    r = gpumeter(tmp_path, "finalize", "--period", open_month, "--force", "--reason",
+                 "auditor asked for an early close")
+    assert r.returncode == 0 and "-000001" in r.stdout, r.stderr
