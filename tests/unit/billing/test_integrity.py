@@ -166,3 +166,38 @@ def test_rerating_across_a_price_change_gives_a_negative_adjustment_line() -> No
     assert [(ln.seconds, str(ln.amount), ln.unit_price) for ln in lines] == [
         (50, "0.04", Decimal("3.0")), (-50, "-0.05", Decimal("3.6"))]
     assert lines[1].quantity == Decimal("-0.013889")
+
+
+# -- finding 5: one commit per run ----------------------------------------------------------------
+
+
+class _Client:
+    """Records inserts; fails the header insert when told to (a crash at the commit point)."""
+
+    def __init__(self, fail_headers: bool) -> None:
+        self.fail_headers, self.inserts = fail_headers, []
+
+    def query(self, query: str, parameters: dict | None = None) -> object:
+        return type("R", (), {"result_rows": []})()
+
+    def insert(self, table: str, data: list, column_names: list | None = None) -> None:
+        self.inserts.append((table, len(data)))
+        if table == "invoices" and self.fail_headers:
+            raise OSError("connection reset")
+
+    def command(self, cmd: str, parameters: dict | None = None) -> None: ...
+
+
+def test_all_invoices_of_a_run_are_committed_by_one_header_insert() -> None:
+    from datetime import UTC, datetime
+
+    from billing.store import BillingStore
+
+    book = make_book(tenants={"a": {"plan": "flat"}, "b": {"plan": "flat"}})
+    invs = [rate(book, minutes("j", "2026-01-05T00:00", 3, tenant=t), tenant=t) for t in "ab"]
+    ok = _Client(fail_headers=False)
+    BillingStore(ok).save_all([(i, datetime.now(UTC), None) for i in invs])
+    assert ok.inserts == [("invoice_lines", 2), ("invoices", 2)]
+    broken = _Client(fail_headers=True)
+    with pytest.raises(BillingError, match="2 invoice\\(s\\) failed; the previous state stands"):
+        BillingStore(broken).save_all([(i, datetime.now(UTC), None) for i in invs])
