@@ -99,16 +99,19 @@ def _open_embedded(dsn: ClickHouseDsn) -> Client:
         raise ClickHouseError(
             f"cannot create the embedded ClickHouse data directory {path}: {exc.strerror}"
         ) from exc
+    in_use = ClickHouseError(
+        f"the embedded ClickHouse data directory {path} is in use by another process "
+        "(a gpumeter worker or demo). The embedded engine allows one process at a time: "
+        "wait for it to finish or stop it, then retry; or run a ClickHouse server and set "
+        "GPUMETER_CLICKHOUSE_DSN=http://host:8123."
+    )
     if _locked_by_other_process(path):
-        raise ClickHouseError(
-            f"the embedded ClickHouse data directory {path} is in use by another process "
-            "(a gpumeter worker or demo). The embedded engine allows one process at a time: "
-            "wait for it to finish or stop it, then retry; or run a ClickHouse server and set "
-            "GPUMETER_CLICKHOUSE_DSN=http://host:8123."
-        )
+        raise in_use
     try:
         return clickhouse_connect.get_client(dsn=f"chdb://{path}")
     except (DriverError, OSError, RuntimeError) as exc:  # chDB raises RuntimeError
+        if "Cannot lock file" in str(exc):  # lost the race with another process's open
+            raise in_use from exc
         raise ClickHouseError(f"cannot open embedded ClickHouse at {path}: {exc}") from exc
 
 
