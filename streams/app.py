@@ -16,7 +16,6 @@ totals exact.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import logging
@@ -28,13 +27,12 @@ from typing import Any, TypeVar
 
 import faust
 import orjson
-from faust.exceptions import ConsumerNotStarted
 
 from schemas import topics
 from streams.clickhouse.sink import RejectedRecord
+from streams.consumer import ConsumerCheck, Progress
 from streams.health import ExitCode, Health, fatal
 from streams.processor import SourceRecord, UsageProcessor
-from streams.rewind import LogGuard
 from streams.work import WorkProcessor
 
 log = logging.getLogger(__name__)
@@ -195,20 +193,6 @@ def _opt_text(v: str | None) -> str | None:
     return None if v is None else _valid_text(v)
 
 
-class Progress:
-    """Per partition, the offset after the last record a processor finished (for lag)."""
-
-    def __init__(self) -> None:
-        self.next_offset: dict[tuple[str, int], int] = {}
-
-    def done(self, records: Sequence[SourceRecord]) -> None:
-        nxt = self.next_offset
-        for r in records:
-            key = (r.topic, r.partition)
-            if r.offset + 1 > nxt.get(key, -1):
-                nxt[key] = r.offset + 1
-
-
 def create_app(
     config: WorkerConfig,
     processor: UsageProcessor,
@@ -249,13 +233,17 @@ def create_app(
         partitions=config.partitions,
     )
     progress = Progress()
-    guard = LogGuard()
+    check = ConsumerCheck(app, health, progress)
 
     @app.on_partitions_revoked.connect
     async def _revoked(sender: object, revoked: object, **kwargs: object) -> None:
         # Another worker may own these GPUs now; never trust cached minute state across that.
         processor.reset()
-        guard.forget(revoked)
+        check.revoked(revoked)
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: object, assigned: object, **kwargs: object) -> None:
+        check.assigned()
 
     async def usage_body(stream: faust.StreamT) -> None:
         async for events in stream.take_events(config.chunk_records, within=config.chunk_within_s):
@@ -270,7 +258,7 @@ def create_app(
             for row in output.closed:
                 key, value = minutely_message(row)
                 await minutely.send(key=key, value=value)
-            progress.done(records)
+            progress.done(events)
             health.chunk_done()
 
     usage_processor = app.agent(usage, name="usage-processor")(
@@ -289,86 +277,14 @@ def create_app(
                 health.chunk_begins()
                 records = source_records(events)
                 persist_or_exit(work_processor.process, records)
-                progress.done(records)
+                progress.done(events)
                 health.chunk_done()
 
         app.agent(work, name="work-processor")(guarded("the work processor", work_body))
 
-    async def check() -> None:
-        await check_consumer(app, health, progress, guard)
-
-    app.timer(config.check_interval_s)(guarded("the liveness check", check))
+    app.timer(config.check_interval_s)(guarded("the consumer check", check.run))
 
     app.usage_processor = usage_processor  # type: ignore[attr-defined]
     app.started_at = time.monotonic()  # type: ignore[attr-defined]
     app.health = health  # type: ignore[attr-defined]
     return app
-
-
-async def check_consumer(
-    app: faust.App, health: Health, progress: Progress, guard: LogGuard
-) -> None:
-    """Lag, a broker log that went backwards, and Faust services that crashed.
-
-    Lag is measured against the **fetch** high watermark (each fetch response carries the true
-    log end; the embedded broker's ListOffsets end can trail it) minus the offset after the
-    last record a processor finished; a partition nothing was processed from yet counts from
-    the consumer's position.
-    """
-    health.loop_tick()
-    for svc in (app, app.consumer, app.producer):
-        reason = getattr(svc, "crash_reason", None)
-        if reason is not None:
-            fatal(ExitCode.SOFTWARE, f"{type(svc).__name__} crashed: {_short(repr(reason))}")
-    consumer = app.consumer
-    try:
-        assigned = sorted(consumer.assignment())
-    except ConsumerNotStarted:  # no group joined yet
-        return
-    lags: dict[tuple[str, int], int] = {}
-    for tp in assigned:
-        end = consumer.highwater(tp)
-        try:
-            position = await asyncio.wait_for(consumer.position(tp), 5.0)
-        except TimeoutError:  # the broker is away; liveness judges by the last lag seen
-            return
-        rewind = guard.observe(tp, position, end)
-        if rewind is not None and await _rewind(app, health, progress, guard, tp, rewind.reason):
-            continue
-        if end is None or end < 0:
-            continue
-        done = progress.next_offset.get((tp.topic, tp.partition))
-        lags[(tp.topic, tp.partition)] = max(0, end - (done if done is not None else position or 0))
-    health.observe_lag(lags)
-
-
-async def _rewind(
-    app: faust.App, health: Health, progress: Progress, guard: LogGuard, tp: Any, reason: str
-) -> bool:
-    """Re-read ``tp`` from the earliest offset after its log went behind the worker.
-
-    Only between chunks with nothing unacked: a record of the old log acked after the reset
-    would otherwise be committed as an offset of the new one. Faust's own bookkeeping of the
-    partition (committed offset, acked offsets, gaps) is about the old log and is reset with
-    it, or it would refuse to ack and commit the re-read offsets below the old position.
-    """
-    consumer = app.consumer
-    if health.chunk_started is not None or consumer._unacked_messages:  # type: ignore[attr-defined]
-        return False
-    log.error(
-        "the broker's log of %s[%d] went behind this worker (%s): the broker lost data "
-        "or the topic was recreated; re-reading the partition from its earliest offset "
-        "(records already counted are recognised as duplicates)",
-        tp.topic,
-        tp.partition,
-        reason,
-    )
-    await consumer.seek(tp, 0)
-    consumer._committed_offset[tp] = None  # type: ignore[attr-defined]
-    consumer._acked.pop(tp, None)  # type: ignore[attr-defined]
-    consumer._acked_index.pop(tp, None)  # type: ignore[attr-defined]
-    consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
-    progress.next_offset.pop((tp.topic, tp.partition), None)
-    guard.rewound(tp)
-    health.log_rewinds += 1
-    return True

@@ -20,10 +20,9 @@ Then the worker logs an ERROR naming topic, partition, position and end, counts 
 ``gpumeter_worker_log_rewinds_total``, and re-reads the partition from the earliest retained
 offset. Re-reading is harmless: every GPU-second already counted is recognised as a duplicate.
 
-Limit: if the new log has already grown past the old position before any check saw it shorter
-(a producer refilling faster than one check interval, ~1 s, after the restart), the two rules
-see nothing; on the embedded broker the agents' resend after a broker restart covers the data,
-and on Apache Kafka a replicated log does not lose acknowledged records.
+Offsets cannot see a new log that has already grown past the worker's old position before any
+check saw it shorter; :mod:`streams.consumer` also compares the record at the last processed
+offset with what the worker saw there, which can.
 """
 
 from __future__ import annotations

@@ -111,13 +111,14 @@ import os, sys
 import streams.app
 marker = os.environ["TEST_CRASH_MARKER"]
 done = streams.app.Progress.done
-def failing_done(self, records):
+def failing_done(self, events):
     # after the chunk was persisted and its derived messages sent, before it is acked
-    if records and records[0].offset >= 40 and not os.path.exists(marker):
+    first = events[0].message.offset if events else -1
+    if first >= 40 and not os.path.exists(marker):
         with open(marker, "w") as f:
-            f.write(str(records[0].offset))
+            f.write(str(first))
         raise RuntimeError("injected failure after persisting a chunk")
-    return done(self, records)
+    return done(self, events)
 streams.app.Progress.done = failing_done
 """
 

@@ -1,0 +1,255 @@
+"""Watching the worker's Faust consumer: lag, crashed services, and a broker log that went back.
+
+Runs in a Faust timer every second (:meth:`ConsumerCheck.run`). Two ways of noticing that the
+broker's log is no longer the one the worker read (see :mod:`streams.rewind` for why it
+matters and ``streams/README.md`` for the rule):
+
+1. offsets: the position beyond the fetch high watermark, or the high watermark going back
+   (:class:`~streams.rewind.LogGuard`);
+2. content: after every partition assignment (a restarted broker makes the worker rejoin its
+   group) and every ``probe_every_s``, the record at the last offset the worker processed is
+   fetched again by a separate consumer and compared with what the worker saw there (its
+   timestamp and a CRC of its value). A log that was recreated and refilled past the worker's
+   position passes (1) but not (2).
+
+A confirmed loss is handled in two phases, because records of the old log may still sit in the
+processor's buffer, and an ack of one after the reset would be committed as an offset of the new
+log: the partition is paused (Faust stops delivering it), and once nothing of it is unacked and
+no chunk is in the processor, the consumer seeks to offset 0 (the earliest retained offset, by
+the consumer's reset policy), Faust's bookkeeping of the partition is reset and it is resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from aiokafka.errors import IllegalStateError, OffsetOutOfRangeError
+from faust.exceptions import ConsumerNotStarted
+
+from streams.health import ExitCode, Health, fatal
+from streams.rewind import LogGuard
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the worker saw at one offset: enough to tell another record there."""
+
+    offset: int
+    timestamp_ms: int
+    crc: int
+
+
+def fingerprint(offset: int, timestamp_s: float | None, value: bytes | None) -> Fingerprint:
+    return Fingerprint(offset, round((timestamp_s or 0.0) * 1000), zlib.crc32(value or b""))
+
+
+@dataclass
+class Progress:
+    """Per partition: the offset after the last record processed (for lag) and its fingerprint."""
+
+    next_offset: dict[Key, int] = field(default_factory=dict)
+    last: dict[Key, Fingerprint] = field(default_factory=dict)
+
+    def done(self, events: Sequence[faust.EventT]) -> None:
+        for e in events:
+            m = e.message
+            key = (m.topic, m.partition)
+            if m.offset + 1 > self.next_offset.get(key, -1):
+                self.next_offset[key] = m.offset + 1
+                value = e.value if isinstance(e.value, bytes) else m.value
+                self.last[key] = fingerprint(m.offset, m.timestamp, value)
+
+    def forget(self, key: Key) -> None:
+        self.next_offset.pop(key, None)
+        self.last.pop(key, None)
+
+
+class LogProbe:
+    """Reads single records by offset with a consumer of its own (no group, no commits)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self._consumer: Any = None
+
+    async def record_at(
+        self, tp: Any, offset: int, timeout_s: float = 3.0
+    ) -> Fingerprint | None | bool:
+        """The fingerprint of the record at ``offset``; False when the log ends before it;
+        None when it could not tell (no answer in time)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+        if self._consumer is None:
+            conf = self.app.conf
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=[f"{u.host}:{u.port or 9092}" for u in conf.broker],
+                enable_auto_commit=False,
+                auto_offset_reset="none",
+                fetch_max_wait_ms=200,
+                **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
+            )
+            await self._consumer.start()
+        c = self._consumer
+        atp = TopicPartition(tp.topic, tp.partition)
+        c.assign([atp])
+        c.seek(atp, offset)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                batch = await c.getmany(atp, timeout_ms=300, max_records=1)
+            except OffsetOutOfRangeError:  # Kafka's answer: the offset is not in the log
+                return False
+            for r in batch.get(atp, []):
+                if r.offset == offset:
+                    return Fingerprint(offset, r.timestamp, zlib.crc32(r.value or b""))
+                if r.offset > offset:  # compacted or truncated away
+                    return False
+            end = c.highwater(atp)
+            if end is not None and end <= offset:
+                return False
+        return None
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+class ConsumerCheck:
+    def __init__(
+        self, app: faust.App, health: Health, progress: Progress, probe_every_s: float = 30.0
+    ) -> None:
+        self.app = app
+        self.health = health
+        self.progress = progress
+        self.guard = LogGuard()
+        self.probe = LogProbe(app)
+        self.probe_every_s = probe_every_s
+        self._probe_due = 0.0
+        #: partitions paused for a rewind, with the reason
+        self.pending: dict[Any, str] = {}
+
+    # -- Faust signals ------------------------------------------------------------------------
+    def assigned(self) -> None:
+        """A (re)assignment: a restarted broker makes the worker rejoin; check content soon."""
+        self._probe_due = 0.0
+
+    def revoked(self, tps: Any) -> None:
+        self.guard.forget(tps)
+        for tp in list(self.pending):
+            if tp in tps:
+                del self.pending[tp]
+
+    # -- the timer ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Lag, lost logs, and Faust services that crashed."""
+        health = self.health
+        health.loop_tick()
+        app = self.app
+        for svc in (app, app.consumer, app.producer):
+            reason = getattr(svc, "crash_reason", None)
+            if reason is not None:
+                fatal(ExitCode.SOFTWARE, f"{type(svc).__name__} crashed: {reason!r:.300}")
+        try:
+            assigned = sorted(app.consumer.assignment())
+            await self._rewind_pending()
+            lags = await self._offsets(assigned)
+            if lags is None:
+                return
+            if time.monotonic() >= self._probe_due and health.chunk_started is None:
+                self._probe_due = time.monotonic() + self.probe_every_s
+                await self._probe(assigned)
+        except (ConsumerNotStarted, IllegalStateError, AssertionError) as exc:
+            # No group joined yet, or a partition revoked between two calls (the consumer runs
+            # in its own thread; aiokafka asserts a partition is assigned): the next check
+            # starts over. Liveness keeps judging by the last lag seen.
+            log.debug("consumer check skipped: %r", exc)
+            return
+        health.observe_lag(lags)
+
+    async def _offsets(self, assigned: list[Any]) -> dict[Key, int] | None:
+        """Lag per partition against the fetch high watermark; feeds the log guard."""
+        consumer = self.app.consumer
+        lags: dict[Key, int] = {}
+        for tp in assigned:
+            end = consumer.highwater(tp)
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 5.0)
+            except TimeoutError:  # the broker is away
+                return None
+            rewind = self.guard.observe(tp, position, end)
+            if rewind is not None:
+                self._lost(tp, rewind.reason)
+            if end is None or end < 0 or tp in self.pending:
+                continue
+            done = self.progress.next_offset.get((tp.topic, tp.partition))
+            lags[(tp.topic, tp.partition)] = max(
+                0, end - (done if done is not None else position or 0)
+            )
+        return lags
+
+    async def _probe(self, assigned: list[Any]) -> None:
+        for tp in assigned:
+            seen = self.progress.last.get((tp.topic, tp.partition))
+            if seen is None or tp in self.pending:
+                continue
+            now = await self.probe.record_at(tp, seen.offset)
+            if now is None:
+                continue  # no answer: try again next time
+            if now is False:
+                self._lost(
+                    tp,
+                    f"the record at offset {seen.offset} that this worker processed "
+                    "is no longer in the log",
+                )
+            elif (now.timestamp_ms, now.crc) != (seen.timestamp_ms, seen.crc):
+                self._lost(
+                    tp,
+                    f"the record at offset {seen.offset} is not the one this worker "
+                    "processed there (the log was recreated)",
+                )
+
+    def _lost(self, tp: Any, reason: str) -> None:
+        if tp in self.pending:
+            return
+        log.error(
+            "the broker's log of %s[%d] is not the one this worker read (%s): the broker "
+            "lost data or the topic was recreated; re-reading the partition from its "
+            "earliest offset (records already counted are recognised as duplicates)",
+            tp.topic,
+            tp.partition,
+            reason,
+        )
+        self.pending[tp] = reason
+        self.app.consumer.pause_partitions([tp])
+
+    async def _rewind_pending(self) -> None:
+        if not self.pending or self.health.chunk_started is not None:
+            return
+        consumer = self.app.consumer
+        unacked = {m.tp for m in consumer._unacked_messages}  # type: ignore[attr-defined]
+        for tp in [tp for tp in self.pending if tp not in unacked]:
+            await consumer.seek(tp, 0)
+            # Faust's bookkeeping is about the old log; kept, it would refuse to ack and
+            # commit the re-read offsets below the old position.
+            consumer._committed_offset[tp] = None  # type: ignore[attr-defined]
+            consumer._acked.pop(tp, None)  # type: ignore[attr-defined]
+            consumer._acked_index.pop(tp, None)  # type: ignore[attr-defined]
+            consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
+            self.progress.forget((tp.topic, tp.partition))
+            self.guard.rewound(tp)
+            del self.pending[tp]
+            consumer.resume_partitions([tp])
+            self.health.log_rewinds += 1
+            log.error("re-reading %s[%d] from its earliest offset", tp.topic, tp.partition)
