@@ -245,6 +245,10 @@ def create_app(
     async def _assigned(sender: object, assigned: object, **kwargs: object) -> None:
         check.assigned()
 
+    @app.on_before_shutdown.connect
+    async def _shutdown(sender: object, **kwargs: object) -> None:
+        await check.probe.stop()
+
     async def usage_body(stream: faust.StreamT) -> None:
         async for events in stream.take_events(config.chunk_records, within=config.chunk_within_s):
             health.chunk_begins()

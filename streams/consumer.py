@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from aiokafka.errors import IllegalStateError, OffsetOutOfRangeError
+from aiokafka.errors import IllegalStateError, KafkaError, OffsetOutOfRangeError
 from faust.exceptions import ConsumerNotStarted
 
 from streams.health import ExitCode, Health, fatal
@@ -86,20 +86,41 @@ class LogProbe:
         self, tp: Any, offset: int, timeout_s: float = 3.0
     ) -> Fingerprint | None | bool:
         """The fingerprint of the record at ``offset``; False when the log ends before it;
-        None when it could not tell (no answer in time)."""
+        None when it could not tell (no answer in time, broker away)."""
+        try:
+            return await self._record_at(tp, offset, timeout_s)
+        except KafkaError as exc:
+            # The broker is away or the topic is being recreated: cannot tell now; the check
+            # runs again at the next assignment or period.
+            log.warning(
+                "could not re-read %s[%d] at offset %d to verify the log: %r",
+                tp.topic,
+                tp.partition,
+                offset,
+                exc,
+            )
+            await self.stop()
+            return None
+
+    async def _record_at(self, tp: Any, offset: int, timeout_s: float) -> Fingerprint | None | bool:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
         if self._consumer is None:
             conf = self.app.conf
-            self._consumer = AIOKafkaConsumer(
+            consumer = AIOKafkaConsumer(
                 bootstrap_servers=[f"{u.host}:{u.port or 9092}" for u in conf.broker],
                 enable_auto_commit=False,
                 auto_offset_reset="none",
                 fetch_max_wait_ms=200,
                 **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
             )
-            await self._consumer.start()
+            try:
+                await consumer.start()
+            except KafkaError:
+                await consumer.stop()
+                raise
+            self._consumer = consumer
         c = self._consumer
         atp = TopicPartition(tp.topic, tp.partition)
         c.assign([atp])
