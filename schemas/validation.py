@@ -163,7 +163,7 @@ def _parse_piecewise(raw: bytes, now: float, skew: int) -> ParsedBatch:
     rejections: list[Rejection] = []
     limit = now + skew
     for i, item in enumerate(samples):
-        exact = raw[spans[i][0] : spans[i][1]] if spans is not None else None
+        exact = raw[spans[i][0] : spans[i][1]] if spans and i < len(spans) else None
         checked = _check_sample(item, i, exact)
         if isinstance(checked, Rejection):
             if not checked.raw:  # a defect: keep its exact bytes, which only a re-scan finds
@@ -308,7 +308,7 @@ def _load(raw: bytes) -> tuple[Any, list[tuple[int, int]] | None] | Rejection:
     cannot hold become :class:`_Bad` marks in place, whichever parser read them."""
     raw = bytes(raw)
     if not raw.strip():
-        return Rejection("malformed_json", "not valid JSON: the record is empty", raw=raw)
+        return Rejection("malformed_json", "not valid JSON: empty input", raw=raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -505,6 +505,8 @@ _MESSAGES = {
     "missing": "required field missing",
     "extra_forbidden": "unknown field (the schema allows no others)",
     "finite_number": "must be a finite number",
+    # the only pattern in the contract: published as not-pattern [\x00-\x1f\x7f]
+    "string_pattern_mismatch": "must not contain control characters (U+0000-U+001F, U+007F)",
 }
 _NO_INPUT = frozenset({"missing", "extra_forbidden"})
 _TIME_FIELDS = frozenset({"ts", "start", "end"})
