@@ -204,7 +204,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         datadir=state_dir / "faust",
         faust_options=tuple(faust_broker_options(settings).items()),
     )
-    last = {"records": 0, "at": time.monotonic(), "printed": 0.0}
+    last = {"records": 0, "at": time.monotonic(), "printed": 0.0, "status_warned": -60.0}
 
     def on_chunk(p: UsageProcessor) -> None:
         last["records"] = p.stats.records
@@ -218,7 +218,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     async def _status() -> None:
         now = time.monotonic()
-        write_status(status_path, sources)
+        try:
+            write_status(status_path, sources)
+        except OSError as exc:  # a full or read-only disk must not stop the meter: say so
+            if now - last["status_warned"] >= 60:
+                last["status_warned"] = now
+                logging.getLogger(__name__).warning(
+                    "cannot write the status file %s: %s", status_path, exc
+                )
         if now - last["printed"] >= 5:
             last["printed"] = now
             print("worker " + _stats_line(processor), file=sys.stderr, flush=True)
@@ -236,7 +243,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # (700) makes the collector run constantly. Measured: 15-20 % more samples/s.
     gc.set_threshold(50_000, 20, 20)
     if args.metrics_port is not None:
-        server = MetricsServer(sources, args.metrics_port).start()
+        try:
+            server = MetricsServer(sources, args.metrics_port).start()
+        except OSError as exc:
+            client.close()
+            print(
+                f"gpumeter worker: cannot serve metrics on port {args.metrics_port}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return ExitCode.CONFIG
         print(
             f"worker: metrics on http://0.0.0.0:{server.port}/metrics (liveness: /healthz)",
             file=sys.stderr,
