@@ -130,7 +130,10 @@ class LogProbe:
             try:
                 batch = await c.getmany(atp, timeout_ms=300, max_records=1)
             except OffsetOutOfRangeError:  # Kafka's answer: the offset is not in the log
-                return False
+                # Below the log start while the log goes on past it: retention deleted it, and
+                # everything up to it, which the worker had processed. Not a loss.
+                ends = await c.end_offsets([atp])
+                return None if ends.get(atp, 0) > offset else False
             for r in batch.get(atp, []):
                 if r.offset == offset:
                     return Fingerprint(offset, r.timestamp, zlib.crc32(r.value or b""))
