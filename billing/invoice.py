@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Literal
 
 from billing.pricing import TenantPricing, _plain
@@ -136,26 +137,33 @@ class Invoice:
             "minor_unit": self.minor_unit,
             "issuer": _plain(p.issuer),
             "customer": _plain(p.contract.customer),
-            "lines": [_plain(ln) for ln in self.lines],
+            "lines": [_line_dict(ln) for ln in self.lines],
             "subtotal": format(self.subtotal, "f"),
             "tax": format(self.tax, "f"),
             "total": format(self.total, "f"),
             "usage": {
                 "gpu_seconds": self.gpu_seconds,
-                "jobs": [
-                    {**_plain(j), "first_minute": _ts(j.first_minute),
-                     "last_minute": _ts(j.last_minute)} for j in self.jobs
-                ],
+                "jobs": [_job_dict(j) for j in self.jobs],
             },
             "pricing": p.to_dict(),
         }
 
     def canonical_json(self) -> bytes:
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> bytes:
+        # The invoice is frozen, so its document is built once: a run or finalization stores
+        # it and hashes it, and a second build would cost as much as the first.
         return canonical_json(self.document())
 
     @property
     def content_hash(self) -> str:
-        return hashlib.sha256(self.canonical_json()).hexdigest()
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> str:
+        return hashlib.sha256(self._canonical).hexdigest()
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Invoice:
@@ -176,6 +184,23 @@ class Invoice:
             issued_on=date.fromisoformat(doc["issued_on"]) if doc["issued_on"] else None,
             due_on=date.fromisoformat(doc["due_on"]) if doc["due_on"] else None,
         )
+
+
+def _line_dict(ln: InvoiceLine) -> dict[str, Any]:
+    """``_plain(ln)`` spelled out (the document is built for every invoice of a run)."""
+    return {"line_no": ln.line_no, "kind": ln.kind, "gpu_model": ln.gpu_model,
+            "billing_class": ln.billing_class, "description": ln.description,
+            "quantity": format(ln.quantity, "f"), "unit": ln.unit,
+            "unit_price": format(ln.unit_price, "f"), "amount": format(ln.amount, "f"),
+            "reference": ln.reference, "ref_period": ln.ref_period, "ref_kind": ln.ref_kind,
+            "seconds": ln.seconds}
+
+
+def _job_dict(j: JobUsage) -> dict[str, Any]:
+    return {"job": j.job, "gpu_model": j.gpu_model, "billing_class": j.billing_class,
+            "gpus": j.gpus, "first_minute": _ts(j.first_minute),
+            "last_minute": _ts(j.last_minute), "gpu_seconds": j.gpu_seconds,
+            "billable_seconds": j.billable_seconds, "energy_mj": j.energy_mj}
 
 
 def canonical_json(doc: Mapping[str, Any]) -> bytes:

@@ -13,29 +13,54 @@ Two sources, both re-rated and differenced against what was already invoiced and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from billing.adjustment import Delta, adjustment_lines, differences
 from billing.invoice import Invoice, InvoiceLine, invoice_id_for
 from billing.period import Period
 from billing.pricebook import PriceBook
 from billing.pricing import TenantPricing
-from billing.rating import rate_invoice
+from billing.rating import UsageRow, rate_invoice
 from billing.reservation import closed_periods
-from billing.store import CLOCK_SLACK, BillingStore, StoredInvoice
+from billing.store import (
+    CLOCK_SLACK,
+    BillingStore,
+    InvoiceState,
+    StoredInvoice,
+    lines_correcting,
+    with_tenants,
+)
 
 
 def pending_adjustments(store: BillingStore, book: PriceBook,
                         period: Period) -> dict[str, list[InvoiceLine]]:
-    """Adjustment lines that belong on ``period``'s invoices, per tenant."""
+    """Adjustment lines that belong on ``period``'s invoices, per tenant.
+
+    Bulk: per earlier period with finalized invoices, one query for the ledger's write times,
+    one for the late invoices' documents, one for adjustments already written and one stream of
+    the late tenants' usage; never a query per tenant."""
     out: dict[str, list[InvoiceLine]] = {}
-    for original in store.invoices(status="finalized", before=period):
-        inv = original.invoice
-        last = store.last_ledger_write(inv.tenant, Period.parse(inv.period))
-        if last is None or last < original.created_at - CLOCK_SLACK:
+    targets = {t: st.invoice_id for t, st in store.states(period).items()}
+    heads: dict[str, list[InvoiceState]] = {}
+    for h in store.finalized_heads(before=period):
+        heads.setdefault(h.period, []).append(h)
+    for p in sorted(heads):
+        ref = Period.parse(p)
+        writes = store.last_ledger_writes(ref)
+        late = {h.tenant for h in heads[p] if h.tenant in writes and h.created_at is not None
+                and writes[h.tenant] >= h.created_at - CLOCK_SLACK}
+        if not late:
             continue  # nothing written since rating: cannot differ
-        deltas = rerate_differences(store, original, exclude_invoice=_target(store, inv.tenant,
-                                                                             period))
-        if deltas:
-            out.setdefault(inv.tenant, []).extend(adjustment_lines(inv, deltas))
+        originals = {s.invoice.tenant: s for s in store.invoices(period=ref, status="finalized",
+                                                                 tenants=late)}
+        holders = store.adjustment_holders_by_tenant(p, tenants=late)
+        for tenant, rows in with_tenants(store.usage_by_tenant(ref, tenants=late), late):
+            inv = originals[tenant].invoice
+            already = lines_correcting(holders.get(tenant, []), p,
+                                       exclude_invoice=targets.get(tenant))
+            deltas = differences(inv, _rate_again(inv, rows), already)
+            if deltas:
+                out.setdefault(tenant, []).extend(adjustment_lines(inv, deltas))
     for closed in closed_periods(store.client, before=period):
         for tenant, deltas, empty in carried_forward(store, book, closed, period):
             out.setdefault(tenant, []).extend(adjustment_lines(empty, deltas))
@@ -45,15 +70,22 @@ def pending_adjustments(store: BillingStore, book: PriceBook,
 def carried_forward(store: BillingStore, book: PriceBook, closed: Period,
                     target: Period | None = None) -> list[tuple[str, list[Delta], Invoice]]:
     """(tenant, deltas, empty original) for tenants with usage but no invoice in ``closed``."""
-    invoiced = {s.invoice.tenant for s in store.invoices(period=closed)}
+    invoiced = set(store.states(closed))
+    candidates = store.tenants_with_usage(closed) - invoiced
+    if not candidates:
+        return []
+    targets = {t: st.invoice_id for t, st in store.states(target).items()} if target else {}
+    holders = store.adjustment_holders_by_tenant(str(closed), tenants=candidates)
+    list_rates = book.rates_for_period(closed)
     out = []
-    for tenant in sorted(store.tenants_with_usage(closed) - invoiced):
-        pricing = TenantPricing.from_pricebook(book, tenant, closed)
-        rated = rate_invoice(pricing, tenant, closed, store.usage_rows(closed, tenants=[tenant]))
+    for tenant, rows in with_tenants(store.usage_by_tenant(closed, tenants=candidates),
+                                     candidates):
+        pricing = TenantPricing.from_pricebook(book, tenant, closed, list_rates=list_rates)
+        rated = rate_invoice(pricing, tenant, closed, rows)
         empty = Invoice(invoice_id_for(book.issuer.number_prefix, tenant, str(closed)), tenant,
                         str(closed), book.currency, book.minor_unit, pricing, (), ())
-        exclude = _target(store, tenant, target) if target else None
-        already = store.adjustment_lines(tenant, str(closed), exclude_invoice=exclude)
+        already = lines_correcting(holders.get(tenant, []), str(closed),
+                                   exclude_invoice=targets.get(tenant))
         deltas = differences(empty, rated, already)
         if deltas:
             out.append((tenant, deltas, empty))
@@ -63,8 +95,11 @@ def carried_forward(store: BillingStore, book: PriceBook, closed: Period,
 def rerate(store: BillingStore, original: Invoice) -> Invoice:
     """The original's period rated again from today's ledger with the original's prices."""
     period = Period.parse(original.period)
-    return rate_invoice(original.pricing, original.tenant, period,
-                        store.usage_rows(period, tenants=[original.tenant]))
+    return _rate_again(original, store.usage_rows(period, tenants=[original.tenant]))
+
+
+def _rate_again(original: Invoice, rows: Sequence[UsageRow]) -> Invoice:
+    return rate_invoice(original.pricing, original.tenant, Period.parse(original.period), rows)
 
 
 def rerate_differences(store: BillingStore, original: StoredInvoice, *,
@@ -72,9 +107,3 @@ def rerate_differences(store: BillingStore, original: StoredInvoice, *,
     inv = original.invoice
     already = store.adjustment_lines(inv.tenant, inv.period, exclude_invoice=exclude_invoice)
     return differences(inv, rerate(store, inv), already)
-
-
-def _target(store: BillingStore, tenant: str, period: Period) -> str | None:
-    """The invoice the adjustments will sit on: its own earlier lines are being replaced."""
-    target = store.invoice(tenant, period)
-    return target.invoice.invoice_id if target else None

@@ -52,7 +52,10 @@ class TenantPricing:
 
     @classmethod
     def from_pricebook(cls, book: PriceBook, tenant: str, period: Period,
-                       credits_used: Mapping[str, Decimal] | None = None) -> TenantPricing:
+                       credits_used: Mapping[str, Decimal] | None = None, *,
+                       list_rates: tuple[Rate, ...] | None = None) -> TenantPricing:
+        """``list_rates``: ``book.rates_for_period(period)`` when the caller has it already (a
+        run prices every tenant of the period with the same list)."""
         contract = book.contracts.get(tenant)
         if contract is None:
             raise BillingError(
@@ -65,7 +68,8 @@ class TenantPricing:
                                book.minor_unit))
             for c in sorted(contract.credits, key=lambda c: c.order_key) if c.usable_in(period)
         )
-        rates = rates_in(contract.rates, period) + book.rates_for_period(period)
+        rates = rates_in(contract.rates, period) + (
+            book.rates_for_period(period) if list_rates is None else list_rates)
         return cls(book.currency, book.minor_unit, book.issuer,
                    dataclasses.replace(contract, rates=()), rates, remaining)
 
@@ -135,10 +139,16 @@ class TenantPricing:
                    rates, tuple((i, Decimal(v)) for i, v in d["credits_remaining"]))
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _plain(obj: Any) -> Any:
     """JSON-ready form: Decimals as exact strings (never floats), dates ISO, tuples as lists."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    names = _FIELDS.get(type(obj))
+    if names is None and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        names = _FIELDS[type(obj)] = tuple(f.name for f in dataclasses.fields(obj))
+    if names is not None:
+        return {n: _plain(getattr(obj, n)) for n in names}
     if isinstance(obj, Decimal):
         return format(obj, "f")
     if isinstance(obj, date):

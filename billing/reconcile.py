@@ -19,10 +19,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from billing.late_usage import rerate_differences
+from billing.adjustment import differences
 from billing.period import Period
 from billing.pricebook import IDLE_TENANT
-from billing.store import BillingStore, QueryClient
+from billing.rating import rate_invoice
+from billing.store import BillingStore, QueryClient, lines_correcting, with_tenants
 
 RAW = "raw archive (usage_seconds FINAL)"
 LEDGER = "ledger masks (raw archive expired or not covering the period)"
@@ -69,34 +70,46 @@ class ReconcileReport:
 
 
 def reconcile_period(client: QueryClient, period: Period) -> ReconcileReport:
+    # Bulk, like the run: one query for the period's invoices, one for every adjustment
+    # written for the period, one stream of the period's usage re-rated tenant by tenant.
     store = BillingStore(client)
     report = ReconcileReport(period)
     invoices = store.invoices(period=period)
     finalized = {s.invoice.tenant: s for s in invoices if s.status == "finalized"}
-    for tenant, stored in sorted(finalized.items()):
+    holders = store.adjustment_holders_by_tenant(str(period))
+    with_usage: set[str] = set()
+    for tenant, rows in with_tenants(store.usage_by_tenant(period), finalized):
+        if any(r.gpu_seconds > 0 for r in rows):
+            with_usage.add(tenant)
+        stored = finalized.get(tenant)
+        if stored is None:
+            continue
         number = stored.invoice.number
         if hashlib.sha256(stored.document.encode()).hexdigest() != stored.content_hash:
             report.differences.append(f"{number} ({tenant}): stored document does not match "
                                       "its content hash")
-        for holder in store.adjustment_holders(tenant, stored.invoice.period):
+        mine = holders.get(tenant, [])
+        for holder in mine:
             if holder.status == "draft":
                 report.pending.append(f"adjustments for {number} are on the draft invoice of "
                                       f"{holder.invoice.tenant} {holder.invoice.period}; "
                                       "finalize it")
-        for d in rerate_differences(store, stored):
+        inv = stored.invoice
+        rerated = rate_invoice(inv.pricing, tenant, period, rows)
+        for d in differences(inv, rerated, lines_correcting(mine, inv.period)):
             kind, model, klass, unit, price = d.key
             report.differences.append(
                 f"{number} ({tenant}): {kind} {model} {klass} at {price}/{unit or 'unit'}: "
                 f"ledger says {d.amount:+} {stored.invoice.currency} ({d.seconds:+} GPU-s) "
                 "more than invoiced + adjusted; run the next period to bill it")
         report.checked.append(number)
-    for tenant in sorted(store.tenants_with_usage(period) - set(finalized)):
+    for tenant in sorted(with_usage - set(finalized)):
         state = next((s.status for s in invoices if s.invoice.tenant == tenant), "none")
-        holders = store.adjustment_holders(tenant, str(period)) if state == "none" else []
-        if holders:  # late usage carried forward onto a later invoice (billing.late_usage)
+        mine = holders.get(tenant, []) if state == "none" else []
+        if mine:  # late usage carried forward onto a later invoice (billing.late_usage)
             report.pending += [f"{tenant}: usage of {period} carried forward to "
                                f"{h.invoice.number or 'the draft'} of {h.invoice.period}"
-                               for h in holders if h.status == "draft"]
+                               for h in mine if h.status == "draft"]
             continue
         report.differences.append(f"{tenant} has usage in {period} but no finalized invoice "
                                   f"(invoice: {state}); if {period} is closed, run the next "

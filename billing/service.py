@@ -27,9 +27,9 @@ from billing.numbering import next_numbers
 from billing.period import INGEST_GRACE, Period
 from billing.pricebook import PriceBook, load_pricebook
 from billing.pricing import TenantPricing
-from billing.rating import UsageRow, rate_invoice
+from billing.rating import rate_invoice
 from billing.reservation import Reservation, closed_periods, closes, record_close
-from billing.store import BillingStore, QueryClient
+from billing.store import BillingStore, QueryClient, with_tenants
 
 __all__ = ["rerate", "rerate_differences", "run_period", "finalize_period", "export_period",
            "invoice_month", "pending_adjustments"]
@@ -98,29 +98,29 @@ def run_period(client: QueryClient, book: PriceBook, period: Period, *,
 
 
 def _run(client: QueryClient, book: PriceBook, period: Period, at: datetime) -> RunResult:
+    # Every read is one query for all tenants (never one per tenant): the run's cost follows
+    # the ledger, not the number of tenants.
     store = BillingStore(client)
-    usage = store.usage_rows(period)
     pending = pending_adjustments(store, book, period)
-    tenants = {r.tenant for r in usage} | set(pending)
-    tenants |= {t for t, c in book.contracts.items()
-                if (c.commitments or c.minimum_monthly_spend) and c.days_in(period)}
-    existing = {s.invoice.tenant: s for s in store.invoices(period=period)}
+    existing = store.states(period)
     closed = period in closed_periods(client, before=period.next())
+    credits = store.credits_used_by_tenant(exclude_period=period)
+    list_rates = book.rates_for_period(period)
+    always = {t for t, c in book.contracts.items()
+              if (c.commitments or c.minimum_monthly_spend) and c.days_in(period)}
     result = RunResult(period)
-    by_tenant: dict[str, list[UsageRow]] = {}
-    for r in usage:
-        by_tenant.setdefault(r.tenant, []).append(r)
-    for tenant in sorted(tenants):
+    # Usage streams in tenant order; each tenant is rated as soon as its rows are complete.
+    for tenant, rows in with_tenants(store.usage_by_tenant(period), set(pending) | always):
         current = existing.get(tenant)
         if current is not None and current.status == "finalized":
-            result.refused.append((tenant, current.invoice.number))
+            result.refused.append((tenant, current.number))
             continue
         if closed and current is None:
             result.carried.append(tenant)  # billed as adjustments on its next invoice
             continue
-        pricing = TenantPricing.from_pricebook(
-            book, tenant, period, store.credits_used(tenant, exclude_period=period))
-        result.drafted.append(rate_invoice(pricing, tenant, period, by_tenant.get(tenant, []),
+        pricing = TenantPricing.from_pricebook(book, tenant, period, credits.get(tenant, {}),
+                                               list_rates=list_rates)
+        result.drafted.append(rate_invoice(pricing, tenant, period, rows,
                                            adjustments=pending.get(tenant, [])))
     # Every tenant rated without error: only now write, all in one commit.
     store.save_all([(inv, at, None) for inv in result.drafted])
@@ -144,10 +144,11 @@ def finalize_period(client: QueryClient, period: Period, *,
         raise PeriodOpenError(period, period.closes_at(grace))
     store = BillingStore(client)
     with reservation or Reservation(client, now=now) as held:
-        drafts = [s for s in store.invoices(period=period) if s.status == "draft"]
+        stored = store.invoices(period=period)
+        drafts = [s for s in stored if s.status == "draft"]
         if not drafts:
             return []
-        invoiced = {s.invoice.tenant for s in store.invoices(period=period)}
+        invoiced = {s.invoice.tenant for s in stored}
         missing = sorted(store.tenants_with_usage(period) - invoiced)
         if missing and not closes(client, period):
             raise BillingError(f"{period}: tenants {', '.join(missing)} have usage but no draft "

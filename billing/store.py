@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -49,6 +49,35 @@ class QueryClient(Protocol):
     def command(self, cmd: str, parameters: dict[str, Any] | None = ...) -> Any: ...
 
 
+#: The rating query: the period's allocated usage per (tenant, job, class, GPU, UTC day), for
+#: every tenant at once, ordered by tenant so it can be rated one tenant at a time as it
+#: streams. It reads the ledger only through FINAL and the columns minute, tenant, job,
+#: billing_class, gpu_model, gpu_uuid, mig_uuid, gpu_seconds, energy_mj. ``{where}``: an
+#: optional tenant filter. The benchmark's floor is this GROUP BY (bench/bench_billing_scale.py).
+RATING_QUERY = """SELECT tenant, job, billing_class, gpu_model,
+       if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid)) AS gpu,
+       min(minute), max(minute), sum(gpu_seconds), sum(energy_mj)
+FROM usage_minutely FINAL
+WHERE minute >= {{start:DateTime('UTC')}} AND minute < {{end:DateTime('UTC')}}
+  AND tenant != {{idle:String}} {where}
+GROUP BY tenant, job, billing_class, gpu_model, gpu, toDate(minute)
+ORDER BY tenant, job, gpu, min(minute)"""
+
+
+@dataclass(frozen=True)
+class InvoiceState:
+    """A stored invoice's header without its document."""
+
+    tenant: str
+    period: str
+    invoice_id: str
+    status: str
+    number: str
+    revision: int
+    lines: int  # line count of the current version (tombstones for a shorter re-run)
+    created_at: datetime | None = None
+
+
 @dataclass(frozen=True)
 class StoredInvoice:
     invoice: Invoice
@@ -76,31 +105,51 @@ class BillingStore:
     # -- the ledger ------------------------------------------------------------------------
 
     def usage_rows(self, period: Period, tenants: Iterable[str] | None = None) -> list[UsageRow]:
-        """The period's allocated usage, aggregated per (tenant, job, class, GPU, UTC day).
+        """The period's allocated usage (see :data:`RATING_QUERY`) as one list."""
+        return [r for _, rows in self.usage_by_tenant(period, tenants) for r in rows]
+
+    def usage_by_tenant(self, period: Period, tenants: Iterable[str] | None = None
+                        ) -> Iterator[tuple[str, list[UsageRow]]]:
+        """The period's allocated usage, aggregated per (tenant, job, class, GPU, UTC day),
+        one tenant at a time in ascending tenant order, streamed from ClickHouse in blocks.
 
         A day is the finest grain prices change at, so this aggregate rates exactly like the
-        minute rows while moving ~1/1440 as many rows into Python.
+        minute rows while moving ~1/1440 as many rows into Python. One query serves every
+        tenant of the period (the cost follows the ledger, not the tenant count), and only one
+        tenant's rows are held at a time.
         """
         where = ""
         params: dict[str, Any] = {"start": period.start, "end": period.end, "idle": IDLE_TENANT}
         if tenants is not None:
             where = "AND tenant IN {tenants:Array(String)}"
             params["tenants"] = sorted(tenants)
-        rows = self._query(
-            f"""SELECT tenant, job, billing_class, gpu_model,
-                      if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid)) AS gpu,
-                      min(minute), max(minute), sum(gpu_seconds), sum(energy_mj)
-               FROM usage_minutely FINAL
-               WHERE minute >= {{start:DateTime('UTC')}} AND minute < {{end:DateTime('UTC')}}
-                 AND tenant != {{idle:String}} {where}
-               GROUP BY tenant, job, billing_class, gpu_model, gpu, toDate(minute)
-               ORDER BY tenant, job, gpu, min(minute)""",
-            **params,
-        )
-        return [
-            UsageRow(t, j, c, m, g, _utc(first), int(s), int(e), last=_utc(last))
-            for t, j, c, m, g, first, last, s, e in rows
-        ]
+        current: str | None = None
+        rows: list[UsageRow] = []
+        for t, j, c, m, g, first, last, sec, e in self._stream(
+                RATING_QUERY.format(where=where), **params):
+            if t != current:
+                if current is not None:
+                    yield current, rows
+                current, rows = t, []
+            rows.append(UsageRow(t, j, c, m, g, _utc(first), int(sec), int(e), last=_utc(last)))
+        if current is not None:
+            yield current, rows
+
+    def _stream(self, sql: str, **params: Any) -> Iterator[tuple[Any, ...]]:
+        """Rows of a query block by block (clickhouse-connect's row block stream when the client
+        has one, so memory holds one block, not the result)."""
+        stream = getattr(self.client, "query_row_block_stream", None)
+        if stream is None:
+            yield from self._query(sql, **params)
+            return
+        try:
+            with stream(sql, parameters=params) as blocks:
+                for block in blocks:
+                    yield from block
+        except BillingError:
+            raise
+        except Exception as exc:  # surface the server's message, keep the cause
+            raise BillingError(f"ClickHouse query failed: {exc}") from exc
 
     def tenants_with_usage(self, period: Period) -> set[str]:
         rows = self._query(
@@ -110,21 +159,34 @@ class BillingStore:
             start=period.start, end=period.end, idle=IDLE_TENANT)
         return {r[0] for r in rows}
 
-    def last_ledger_write(self, tenant: str, period: Period) -> datetime | None:
-        """When the tenant's ledger rows for the period were last written (late-usage probe)."""
+    def last_ledger_writes(self, period: Period) -> dict[str, datetime]:
+        """When each tenant's ledger rows for the period were last written (late-usage probe),
+        for every tenant in one query."""
         rows = self._query(
-            """SELECT max(updated_at), count() FROM usage_minutely FINAL
+            """SELECT tenant, max(updated_at) FROM usage_minutely FINAL
                WHERE minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')}
-                 AND tenant = {tenant:String}""",
-            start=period.start, end=period.end, tenant=tenant)
-        return _utc(rows[0][0]) if rows and rows[0][1] else None
+               GROUP BY tenant""",
+            start=period.start, end=period.end)
+        return {t: _utc(at) for t, at in rows}
+
+    def last_ledger_write(self, tenant: str, period: Period) -> datetime | None:
+        return self.last_ledger_writes(period).get(tenant)
 
     # -- invoices ----------------------------------------------------------------------------
 
     def invoices(self, *, period: Period | None = None, tenant: str | None = None,
                  status: str | None = None, before: Period | None = None,
-                 after: Period | None = None) -> list[StoredInvoice]:
+                 after: Period | None = None, tenants: Iterable[str] | None = None,
+                 containing: str | None = None) -> list[StoredInvoice]:
+        """Stored invoices (documents parsed). ``containing``: only documents with that exact
+        text (a cheap pre-filter in ClickHouse; callers still check the parsed document)."""
         conds, params = ["1"], {}
+        if tenants is not None:
+            conds.append("tenant IN {tenants:Array(String)}")
+            params["tenants"] = sorted(tenants)
+        if containing is not None:
+            conds.append("position(document, {containing:String}) > 0")
+            params["containing"] = containing
         if after is not None:
             conds.append("period > {after:String}")
             params["after"] = str(after)
@@ -153,30 +215,73 @@ class BillingStore:
         found = self.invoices(period=period, tenant=tenant)
         return found[0] if found else None
 
+    def states(self, period: Period) -> dict[str, InvoiceState]:
+        """Each tenant's invoice of the period without its document (status, number, revision,
+        line count): what writes and runs decide from, read in one light query."""
+        rows = self._query(
+            """SELECT tenant, invoice_id, status, number, revision, JSONLength(document, 'lines')
+               FROM invoices FINAL WHERE period = {period:String}""", period=str(period))
+        return {t: InvoiceState(t, str(period), i, st, n, int(r), int(lc))
+                for t, i, st, n, r, lc in rows}
+
+    def finalized_heads(self, *, before: Period) -> list[InvoiceState]:
+        """Finalized invoices of earlier periods, without documents, with their rating time."""
+        rows = self._query(
+            """SELECT tenant, period, invoice_id, number, revision, created_at FROM invoices FINAL
+               WHERE status = 'finalized' AND period < {before:String}
+               ORDER BY period, tenant""", before=str(before))
+        return [InvoiceState(t, p, i, "finalized", n, int(r), 0, _utc(c))
+                for t, p, i, n, r, c in rows]
+
     def adjustment_lines(self, tenant: str, ref_period: str, *,
                          exclude_invoice: str | None = None) -> list[InvoiceLine]:
         """Adjustment lines already written (on any later invoice of the tenant, draft or
         finalized) that correct ``ref_period``."""
-        return [ln for s in self.adjustment_holders(tenant, ref_period)
-                if s.invoice.invoice_id != exclude_invoice
-                for ln in s.invoice.lines
-                if ln.kind == "adjustment" and ln.ref_period == ref_period]
+        return lines_correcting(self.adjustment_holders(tenant, ref_period), ref_period,
+                                exclude_invoice=exclude_invoice)
 
     def adjustment_holders(self, tenant: str, ref_period: str) -> list[StoredInvoice]:
-        return [s for s in self.invoices(tenant=tenant, after=Period.parse(ref_period))
-                if any(ln.kind == "adjustment" and ln.ref_period == ref_period
-                       for ln in s.invoice.lines)]
+        return self.adjustment_holders_by_tenant(ref_period, tenants=[tenant]).get(tenant, [])
+
+    def adjustment_holders_by_tenant(self, ref_period: str, *,
+                                     tenants: Iterable[str] | None = None
+                                     ) -> dict[str, list[StoredInvoice]]:
+        """Later invoices (draft or finalized) carrying adjustment lines that correct
+        ``ref_period``, per tenant, for every tenant in one query."""
+        out: dict[str, list[StoredInvoice]] = {}
+        for s in self.invoices(after=Period.parse(ref_period), tenants=tenants,
+                               containing=f'"ref_period":"{ref_period}"'):
+            if any(ln.kind == "adjustment" and ln.ref_period == ref_period
+                   for ln in s.invoice.lines):
+                out.setdefault(s.invoice.tenant, []).append(s)
+        return out
 
     def credits_used(self, tenant: str, *, exclude_period: Period) -> dict[str, Decimal]:
         """Credit consumed by the tenant's finalized invoices of other periods, per credit id
         (from the documents, in the invoice's own minor units)."""
-        used: dict[str, Decimal] = {}
-        for s in self.invoices(tenant=tenant, status="finalized"):
-            if s.invoice.period == str(exclude_period):
-                continue
-            for ln in s.invoice.lines:
-                if ln.kind == "credit":
-                    used[ln.reference] = used.get(ln.reference, Decimal(0)) - ln.amount
+        return self.credits_used_by_tenant(exclude_period=exclude_period,
+                                           tenants=[tenant]).get(tenant, {})
+
+    def credits_used_by_tenant(self, *, exclude_period: Period,
+                               tenants: Iterable[str] | None = None
+                               ) -> dict[str, dict[str, Decimal]]:
+        """:meth:`credits_used` of every tenant in one query (only documents with a credit line
+        are read and parsed)."""
+        conds = ["status = 'finalized'", "period != {exclude:String}",
+                 "position(document, '\"kind\":\"credit\"') > 0"]
+        params: dict[str, Any] = {"exclude": str(exclude_period)}
+        if tenants is not None:
+            conds.append("tenant IN {tenants:Array(String)}")
+            params["tenants"] = sorted(tenants)
+        used: dict[str, dict[str, Decimal]] = {}
+        for tenant, doc in self._query(
+                f"SELECT tenant, document FROM invoices FINAL WHERE {' AND '.join(conds)}",
+                **params):
+            mine = used.setdefault(tenant, {})
+            for ln in json.loads(doc)["lines"]:
+                if ln["kind"] == "credit":
+                    ref = ln["reference"]
+                    mine[ref] = mine.get(ref, Decimal(0)) - Decimal(ln["amount"])
         return used
 
     def finalized_numbers(self, issuer: str) -> list[str]:
@@ -195,9 +300,9 @@ class BillingStore:
         header insert commits them all); refuse before writing anything if any is final."""
         if not batch:
             return []
-        current: dict[tuple[str, str], StoredInvoice] = {}
+        current: dict[tuple[str, str], InvoiceState] = {}
         for p in sorted({inv.period for inv, _, _ in batch}):
-            current.update({(s.invoice.tenant, p): s for s in self.invoices(period=Period.parse(p))})
+            current.update({(t, p): st for t, st in self.states(Period.parse(p)).items()})
         line_rows: list[list[Any]] = []
         header_rows: list[list[Any]] = []
         out = []
@@ -205,7 +310,7 @@ class BillingStore:
         for inv, created_at, finalized_at in batch:
             cur = current.get((inv.tenant, inv.period))
             if cur is not None and cur.status == "finalized":
-                raise InvoiceFinalizedError(inv.tenant, inv.period, cur.invoice.number)
+                raise InvoiceFinalizedError(inv.tenant, inv.period, cur.number)
             revision = max(base, (cur.revision + 1) if cur else 0)
             if inv.status == "finalized":
                 # By construction a finalized version outranks any draft version ever written
@@ -213,7 +318,7 @@ class BillingStore:
                 # draft written by a racing run cannot replace it in ReplacingMergeTree.
                 revision = max(revision, FINALIZED_REVISION)
             doc = inv.canonical_json().decode()
-            line_rows += _line_rows(inv, revision, len(cur.invoice.lines) if cur else 0)
+            line_rows += _line_rows(inv, revision, cur.lines if cur else 0)
             header_rows.append([
                 inv.invoice_id, inv.tenant, inv.period, inv.status, inv.number,
                 inv.pricing.issuer.number_prefix, inv.currency, inv.subtotal, inv.tax,
@@ -231,6 +336,30 @@ class BillingStore:
             raise BillingError(f"writing {len(batch)} invoice(s) failed; the previous state "
                                f"stands: {exc}") from exc
         return out
+
+
+def with_tenants(stream: Iterable[tuple[str, list[UsageRow]]], tenants: Iterable[str]
+                 ) -> Iterator[tuple[str, list[UsageRow]]]:
+    """(tenant, rows) for every tenant of ``stream`` (ascending, as :meth:`usage_by_tenant`
+    yields them) and of ``tenants``, in ascending order; a tenant without usage gets []."""
+    extra = sorted(set(tenants), reverse=True)  # pop() from the end: ascending
+    for tenant, rows in stream:
+        while extra and extra[-1] < tenant:
+            yield extra.pop(), []
+        if extra and extra[-1] == tenant:
+            extra.pop()
+        yield tenant, rows
+    while extra:
+        yield extra.pop(), []
+
+
+def lines_correcting(holders: Iterable[StoredInvoice], ref_period: str, *,
+                     exclude_invoice: str | None = None) -> list[InvoiceLine]:
+    """The adjustment lines of ``holders`` that correct ``ref_period`` (``exclude_invoice``:
+    the invoice about to be re-rated, whose own earlier lines are being replaced)."""
+    return [ln for s in holders if s.invoice.invoice_id != exclude_invoice
+            for ln in s.invoice.lines
+            if ln.kind == "adjustment" and ln.ref_period == ref_period]
 
 
 def _line_rows(inv: Invoice, revision: int, previous_count: int) -> list[list[Any]]:

@@ -37,11 +37,27 @@ BOOK = make_book(tenants={
 DEMO_BOOK = Path(__file__).resolve().parents[3] / "billing" / "pricebook.demo.toml"
 
 
+#: The ledger that merges by union (migration 0003): masks and per-second readings are stored,
+#: gpu_seconds / energy_mj are ALIAS columns computed from them.
+UNION_COLS = ["minute", "tenant", "job", "billing_class", "gpu_uuid", "gpu_model", "node_id",
+              "claimed_mask", "released_mask", "energy_map", "version"]
+
+
 def insert(client: Any, tenant: str, job: str, start: str, count: int, *, gpu: str = "g0",
            model: str = H100, mask: int = FULL, klass: str = "") -> None:
-    """``count`` full minutes of ledger rows, written directly into usage_minutely."""
+    """``count`` full minutes of ledger rows, written directly into usage_minutely (1000 mJ
+    per counted second), in whichever ledger layout the migrations created."""
     t0 = datetime.fromisoformat(start).replace(tzinfo=UTC)
     secs = bin(mask).count("1")
+    union = client.query("SELECT count() FROM system.columns WHERE database = currentDatabase() "
+                         "AND table = 'usage_minutely' AND name = 'claimed_mask'"
+                         ).result_rows[0][0]
+    if union:
+        first = (mask & -mask).bit_length() - 1  # the energy is read at a counted second
+        client.insert("usage_minutely", [
+            [t0 + timedelta(minutes=i), tenant, job, klass, gpu, model, "n1", mask, 0,
+             ([first], [secs * 1000]), secs] for i in range(count)], column_names=UNION_COLS)
+        return
     client.insert("usage_minutely", [
         [t0 + timedelta(minutes=i), tenant, job, klass, gpu, model, "n1", mask, secs,
          secs * 1000, secs] for i in range(count)], column_names=COLS)
