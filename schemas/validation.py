@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from schemas.usage import MAX_FUTURE_SKEW_S, GpuSecond, GpuSecondsSampled
 
@@ -95,8 +95,8 @@ def parse_batch(
     ``max_future_skew_s`` after it is rejected alone with code ``future_timestamp``."""
     try:
         batch = _validate_record(raw, strict=True)
-    except ValidationError:
-        return _parse_piecewise(raw, _clock(now), max_future_skew_s)
+    except ValidationError as exc:
+        return _parse_piecewise(raw, _clock(now), max_future_skew_s, _faulted_samples(exc))
     samples = batch.samples
     if samples:
         limit = _clock(now) + max_future_skew_s
@@ -134,6 +134,20 @@ def parse_sample(
 
 _validate_record = GpuSecondsSampled.model_validate_json
 _validate_sample = GpuSecond.model_validate_json
+_validate_samples = TypeAdapter(list[GpuSecond]).validate_json
+
+
+def _faulted_samples(exc: ValidationError) -> set[int] | None:
+    """The indices of the samples a whole-record validation faulted, when it faulted nothing
+    else; None when the JSON itself or the envelope is at fault (then every part is checked).
+    Samples it did not fault are clean: jiter read them and strict validation passed them."""
+    faulted = set()
+    for e in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = e["loc"]
+        if len(loc) < 2 or loc[0] != "samples" or type(loc[1]) is not int:
+            return None
+        faulted.add(loc[1])
+    return faulted
 
 
 def _clock(now: float | None) -> float:
@@ -143,7 +157,9 @@ def _clock(now: float | None) -> float:
 # -- the slow path: envelope and samples one by one ----------------------------------------------
 
 
-def _parse_piecewise(raw: bytes, now: float, skew: int) -> ParsedBatch:
+def _parse_piecewise(
+    raw: bytes, now: float, skew: int, faulted: set[int] | None = None
+) -> ParsedBatch:
     loaded = _load(raw)
     if isinstance(loaded, Rejection):
         return ParsedBatch(None, [loaded])
@@ -159,22 +175,38 @@ def _parse_piecewise(raw: bytes, now: float, skew: int) -> ParsedBatch:
     envelope = _check_envelope(doc, raw)
     if isinstance(envelope, Rejection):
         return ParsedBatch(None, [envelope])
-    good: list[GpuSecond] = []
+    checked: dict[int, GpuSecond | Rejection] = {}
+    if faulted is not None:
+        # Only the faulted samples need a look of their own; the others pass in one call.
+        clean = [i for i in range(len(samples)) if i not in faulted]
+        try:
+            checked.update(
+                zip(
+                    clean,
+                    _validate_samples(orjson.dumps([samples[i] for i in clean]), strict=True),
+                    strict=True,
+                )
+            )
+        except ValidationError:
+            checked.clear()  # not expected; then every sample gets its own look
     rejections: list[Rejection] = []
+    good: list[GpuSecond] = []
     limit = now + skew
     for i, item in enumerate(samples):
-        exact = raw[spans[i][0] : spans[i][1]] if spans and i < len(spans) else None
-        checked = _check_sample(item, i, exact)
-        if isinstance(checked, Rejection):
-            if not checked.raw:  # a defect: keep its exact bytes, which only a re-scan finds
+        result = checked.get(i)
+        if result is None:
+            exact = raw[spans[i][0] : spans[i][1]] if spans and i < len(spans) else None
+            result = _check_sample(item, i, exact)
+        if isinstance(result, Rejection):
+            if not result.raw:  # a defect: keep its exact bytes, which only a re-scan finds
                 spans = spans if spans is not None else _sample_spans(raw)
                 if i < len(spans):
-                    checked = replace(checked, raw=raw[spans[i][0] : spans[i][1]])
-            rejections.append(checked)
-        elif checked.ts > limit:
-            rejections.append(_future(checked, i, now, skew))
+                    result = replace(result, raw=raw[spans[i][0] : spans[i][1]])
+            rejections.append(result)
+        elif result.ts > limit:
+            rejections.append(_future(result, i, now, skew))
         else:
-            good.append(checked)
+            good.append(result)
     return ParsedBatch(envelope.model_copy(update={"samples": tuple(good)}), rejections)
 
 
@@ -481,14 +513,60 @@ def _malformed(raw: bytes, pos: int) -> Rejection:
     return Rejection("malformed_json", f"not valid JSON: unexpected {what} at byte {pos}", raw=raw)
 
 
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
 def _sample_spans(raw: bytes) -> list[tuple[int, int]]:
-    """The byte span of each element of ``samples`` in a record ``json`` already read (the
-    same grammar, so the tokenizer reads it too; if it somehow could not, raw stays empty and
-    the caller keeps the whole record instead)."""
-    loaded = _parse_tolerantly(raw)
-    if isinstance(loaded, Rejection) or loaded[1] is None:
+    """The byte span of each element of the top-level ``samples`` array, for a record ``json``
+    already read: json's C decoder skips each value (``raw_decode`` says where it ends), so
+    this costs one C call per top-level value and per sample. Empty if not found (the caller
+    then keeps no exact bytes)."""
+    text = raw.decode("utf-8")  # it decoded before, in _load
+    decode = _DECODER.raw_decode
+    found: list[tuple[int, int]] = []
+    try:
+        i = _skip(text, 0)
+        if text[i] != "{":
+            return []
+        i = _skip(text, i + 1)
+        while text[i] != "}":
+            key, i = decode(text, i)
+            i = _skip(text, _skip(text, i) + 1)  # past the colon
+            if key == "samples" and text[i] == "[":
+                spans = []
+                i = _skip(text, i + 1)
+                while text[i] != "]":
+                    _, end = decode(text, i)
+                    spans.append((i, end))
+                    i = _skip(text, end)
+                    if text[i] == ",":
+                        i = _skip(text, i + 1)
+                found = spans  # a later "samples" key wins, as in json
+                i += 1
+            else:
+                _, i = decode(text, i)
+            i = _skip(text, i)
+            if text[i] == ",":
+                i = _skip(text, i + 1)
+    except (ValueError, IndexError, RecursionError):  # not expected: json read this text
         return []
-    return loaded[1]
+    if text.isascii():
+        return found
+    # character offsets to byte offsets, in one pass (valid UTF-8 re-encodes exactly)
+    spans, at_char, at_byte = [], 0, 0
+    for a, b in found:
+        at_byte += len(text[at_char:a].encode())
+        first = at_byte
+        at_byte += len(text[a:b].encode())
+        at_char = b
+        spans.append((first, at_byte))
+    return spans
+
+
+def _skip(text: str, i: int) -> int:
+    m = _SPACE.match(text, i)
+    return m.end() if m is not None else i
 
 
 # -- reasons -------------------------------------------------------------------------------------

@@ -27,9 +27,11 @@ BIG = b"88600000000000000000000000000000000000"  # 8.86e37: beyond any 64-bit in
 
 
 def three_samples_middle_marked() -> bytes:
-    """A record of three good samples; the middle one has unique values to splice defects in."""
+    """A record of three good samples; the middle one has unique values to splice defects in.
+    Non-ASCII text before it, so byte and character offsets differ."""
+    first = sample(ts=NOW - 3, gpu_model="Tésla ☃ 😀")
     middle = sample(ts=NOW - 2, tenant="MARK", energy_j=548.25, flags=["nvml_error"])
-    return orjson.dumps(batch([sample(ts=NOW - 3), middle, sample(ts=NOW - 1)]))
+    return orjson.dumps(batch([first, middle, sample(ts=NOW - 1)]))
 
 
 # -- 2. one bad sample costs only itself, whatever its defect ------------------------------------
