@@ -439,7 +439,11 @@ def json_schema() -> dict[str, Any]:
         "rule, NaN or Infinity or a number too large for a double, an integer outside its "
         "bounds, nesting too deep, a string that is not valid UTF-8 or holds a lone "
         "surrogate. Each rejection has a code (x-gpumeter-rejection-codes) and a short reason "
-        "naming the field or the rule."
+        "naming the field or the rule. Each x-gpumeter-rules entry has an id (cited in reasons), "
+        "a scope (sample: an element of samples; gap: an element of gaps; string: any string), "
+        "the fields involved (relative to that element), a description, its params and the "
+        "rejection_code a violation gets; in_json_schema marks rules also stated above with "
+        "standard keywords."
     )
     schema["x-gpumeter-rules"] = [r.as_json() for r in RULES]
     schema["x-gpumeter-rejection-codes"] = dict(REJECTION_CODES)
