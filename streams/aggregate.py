@@ -19,17 +19,18 @@ restarts, and recorded (:class:`Conflict`, table ``usage_conflicts``), never dro
    (``kind = "allocation"``). Arbitrary but total, so every order converges on the same owner;
    the loser's claim is kept with its readings for the operator to settle.
 
-When a winning claim arrives after the losing one was counted, the second moves: its bit and
-readings leave the loser's row and join the winner's (a displacement). The readings of a second
-counted by this process are held in memory; for a second reloaded from the ledger they are read
-back from the raw archive (:meth:`Aggregator.take_unsettled` / :meth:`Aggregator.settle`).
+When a winning claim arrives after the losing one was counted, the second moves: the loser's
+row *releases* it (its bit joins ``released_mask``; its readings stay but no longer count) and
+the winner's row claims it (a displacement).
 
-A row always holds the *full* state of its (allocation, GPU, minute) as far as this worker has
-seen, and ``version`` grows by one with every change written (a displacement can make a row
-*smaller*, so the version cannot be its seconds count). Writing a row again is idempotent and a
-newer row supersedes the older one. After a restart the state of a minute is reloaded from the
-ledger (:meth:`Aggregator.preload`): the stored mask says exactly which seconds the stored sums
-contain, so merging later seconds stays exact.
+**Any number of writers converge.** A row is state that merges by union (see
+:class:`MinuteRow`): claimed seconds, released seconds and per-second readings only ever grow,
+so writing a row again, writing an older state after a newer one, or two workers writing
+different partial states of the same GPU-minute during a rebalance, all merge to the same
+ledger (``usage_minutely`` is an AggregatingMergeTree merging exactly this way). After a
+restart the state of a minute is reloaded from the ledger (:meth:`Aggregator.preload`), so a
+replayed second is recognised and a later one merges exactly. ``version`` counts this
+process's writes of a row, for diagnostics only: nothing depends on it.
 
 Minutes close on event time: once a node's newest second is ``grace_s`` past a minute's end,
 the minute is emitted as closed. A sample for a closed minute is still counted in its own minute
@@ -38,7 +39,7 @@ and re-emitted as a correction (same key, higher version), never dropped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -53,9 +54,20 @@ ConflictKind = Literal["mig_parent", "idle", "allocation"]
 _IDLE_ALLOCATION: Allocation = (IDLE_TENANT, "")
 
 
+#: One counted second's readings: (SM utilization %, memory utilization %, energy mJ).
+SecondReadings = tuple[float, float, int]
+
+
 @dataclass(slots=True)
 class MinuteRow:
-    """One ledger row: an allocation on one GPU for one minute."""
+    """One ledger row: an allocation on one GPU for one minute, as state that merges by union.
+
+    ``claimed_mask`` holds every second this allocation claimed, ``released_mask`` those a
+    better claim took away (a second released once stays released: claims only accumulate),
+    ``readings`` the per-second readings of claimed seconds. Every field merges by union (OR,
+    or by second), so rows written by any number of writers, in any order, any number of
+    times, converge (``usage_minutely`` is an AggregatingMergeTree doing exactly this); the
+    sums are derived from the counted seconds (``seconds_mask``)."""
 
     minute: int
     tenant: str
@@ -65,13 +77,20 @@ class MinuteRow:
     mig_uuid: str
     gpu_model: str
     node_id: str
-    seconds_mask: int = 0
-    active_mask: int = 0
-    sm_util_sum: float = 0.0
-    mem_util_sum: float = 0.0
-    energy_mj: int = 0
-    peak_mem_used: int = 0
-    version: int = 0  # grows with every written change (see the module docstring)
+    claimed_mask: int = 0
+    released_mask: int = 0
+    claimed_active: int = 0  # claimed seconds with SM utilization > 0
+    readings: dict[int, SecondReadings] = field(default_factory=dict)
+    peak_mem_used: int = 0  # over claimed seconds (a released second may have set it)
+    version: int = 0  # grows with every written change: diagnostics, not needed to merge
+
+    @property
+    def seconds_mask(self) -> int:
+        return self.claimed_mask & ~self.released_mask
+
+    @property
+    def active_mask(self) -> int:
+        return self.claimed_active & self.seconds_mask
 
     @property
     def gpu_seconds(self) -> int:
@@ -81,9 +100,39 @@ class MinuteRow:
     def active_seconds(self) -> int:
         return self.active_mask.bit_count()
 
+    def _sum(self, i: int) -> float:
+        mask = self.seconds_mask
+        return sum(r[i] for s, r in self.readings.items() if mask >> s & 1)
+
+    @property
+    def sm_util_sum(self) -> float:
+        return self._sum(0)
+
+    @property
+    def mem_util_sum(self) -> float:
+        return self._sum(1)
+
+    @property
+    def energy_mj(self) -> int:
+        return int(self._sum(2))
+
     @property
     def allocation(self) -> Allocation:
         return (self.tenant, self.job)
+
+    def merge(self, other: MinuteRow) -> None:
+        """Union with another state of the same row (what the ledger does on FINAL)."""
+        self.claimed_mask |= other.claimed_mask
+        self.released_mask |= other.released_mask
+        self.claimed_active |= other.claimed_active
+        for second, r in other.readings.items():
+            mine = self.readings.get(second)
+            self.readings[second] = r if mine is None else max(mine, r)
+        self.peak_mem_used = max(self.peak_mem_used, other.peak_mem_used)
+        self.version = max(self.version, other.version)
+        self.billing_class = max(self.billing_class, other.billing_class)
+        self.gpu_model = max(self.gpu_model, other.gpu_model)
+        self.node_id = max(self.node_id, other.node_id)
 
 
 @dataclass(slots=True)
@@ -92,13 +141,10 @@ class GpuMinute:
     counted: int = 0  # seconds claimed (by a row here, or by a MIG slice for a parent)
     rows: dict[Allocation, MinuteRow] = field(default_factory=dict)
     closed: bool = False
-    #: The counted sample of each second, while this process holds the minute: the readings a
-    #: displacement takes out of the losing row. Absent for seconds reloaded from the ledger.
-    samples: dict[int, GpuSecond] = field(default_factory=dict)
 
     def owner(self, bit: int) -> MinuteRow | None:
         for row in self.rows.values():
-            if row.seconds_mask & bit:
+            if row.claimed_mask & bit and not row.released_mask & bit:
                 return row
         return None
 
@@ -115,26 +161,8 @@ class Conflict:
     loser_mig_uuid: str
     loser: Allocation
     loser_node_id: str
-    loser_sample: GpuSecond | None  # None: the loser was reloaded from the ledger
-
-
-@dataclass(frozen=True, slots=True)
-class Unsettled:
-    """A displaced second whose readings are not in memory (reloaded from the ledger)."""
-
-    row: MinuteRow
-    second: int
-
-    @property
-    def identity(self) -> SecondKey:
-        return (self.row.gpu_uuid, self.row.mig_uuid, self.row.minute + self.second)
-
-
-@dataclass(frozen=True, slots=True)
-class Readings:
-    sm_util: float
-    mem_util: float
-    energy_mj: int
+    loser_billing_class: str
+    loser_readings: SecondReadings | None  # None: the losing claim's readings are not here
 
 
 @dataclass
@@ -159,7 +187,6 @@ class Aggregator:
         self._dirty: set[tuple[GpuMinuteKey, Allocation]] = set()
         self._corrections: set[GpuMinuteKey] = set()
         self._conflicts: list[Conflict] = []
-        self._unsettled: list[Unsettled] = []
 
     # -- state loading ---------------------------------------------------------------------
     def missing(self, samples: Iterable[GpuSecond]) -> set[GpuGroupKey]:
@@ -173,12 +200,25 @@ class Aggregator:
                 out.add(key)
         return out
 
+    def unknown_nodes(self, nodes: Iterable[str]) -> set[str]:
+        """Nodes this process has no watermark for (first sight since a start or a reset)."""
+        return {n for n in nodes if n not in self._watermark}
+
+    def seed_watermarks(self, watermarks: dict[str, int]) -> None:
+        """Watermarks read back from the ledger, so that a restarted worker treats a minute
+        that closed before the restart as closed (a later second is a correction, emitted at
+        once) and an open one as open (emitted once, when it closes)."""
+        for node, ts in watermarks.items():
+            if ts > self._watermark.get(node, 0):
+                self._watermark[node] = ts
+
     def preload(self, keys: Iterable[GpuGroupKey], rows: Iterable[MinuteRow]) -> None:
         """Install stored state for ``keys`` (rows may be empty: a minute never seen).
 
-        A reloaded minute is closed if its node's watermark is already past it (eviction:
-        later seconds are corrections), open otherwise (a restart: it closes, and is emitted
-        once, when the watermark passes it again, rather than on every chunk)."""
+        A reloaded minute is closed if its node's watermark is already past it (then a later
+        second is a correction), open otherwise: it closes, and is emitted once, when the
+        watermark passes it, rather than as a correction on every chunk. After a restart,
+        seed the watermarks first (:meth:`seed_watermarks`)."""
         groups = self._groups
         for key in keys:
             groups.setdefault(key, {})
@@ -192,7 +232,7 @@ class Aggregator:
             if row.allocation in gm.rows:
                 continue  # memory is at least as new as the store
             gm.rows[row.allocation] = row
-            gm.counted |= row.seconds_mask
+            gm.counted |= row.seconds_mask | row.released_mask
             gm.closed = self._watermark.get(row.node_id, 0) >= row.minute + 60 + self.grace_s
         for key in keys:  # a parent's seconds that its slices hold stay claimed
             group = groups[key]
@@ -252,17 +292,14 @@ class Aggregator:
                     minute, alloc[0], alloc[1], s.billing_class or "", s.gpu_uuid, mig,
                     s.gpu_model, node_id,
                 )
-            row.seconds_mask |= bit
+            row.claimed_mask |= bit
             sm_util = s.sm_util
             if sm_util > 0:
-                row.active_mask |= bit
-            row.sm_util_sum += sm_util
-            row.mem_util_sum += s.mem_util
-            row.energy_mj += round(s.energy_j * 1000)
+                row.claimed_active |= bit
+            row.readings[second] = (sm_util, s.mem_util, round(s.energy_j * 1000))
             mem_used = s.mem_used
             if mem_used > row.peak_mem_used:
                 row.peak_mem_used = mem_used
-            gm.samples[second] = s
             dirty_add((gm.key, alloc))
             if gm.closed:
                 late += 1
@@ -288,17 +325,18 @@ class Aggregator:
             slice_owner = _slice_owner(group, bit)
             self._conflicts.append(Conflict(
                 gpu, ts, "mig_parent", slice_owner.mig_uuid if slice_owner else "",
-                slice_owner.allocation if slice_owner else ("", ""), mig, alloc, node_id, s))
+                slice_owner.allocation if slice_owner else ("", ""), mig, alloc, node_id,
+                s.billing_class or "", _readings(s)))
             return False
         kind: ConflictKind = "idle" if _IDLE_ALLOCATION in (owner.allocation, alloc) \
             else "allocation"
         if rank(alloc) >= rank(owner.allocation):
             self._conflicts.append(Conflict(gpu, ts, kind, mig, owner.allocation, mig, alloc,
-                                            node_id, s))
+                                            node_id, s.billing_class or "", _readings(s)))
             return False
         loser = self._release(gm, owner, bit)
         self._conflicts.append(Conflict(gpu, ts, kind, mig, alloc, mig, owner.allocation,
-                                        owner.node_id, loser))
+                                        owner.node_id, owner.billing_class, loser))
         gm.counted &= ~bit  # the caller counts the winner
         return True
 
@@ -311,47 +349,20 @@ class Aggregator:
             return
         loser = self._release(parent, owner, bit)
         self._conflicts.append(Conflict(s.gpu_uuid, s.ts, "mig_parent", s.mig_uuid or "", alloc,
-                                        "", owner.allocation, owner.node_id, loser))
+                                        "", owner.allocation, owner.node_id, owner.billing_class,
+                                        loser))
 
-    def _release(self, gm: GpuMinute, row: MinuteRow, bit: int) -> GpuSecond | None:
-        """Take one second out of a row: its bit, and its readings when they are in memory."""
-        second = bit.bit_length() - 1
-        row.seconds_mask &= ~bit
-        row.active_mask &= ~bit
-        old = gm.samples.pop(second, None)
-        if old is not None:
-            row.sm_util_sum -= old.sm_util
-            row.mem_util_sum -= old.mem_util
-            row.energy_mj -= round(old.energy_j * 1000)
-        else:
-            self._unsettled.append(Unsettled(row, second))
+    def _release(self, gm: GpuMinute, row: MinuteRow, bit: int) -> SecondReadings | None:
+        """Release one second of a row (its readings stay, no longer counted)."""
+        row.released_mask |= bit
         self._dirty.add((gm.key, row.allocation))
         if gm.closed:
             self._corrections.add(gm.key)
-        return old
+        return row.readings.get(bit.bit_length() - 1)
 
     def take_conflicts(self) -> list[Conflict]:
         out, self._conflicts = self._conflicts, []
         return out
-
-    def take_unsettled(self) -> list[Unsettled]:
-        """Displaced seconds whose readings must be read back (from the raw archive)."""
-        out, self._unsettled = self._unsettled, []
-        return out
-
-    def settle(self, unsettled: Iterable[Unsettled], readings: Mapping[SecondKey, Readings]
-               ) -> list[Unsettled]:
-        """Subtract the stored readings of displaced seconds; returns those not found."""
-        lost = []
-        for u in unsettled:
-            r = readings.get(u.identity)
-            if r is None:
-                lost.append(u)
-                continue
-            u.row.sm_util_sum -= r.sm_util
-            u.row.mem_util_sum -= r.mem_util
-            u.row.energy_mj -= r.energy_mj
-        return lost
 
     # -- output ----------------------------------------------------------------------------
     def take_dirty(self) -> list[MinuteRow]:
@@ -410,10 +421,13 @@ class Aggregator:
         self._corrections.clear()
         self._watermark.clear()
         self._conflicts.clear()
-        self._unsettled.clear()
 
     def __len__(self) -> int:
         return sum(len(g) for g in self._groups.values())
+
+
+def _readings(s: GpuSecond) -> SecondReadings:
+    return (s.sm_util, s.mem_util, round(s.energy_j * 1000))
 
 
 def _parent_holds(group: dict[str, GpuMinute], bit: int) -> bool:

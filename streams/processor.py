@@ -10,10 +10,11 @@ offsets only after it returns. The steps, and what their order prevents:
 2. Reload, from the ledger, the state of GPU-minutes not in memory (after a restart or
    eviction), so a replayed second is recognised and a late one merges exactly.
 3. Count the good samples (duplicates add nothing; conflicting claims follow the rule in
-   :mod:`streams.aggregate`), and read back the archived readings of displaced seconds.
+   :mod:`streams.aggregate`).
 4. Write the raw archive, then the ledger rows changed by this chunk, then conflicts,
-   rejections and re-admissions. All are idempotent; a crash anywhere here means the chunk is
-   redelivered and re-written with no effect on totals. If a write raises, the in-memory state
+   rejections and re-admissions. All are idempotent (the ledger merges by union, so another
+   worker writing the same GPU-minute, before or after, cannot undo these writes); a crash
+   anywhere here means the chunk is redelivered and re-written with no effect on totals. If a write raises, the in-memory state
    is dropped before the error propagates, so that a retry of the same chunk reloads the
    ledger and counts it again instead of finding every second "already counted".
 5. Only now return: the caller acks (and later commits) the chunk's offsets. Committing
@@ -58,7 +59,6 @@ class ProcessorStats:
     rejected_samples: int = 0
     gap_seconds: int = 0
     conflicts: int = 0
-    unsettled: int = 0  # displaced seconds whose readings the raw archive did not have
     parked: int = 0
     readmitted: int = 0
     flushes: int = 0
@@ -115,7 +115,11 @@ class UsageProcessor:
                 good.append((node_id, parsed.batch.samples))
                 self.stats.gap_seconds += sum(g.end - g.start for g in parsed.batch.gaps)
         readmitted = self._due_parked(records, now, good)
-        # 2. reload state the aggregator does not hold
+        # 2. reload state the aggregator does not hold (watermarks first: they decide which
+        #    reloaded minutes had closed)
+        unknown = self.aggregator.unknown_nodes(node for node, _ in good)
+        if unknown:
+            self.aggregator.seed_watermarks(self.sink.node_watermarks(unknown))
         missing = set()
         for _node, samples in good:
             missing |= self.aggregator.missing(samples)
@@ -131,7 +135,6 @@ class UsageProcessor:
             self.stats.late += result.late
             self.stats.conflicts += result.conflicts
             fresh.extend((node_id, s) for s in result.new_samples)
-        self._settle_displaced()
         # 4. persist (idempotent writes)
         t0 = time.monotonic()
         self.sink.write_raw(fresh)
@@ -165,19 +168,6 @@ class UsageProcessor:
                     good.append((parked.node_id, (sample,)))
                     due.append(parked)
         return due
-
-    def _settle_displaced(self) -> None:
-        unsettled = self.aggregator.take_unsettled()
-        if not unsettled:
-            return
-        readings = self.sink.load_readings(u.identity for u in unsettled)
-        lost = self.aggregator.settle(unsettled, readings)
-        if lost:
-            self.stats.unsettled += len(lost)
-            log.error("%d displaced GPU-seconds had no archived readings (raw archive off or "
-                      "lost): their seconds moved to the winning claim, but the losing rows "
-                      "keep those seconds' activity and energy sums; first: %s",
-                      len(lost), lost[0].identity)
 
     def reset(self) -> None:
         """Partitions moved: drop cached state (another worker may own those GPUs now)."""

@@ -16,15 +16,17 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.topics import IDLE_TENANT
 from schemas.usage import GpuSecond, sample_event_int
-from streams.aggregate import Conflict, GpuGroupKey, MinuteRow, Readings, SecondKey
+from streams.aggregate import Conflict, GpuGroupKey, MinuteRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: The ledger's stored (union-merged) columns; gpu_seconds, energy_mj, ... are ALIAS columns
+#: computed from them (0003_ledger_union.sql).
 LEDGER_COLUMNS = [
     "minute", "tenant", "job", "billing_class", "gpu_uuid", "mig_uuid", "gpu_model", "node_id",
-    "seconds_mask", "active_mask", "gpu_seconds", "active_seconds", "sm_util_sum",
-    "mem_util_sum", "energy_mj", "peak_mem_used", "version",
+    "claimed_mask", "released_mask", "claimed_active", "sm_util_map", "mem_util_map",
+    "energy_map", "peak_mem_used", "version",
 ]
 RAW_COLUMNS = [
     "ts", "gpu_uuid", "mig_uuid", "gpu_model", "node_id", "tenant", "job", "billing_class",
@@ -43,6 +45,8 @@ CONFLICT_COLUMNS = [
 #: A rejected payload is stored exactly up to this many bytes; its size and SHA-256 are always
 #: stored, so a longer one can be matched with the record still on the topic.
 RAW_CAP_BYTES = 1 << 20
+#: How far back a restarted worker looks for a node's newest stored minute.
+WATERMARK_LOOKBACK_DAYS = 35
 #: Reasons are short by construction (schemas.validation); this only guards the table.
 REASON_CAP_CHARS = 1000
 
@@ -75,8 +79,7 @@ class LedgerSink:
         minutes = sorted({k[1] for k in wanted})
         gpus = sorted({k[0] for k in wanted})
         result = self._retry(lambda: self.client.query(
-            f"SELECT {', '.join(LEDGER_COLUMNS[:8])}, seconds_mask, active_mask, sm_util_sum, "
-            "mem_util_sum, energy_mj, peak_mem_used, version FROM usage_minutely FINAL "
+            f"SELECT {', '.join(LEDGER_COLUMNS)} FROM usage_minutely FINAL "
             "WHERE minute IN {minutes:Array(DateTime)} AND gpu_uuid IN {gpus:Array(String)}",
             parameters={"minutes": [datetime.fromtimestamp(m, UTC) for m in minutes], "gpus": gpus},
         ))
@@ -85,31 +88,30 @@ class LedgerSink:
             minute = _epoch(r[0])
             if (r[4], minute) not in wanted:
                 continue
+            sm_keys, sm = r[11]
+            mem = dict(zip(*r[12], strict=True))
+            energy = dict(zip(*r[13], strict=True))
+            readings = {int(k): (float(v), float(mem.get(k, 0.0)), int(energy.get(k, 0)))
+                        for k, v in zip(sm_keys, sm, strict=True)}
             rows.append(MinuteRow(minute, r[1], r[2], r[3], r[4], r[5], r[6], r[7],
-                                  int(r[8]), int(r[9]), float(r[10]), float(r[11]), int(r[12]),
-                                  int(r[13]), int(r[14])))
+                                  int(r[8]), int(r[9]), int(r[10]), readings, int(r[14]),
+                                  int(r[15])))
         return rows
 
-    def load_readings(self, identities: Iterable[SecondKey]) -> dict[SecondKey, Readings]:
-        """The archived readings of these GPU-seconds (for a displaced second reloaded from
-        the ledger). Empty when the raw archive is off."""
-        wanted = set(identities)
-        if not wanted or not self.archive_raw:
+    def node_watermarks(self, nodes: Iterable[str]) -> dict[str, int]:
+        """The newest second each node has in the ledger (its last stored minute's end), for a
+        restarted worker to know which reloaded minutes had already closed. Looks back
+        :data:`WATERMARK_LOOKBACK_DAYS` days (cheap: the ledger is ordered by minute)."""
+        nodes = sorted(set(nodes))
+        if not nodes:
             return {}
-        gpus = sorted({k[0] for k in wanted})
-        stamps = sorted({k[2] for k in wanted})
         result = self._retry(lambda: self.client.query(
-            "SELECT gpu_uuid, mig_uuid, toUnixTimestamp(ts), sm_util, mem_util, energy_mj "
-            "FROM usage_seconds FINAL WHERE gpu_uuid IN {gpus:Array(String)} "
-            "AND toUnixTimestamp(ts) IN {stamps:Array(UInt32)}",
-            parameters={"gpus": gpus, "stamps": stamps},
+            "SELECT node_id, toUnixTimestamp(max(minute)) + 59 FROM usage_minutely "
+            "WHERE minute >= now() - INTERVAL {days:UInt32} DAY AND node_id IN {n:Array(String)} "
+            "GROUP BY node_id",
+            parameters={"days": WATERMARK_LOOKBACK_DAYS, "n": nodes},
         ))
-        out = {}
-        for gpu, mig, ts, sm, mem, energy in result.result_rows:
-            key = (gpu, mig, int(ts))
-            if key in wanted:
-                out[key] = Readings(float(sm), float(mem), int(energy))
-        return out
+        return {node: int(ts) for node, ts in result.result_rows}
 
     def load_parked(self, topic: str) -> list[RejectedRecord]:
         """Samples rejected for a future timestamp and not yet re-admitted."""
@@ -160,14 +162,19 @@ class LedgerSink:
             "usage_seconds", cols, column_names=RAW_COLUMNS, column_oriented=True))
 
     def write_ledger(self, rows: Sequence[MinuteRow]) -> None:
+        """Upsert rows as union state: any order or repetition of writes merges the same."""
         if not rows:
             return
-        data = [
-            [r.minute, r.tenant, r.job, r.billing_class, r.gpu_uuid, r.mig_uuid, r.gpu_model,
-             r.node_id, r.seconds_mask, r.active_mask, r.gpu_seconds, r.active_seconds,
-             r.sm_util_sum, r.mem_util_sum, r.energy_mj, r.peak_mem_used, r.version]
-            for r in rows
-        ]
+        data = []
+        for r in rows:
+            seconds = sorted(r.readings)
+            values = [r.readings[k] for k in seconds]
+            data.append([
+                r.minute, r.tenant, r.job, r.billing_class, r.gpu_uuid, r.mig_uuid, r.gpu_model,
+                r.node_id, r.claimed_mask, r.released_mask, r.claimed_active,
+                (seconds, [v[0] for v in values]), (seconds, [v[1] for v in values]),
+                (seconds, [v[2] for v in values]), r.peak_mem_used, r.version,
+            ])
         self._retry(lambda: self.client.insert("usage_minutely", data, column_names=LEDGER_COLUMNS))
 
     def write_rejected(self, records: Sequence[RejectedRecord]) -> None:
@@ -189,12 +196,12 @@ class LedgerSink:
             return
         data = []
         for c in conflicts:
-            s = c.loser_sample
+            r = c.loser_readings
             data.append([
                 datetime.fromtimestamp(c.ts, UTC), c.gpu_uuid, c.kind, c.winner_mig_uuid,
                 c.winner[0], c.winner[1], c.loser_mig_uuid, c.loser[0], c.loser[1],
-                c.loser_node_id[:256], (s.billing_class or "") if s else "",
-                s.sm_util if s else None, round(s.energy_j * 1000) if s else None,
+                c.loser_node_id[:256], c.loser_billing_class,
+                r[0] if r else None, r[2] if r else None,
             ])
         self._retry(lambda: self.client.insert("usage_conflicts", data,
                                                column_names=CONFLICT_COLUMNS))

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from schemas.usage import GpuSecond, sample_event_id
-from streams.aggregate import Conflict, GpuGroupKey, MinuteRow, Readings, SecondKey
+from streams.aggregate import Conflict, GpuGroupKey, MinuteRow
 from streams.clickhouse.sink import RejectedRecord
 
 LedgerKey = tuple[int, str, str, str, str]  # (minute, gpu, mig, tenant, job)
@@ -30,19 +30,14 @@ class FakeLedger:
     def load(self, keys: Iterable[GpuGroupKey]) -> list[MinuteRow]:
         wanted = set(keys)
         self.loads.append(wanted)
-        return [
-            dataclasses.replace(r)
-            for r in self.ledger.values()
-            if (r.gpu_uuid, r.minute) in wanted
-        ]
+        return [copy_row(r) for r in self.ledger.values() if (r.gpu_uuid, r.minute) in wanted]
 
-    def load_readings(self, identities: Iterable[SecondKey]) -> dict[SecondKey, Readings]:
-        out = {}
-        for key in identities:
-            found = self.raw.get(sample_event_id(*key))
-            if found is not None:
-                s = found[1]
-                out[key] = Readings(s.sm_util, s.mem_util, round(s.energy_j * 1000))
+    def node_watermarks(self, nodes: Iterable[str]) -> dict[str, int]:
+        wanted = set(nodes)
+        out: dict[str, int] = {}
+        for r in self.ledger.values():
+            if r.node_id in wanted:
+                out[r.node_id] = max(out.get(r.node_id, 0), r.minute + 59)
         return out
 
     def load_parked(self, topic: str) -> list[RejectedRecord]:
@@ -61,11 +56,14 @@ class FakeLedger:
             self.raw[sample_event_id(s.gpu_uuid, s.mig_uuid, s.ts)] = (node_id, s)
 
     def write_ledger(self, rows: Sequence[MinuteRow]) -> None:
+        """Merge by union, as usage_minutely (AggregatingMergeTree) does on FINAL."""
         for r in rows:
             key = (r.minute, r.gpu_uuid, r.mig_uuid, r.tenant, r.job)
             old = self.ledger.get(key)
-            if old is None or r.version >= old.version:
-                self.ledger[key] = dataclasses.replace(r)  # a copy: the store owns its rows
+            if old is None:
+                self.ledger[key] = copy_row(r)  # a copy: the store owns its rows
+            else:
+                old.merge(r)
 
     def write_rejected(self, records: Sequence[RejectedRecord]) -> None:
         self.rejected.extend(records)
@@ -81,3 +79,20 @@ class FakeLedger:
         for r in self.ledger.values():
             out[(r.tenant, r.job)] += r.energy_mj
         return out
+
+
+class ReplacingLedger(FakeLedger):
+    """The ledger as 0001 stored it (ReplacingMergeTree(version)): the row with the highest
+    version wins whole. Kept to show what the union ledger fixes (tests/unit/streams/
+    test_many_writers.py)."""
+
+    def write_ledger(self, rows: Sequence[MinuteRow]) -> None:
+        for r in rows:
+            key = (r.minute, r.gpu_uuid, r.mig_uuid, r.tenant, r.job)
+            old = self.ledger.get(key)
+            if old is None or r.version >= old.version:
+                self.ledger[key] = copy_row(r)
+
+
+def copy_row(r: MinuteRow) -> MinuteRow:
+    return dataclasses.replace(r, readings=dict(r.readings))

@@ -17,9 +17,12 @@ MINUTE = 1_795_651_200  # 2026-11-20T00:00:00Z
 
 
 def row(mask: int, tenant: str = "acme", job: str = "j1", energy: int = 0) -> MinuteRow:
+    """A row whose counted seconds share ``energy`` mJ equally (given a divisible energy)."""
+    seconds = [s for s in range(60) if mask >> s & 1]
+    each = energy // len(seconds)
     return MinuteRow(MINUTE, tenant, job, "", "GPU-1", "", "NVIDIA H100 80GB HBM3", "n1",
-                     seconds_mask=mask, active_mask=mask, sm_util_sum=50.0 * mask.bit_count(),
-                     energy_mj=energy)
+                     claimed_mask=mask, claimed_active=mask,
+                     readings={s: (50.0, 0.0, each) for s in seconds})
 
 
 def test_duplicate_and_superseded_rows_are_exact_before_any_merge(clickhouse) -> None:
@@ -69,3 +72,43 @@ def test_migrations_apply_once_and_refuse_edited_history(clickhouse, tmp_path: P
     monkeypatch.setattr("schemas.clickhouse.migrate.discover", lambda *a: [edited])
     with pytest.raises(MigrationError, match=f"{first.version:04d}_{first.name}"):
         migrate(clickhouse)
+
+
+def test_upgrading_a_0001_ledger_keeps_every_total(chdb_path: Path, monkeypatch) -> None:
+    import uuid
+
+    from gpumeter.clickhouse import connect
+
+    # given a database at migration 0002 whose ledger holds rows the old way (full rows,
+    # replaced by version), including a superseded version
+    client = connect(f"chdb://{chdb_path}", database=f"t_{uuid.uuid4().hex[:12]}")
+    every = discover()
+    monkeypatch.setattr("schemas.clickhouse.migrate.discover",
+                        lambda *a: [m for m in every if m.version <= 2])
+    migrate(client)
+    cols = ["minute", "tenant", "job", "billing_class", "gpu_uuid", "mig_uuid", "gpu_model",
+            "node_id", "seconds_mask", "active_mask", "gpu_seconds", "active_seconds",
+            "sm_util_sum", "mem_util_sum", "energy_mj", "peak_mem_used", "version"]
+    from datetime import UTC, datetime
+
+    m = datetime.fromtimestamp(MINUTE, UTC)
+    client.insert("usage_minutely", [
+        [m, "acme", "j1", "spot", "GPU-1", "", "H100", "n1", 0b1111, 0b0101, 4, 2, 100.0, 40.0,
+         4000, 7, 4],
+        [m, "acme", "j1", "spot", "GPU-1", "", "H100", "n1", (1 << 60) - 1, 1, 60, 1, 1500.5,
+         600.0, 60_000, 9, 60],
+        [m, "__idle__", "", "", "GPU-2", "", "H100", "n1", 1 << 59, 0, 1, 0, 0.0, 0.0, 250, 0, 1],
+    ], column_names=cols)
+    # when the remaining migrations run (0003 converts the ledger to union state)
+    monkeypatch.setattr("schemas.clickhouse.migrate.discover", lambda *a: every)
+    migrate(client)
+    # then every reader's totals are those of the newest old versions, exactly
+    got = client.query(
+        "SELECT tenant, sum(gpu_seconds), sum(active_seconds), sum(sm_util_sum), "
+        "sum(mem_util_sum), sum(energy_mj), max(peak_mem_used), any(billing_class) "
+        "FROM usage_minutely FINAL GROUP BY tenant ORDER BY tenant").result_rows
+    assert got == [("__idle__", 1, 0, 0.0, 0.0, 250, 0, ""),
+                   ("acme", 60, 1, 1500.5, 600.0, 60_000, 9, "spot")]
+    hourly = client.query("SELECT sum(gpu_seconds) FROM usage_hourly").result_rows[0][0]
+    assert hourly == 61
+    client.command(f"DROP DATABASE {client.database}")

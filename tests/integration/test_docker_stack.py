@@ -200,14 +200,14 @@ def test_cluster_migrations_create_replicated_and_distributed_tables(
             "SELECT name, engine FROM system.tables WHERE database = currentDatabase()"
         ).result_rows
     )
-    assert engines["usage_minutely_local"] == "ReplicatedReplacingMergeTree"
+    assert engines["usage_minutely_local"] == "ReplicatedAggregatingMergeTree"  # union ledger
     assert engines["usage_minutely"] == "Distributed"
     assert engines["gpumeter_migrations"] == "ReplicatedMergeTree"
     # and a ledger row written through the Distributed table reads back exactly via the views
     client.command(
-        "INSERT INTO usage_minutely (minute, tenant, job, gpu_uuid, gpu_seconds, version) "
+        "INSERT INTO usage_minutely (minute, tenant, job, gpu_uuid, claimed_mask) "
         "SETTINGS distributed_foreground_insert = 1 "
-        "VALUES ('2026-11-01 00:00:00', 'acme', 'j', 'GPU-1', 60, 60)"
+        "VALUES ('2026-11-01 00:00:00', 'acme', 'j', 'GPU-1', 1152921504606846975)"
     )
     assert client.query("SELECT sum(gpu_seconds) FROM usage_daily").result_rows == [(60,)]
 

@@ -181,8 +181,9 @@ def test_late_seconds_merge_into_their_closed_minute_and_are_re_emitted(
     assert [(int(r["gpu_seconds"]), int(r["energy_mj"])) for r in rows] == [(60, 60 * 300_000)]
     # and usage.minutely.v1 first carried M as closed with 30 seconds, then the correction
     emitted = [orjson.loads(v) for v in pipeline.read_raw(pipeline.minutely_topic)]
-    versions_of_m = [e["version"] for e in emitted if e["minute"] == m]
-    assert versions_of_m == [30, 60]
+    of_m = [(e["version"], e["gpu_seconds"]) for e in emitted if e["minute"] == m]
+    assert [seconds for _, seconds in of_m] == [30, 60]
+    assert of_m[0][0] < of_m[1][0]  # the correction carries a newer version
     # and every other minute that closed was emitted once, complete
     others = {e["minute"]: e["gpu_seconds"] for e in emitted if e["minute"] != m}
     assert others and all(v == 60 for v in others.values())

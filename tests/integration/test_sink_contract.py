@@ -4,6 +4,7 @@ in-memory fake the processor's unit tests use, so the fake cannot drift from the
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -16,10 +17,12 @@ from tests.fakes.ledger import FakeLedger
 MINUTE = 1_795_651_200  # 2026-11-20T00:00:00Z
 
 
-def row(mask: int, version: int, tenant: str = "acme", energy: int = 0) -> MinuteRow:
-    return MinuteRow(MINUTE, tenant, "j1", "", "GPU-1", "", "H100", "n1", seconds_mask=mask,
-                     active_mask=mask, sm_util_sum=50.0 * mask.bit_count(), energy_mj=energy,
-                     version=version)
+def row(claimed: int, released: int = 0, *, energy: dict[int, int] | None = None,
+        version: int = 1) -> MinuteRow:
+    energy = energy if energy is not None else {s: 1000 for s in range(60) if claimed >> s & 1}
+    return MinuteRow(MINUTE, "acme", "j1", "", "GPU-1", "", "H100", "n1", claimed_mask=claimed,
+                     released_mask=released, claimed_active=claimed,
+                     readings={s: (50.0, 10.0, e) for s, e in energy.items()}, version=version)
 
 
 def sample(ts: int, tenant: str | None = "acme", energy_j: float = 300.0) -> GpuSecond:
@@ -39,29 +42,36 @@ class SinkContract:
     def sink(self) -> Any:
         raise NotImplementedError
 
-    def test_the_newest_version_of_a_row_wins_even_when_it_holds_fewer_seconds(self) -> None:
+    def test_writes_merge_by_union_in_any_order_and_repetition(self) -> None:
+        # given three states of one row, as two workers and a replay would write them:
+        # seconds 0-1, seconds 1-2 with second 0 released, and the first one again, stale
         sink = self.sink()
-        sink.write_ledger([row(0b111, version=1, energy=3)])
-        sink.write_ledger([row(0b1, version=2, energy=1)])  # a displacement made it smaller
-        sink.write_ledger([row(0b111, version=1, energy=3)])  # a stale replay
+        sink.write_ledger([row(0b011, energy={0: 100, 1: 200}, version=5)])
+        sink.write_ledger([row(0b110, 0b001, energy={1: 200, 2: 300}, version=1)])
+        sink.write_ledger([row(0b011, energy={0: 100, 1: 200}, version=5)])
+        # then the stored row is their union: seconds 1 and 2 counted, with their readings
         [loaded] = sink.load([("GPU-1", MINUTE)])
-        assert (loaded.seconds_mask, loaded.energy_mj, loaded.version) == (0b1, 1, 2)
+        assert (loaded.seconds_mask, loaded.released_mask, loaded.energy_mj) == (0b110, 0b1, 500)
+        assert (loaded.gpu_seconds, loaded.active_seconds, loaded.sm_util_sum) == (2, 2, 100.0)
+        assert self.totals(sink) == (2, 500)
 
     def test_load_returns_the_rows_of_a_physical_gpu_minute_and_its_slices(self) -> None:
         sink = self.sink()
-        part = dataclasses.replace(row(0b10, version=1), mig_uuid="MIG-1")
-        other = dataclasses.replace(row(0b1, version=1), gpu_uuid="GPU-2")
-        sink.write_ledger([row(0b1, version=1), part, other])
+        part = dataclasses.replace(row(0b10), mig_uuid="MIG-1")
+        other = dataclasses.replace(row(0b1), gpu_uuid="GPU-2")
+        sink.write_ledger([row(0b1), part, other])
         loaded = sink.load([("GPU-1", MINUTE)])
         assert sorted(r.mig_uuid for r in loaded) == ["", "MIG-1"]
         assert sink.load([("GPU-1", MINUTE + 60)]) == []
 
-    def test_archived_readings_come_back_by_identity(self) -> None:
+    def test_node_watermarks_are_the_end_of_each_nodes_newest_minute(self) -> None:
         sink = self.sink()
-        sink.write_raw([("n1", sample(MINUTE + 3, energy_j=250.5))])
-        found = sink.load_readings([("GPU-1", "", MINUTE + 3), ("GPU-1", "", MINUTE + 4)])
-        assert list(found) == [("GPU-1", "", MINUTE + 3)]
-        assert found[("GPU-1", "", MINUTE + 3)].energy_mj == 250_500
+        recent = (int(time.time()) // 60 - 5) * 60
+        early = dataclasses.replace(row(0b1), minute=recent - 120)
+        late = dataclasses.replace(row(0b1), minute=recent)
+        other = dataclasses.replace(row(0b1), minute=recent - 60, node_id="n2", gpu_uuid="G2")
+        sink.write_ledger([early, late, other])
+        assert sink.node_watermarks(["n1", "n2", "n3"]) == {"n1": recent + 59, "n2": recent - 1}
 
     def test_parked_samples_are_returned_until_marked_readmitted(self) -> None:
         sink = self.sink()
@@ -75,12 +85,16 @@ class SinkContract:
     def test_conflicts_are_accepted_and_a_repeat_is_harmless(self) -> None:
         sink = self.sink()
         c = Conflict("GPU-1", MINUTE + 1, "allocation", "", ("acme", "j1"), "", ("zeta", "j"),
-                     "n2", sample(MINUTE + 1, tenant="zeta"))
+                     "n2", "spot", (50.0, 10.0, 300_000))
         sink.write_conflicts([c, c])
-        sink.write_conflicts([dataclasses.replace(c, loser_sample=None)])
+        sink.write_conflicts([dataclasses.replace(c, loser_readings=None)])
         assert self.conflict_count(sink) == 1
 
     def conflict_count(self, sink: Any) -> int:
+        raise NotImplementedError
+
+    def totals(self, sink: Any) -> tuple[int, int]:
+        """(GPU-seconds, energy mJ) over the whole ledger, as billing reads it."""
         raise NotImplementedError
 
 
@@ -90,6 +104,10 @@ class TestFakeLedger(SinkContract):
 
     def conflict_count(self, sink: Any) -> int:
         return len(sink.conflicts)
+
+    def totals(self, sink: Any) -> tuple[int, int]:
+        return (sum(r.gpu_seconds for r in sink.ledger.values()),
+                sum(r.energy_mj for r in sink.ledger.values()))
 
 
 @pytest.mark.integration
@@ -105,6 +123,11 @@ class TestClickHouseSink(SinkContract):
 
     def conflict_count(self, sink: Any) -> int:
         return self.client.query("SELECT count() FROM usage_conflicts FINAL").result_rows[0][0]
+
+    def totals(self, sink: Any) -> tuple[int, int]:
+        [(seconds, energy)] = self.client.query(
+            "SELECT sum(gpu_seconds), sum(energy_mj) FROM usage_minutely FINAL").result_rows
+        return (int(seconds), int(energy))
 
     def test_rejected_bytes_are_stored_exactly_capped_with_size_and_hash(self) -> None:
         import hashlib

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from billing.assets import AssetRegister, parse_assets
+from tests.ledger_rows import LedgerRow, insert_ledger
 
 MODEL = "NVIDIA H100 80GB HBM3"
 START = datetime(2025, 3, 1, tzinfo=UTC)
@@ -47,14 +48,12 @@ def minutes(start: datetime, n: int, **kw: Any) -> list[Minute]:
 
 def insert_minutes(client: Any, rows: list[Minute]) -> None:
     mask = (1 << 60) - 1
-    data = [[r.minute.replace(tzinfo=None), r.tenant, r.job, "", r.gpu_uuid, "", r.gpu_model,
-             r.node_id, mask if r.gpu_seconds == 60 else (1 << r.gpu_seconds) - 1,
-             (1 << r.active_seconds) - 1, r.gpu_seconds, r.active_seconds, r.sm_util_sum, 0.0,
-             r.energy_mj, 0, r.gpu_seconds] for r in rows]
-    client.insert("usage_minutely", data, column_names=[
-        "minute", "tenant", "job", "billing_class", "gpu_uuid", "mig_uuid", "gpu_model",
-        "node_id", "seconds_mask", "active_mask", "gpu_seconds", "active_seconds",
-        "sm_util_sum", "mem_util_sum", "energy_mj", "peak_mem_used", "version"])
+    insert_ledger(client, [
+        LedgerRow(r.minute, r.tenant, r.job, r.gpu_uuid, r.gpu_model,
+                  mask if r.gpu_seconds == 60 else (1 << r.gpu_seconds) - 1,
+                  active_mask=(1 << r.active_seconds) - 1, sm_util_sum=r.sm_util_sum,
+                  energy_mj=r.energy_mj, node_id=r.node_id)
+        for r in rows])
 
 
 def two_gpu_scenario() -> list[Minute]:

@@ -295,7 +295,7 @@ def test_a_duplicate_of_a_closed_minute_adds_nothing_and_emits_nothing() -> None
 
 def stored(rows: list[MinuteRow]) -> list[MinuteRow]:
     """Rows as a store gives them back: fresh objects, not the aggregator's own."""
-    return [dataclasses.replace(r) for r in rows]
+    return [dataclasses.replace(r, readings=dict(r.readings)) for r in rows]
 
 
 def test_preloaded_state_makes_replays_add_nothing_and_merges_new_seconds_exactly() -> None:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.usage import GpuSecond
-from streams.aggregate import Aggregator, MinuteRow, Readings
+from streams.aggregate import Aggregator, MinuteRow
 from tests.unit.streams.test_aggregate import IDLE, M0, key_of, make_sample
 
 # Parent GPU-A with slices MIG-1 and MIG-2; GPU-C has no slices.
@@ -91,27 +91,21 @@ def claim_sets(draw: st.DrawFn) -> list[GpuSecond]:
 def run(chunks: list[list[GpuSecond]], restarts: set[int]) -> tuple[dict[Any, MinuteRow], set[Any]]:
     """The processor's commit path in miniature, over a ledger and an archive in memory."""
     ledger: dict[Any, MinuteRow] = {}
-    archive: dict[Identity, GpuSecond] = {}
     losers = set()
     agg = Aggregator()
     for i, chunk in enumerate(chunks):
         if i in restarts:
             agg = Aggregator()
         keys = agg.missing(chunk)
-        agg.preload(keys, [dataclasses.replace(r) for r in ledger.values()
-                           if (r.gpu_uuid, r.minute) in keys])
-        result = agg.add("node-1", chunk)
-        unsettled = agg.take_unsettled()
-        lost = agg.settle(unsettled, {
-            u.identity: Readings(s.sm_util, s.mem_util, round(s.energy_j * 1000))
-            for u in unsettled if (s := archive.get(u.identity)) is not None})
-        assert lost == []
-        for s in result.new_samples:
-            archive[(s.gpu_uuid, s.mig_uuid or "", s.ts)] = s
-        for row in agg.take_dirty():
+        agg.preload(keys, [dataclasses.replace(r, readings=dict(r.readings))
+                           for r in ledger.values() if (r.gpu_uuid, r.minute) in keys])
+        agg.add("node-1", chunk)
+        for row in agg.take_dirty():  # the ledger merges by union
             old = ledger.get(key_of(row))
-            assert old is None or row.version > old.version, "a newer state must win FINAL"
-            ledger[key_of(row)] = dataclasses.replace(row)
+            if old is None:
+                ledger[key_of(row)] = dataclasses.replace(row, readings=dict(row.readings))
+            else:
+                old.merge(row)
         losers |= {(c.gpu_uuid, c.loser_mig_uuid, c.ts, c.loser) for c in agg.take_conflicts()}
     return ledger, losers
 
@@ -151,7 +145,7 @@ def test_an_idle_sample_first_never_makes_a_tenants_second_unbillable() -> None:
     assert rows[("acme", "train")].seconds_mask == 1 << 5
     assert rows[("acme", "train")].energy_mj == 20_000
     assert rows[IDLE].seconds_mask == 0 and rows[IDLE].energy_mj == 0
-    assert rows[IDLE].version == 2  # written again, newer, so the ledger drops the second
+    assert rows[IDLE].released_mask == 1 << 5  # written again: the ledger learns the release
     [conflict] = agg.take_conflicts()
     assert (conflict.kind, conflict.winner, conflict.loser) == ("idle", ("acme", "train"), IDLE)
 
@@ -170,19 +164,17 @@ def test_a_mig_slice_and_its_parent_never_both_count_a_second() -> None:
         assert [c.kind for c in agg.take_conflicts()] == ["mig_parent"]
 
 
-def test_a_displaced_second_reloaded_from_the_ledger_takes_its_readings_from_the_archive() -> None:
+def test_a_second_reloaded_from_the_ledger_is_released_by_a_winning_claim() -> None:
     # given zeta's claim counted by a worker that then restarted
     first = Aggregator()
     first.add("node-1", [make_sample("GPU-C", None, M0 + 7, ("zeta", "a"), energy_j=5.0)])
-    stored = [dataclasses.replace(r) for r in first.take_dirty()]
+    stored = [dataclasses.replace(r, readings=dict(r.readings)) for r in first.take_dirty()]
     second = Aggregator()
     second.preload(second.missing([make_sample("GPU-C", None, M0, None)]), stored)
     # when acme's (winning) claim for that second arrives
     second.add("node-1", [make_sample("GPU-C", None, M0 + 7, ("acme", "train"), energy_j=9.0)])
-    # then the readings to take out of zeta's row are asked for, and applied
-    [u] = second.take_unsettled()
-    assert u.identity == ("GPU-C", "", M0 + 7)
-    assert second.settle([u], {u.identity: Readings(50.0, 20.0, 5000)}) == []
+    # then zeta's row releases the second (its readings no longer count) and acme holds it
     rows = {r.tenant: r for r in second.take_dirty()}
     assert (rows["zeta"].seconds_mask, rows["zeta"].energy_mj) == (0, 0)
+    assert rows["zeta"].released_mask == 1 << 7
     assert (rows["acme"].seconds_mask, rows["acme"].energy_mj) == (1 << 7, 9000)
