@@ -167,13 +167,12 @@ class LedgerSink:
             return
         data = []
         for r in rows:
-            seconds = sorted(r.readings)
-            values = [r.readings[k] for k in seconds]
+            seconds = list(r.readings)  # maxMap needs no order
+            sm, mem, energy = zip(*r.readings.values(), strict=True) if seconds else ((), (), ())
             data.append([
                 r.minute, r.tenant, r.job, r.billing_class, r.gpu_uuid, r.mig_uuid, r.gpu_model,
                 r.node_id, r.claimed_mask, r.released_mask, r.claimed_active,
-                (seconds, [v[0] for v in values]), (seconds, [v[1] for v in values]),
-                (seconds, [v[2] for v in values]), r.peak_mem_used, r.version,
+                (seconds, sm), (seconds, mem), (seconds, energy), r.peak_mem_used, r.version,
             ])
         self._retry(lambda: self.client.insert("usage_minutely", data, column_names=LEDGER_COLUMNS))
 
