@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gpumeter.settings import Settings
+from kernel.settings import Settings
 
 if TYPE_CHECKING:
     from agents.spool import Spool

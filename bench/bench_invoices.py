@@ -26,7 +26,7 @@ from billing.period import Period  # noqa: E402
 from billing.pricebook import load_pricebook  # noqa: E402
 from billing.reconcile import reconcile_period  # noqa: E402
 from billing.service import export_period, finalize_period, run_period  # noqa: E402
-from gpumeter.clickhouse import connect  # noqa: E402
+from kernel.clickhouse import connect  # noqa: E402
 from schemas.clickhouse.migrate import migrate  # noqa: E402
 
 RUNS = 3

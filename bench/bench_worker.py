@@ -128,7 +128,7 @@ def baseline_handler() -> tuple[Callable[[list], None], dict]:
 
 
 def processor_for(dsn: str, database: str):  # noqa: ANN201
-    from gpumeter.clickhouse import connect
+    from kernel.clickhouse import connect
     from schemas.clickhouse.migrate import migrate
     from streams.clickhouse.sink import LedgerSink
     from streams.processor import UsageProcessor

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpumeter.settings import Settings
+from kernel.settings import Settings
 
 DEMO_PRICEBOOK = Path(__file__).resolve().parent / "pricebook.demo.toml"
 
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace, settings: Settings) -> Any:
-    from gpumeter.clickhouse import connect_configured
+    from kernel.clickhouse import connect_configured
     from schemas.clickhouse.migrate import migrate
 
     client = connect_configured(settings, args.database)
@@ -80,7 +80,7 @@ def _guard(fn: Any) -> Any:
     """Billing and ClickHouse errors become one clear message and exit status 1."""
     def wrapped(args: argparse.Namespace, settings: Settings) -> int:
         from billing.errors import BillingError
-        from gpumeter.clickhouse import ClickHouseError
+        from kernel.clickhouse import ClickHouseError
 
         try:
             return int(fn(args, settings))

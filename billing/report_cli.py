@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gpumeter.settings import Settings
+from kernel.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     from billing.facts import parse_period
     from billing.report import build_report, print_summary, render_html
-    from gpumeter.clickhouse import ClickHouseError, connect_configured
+    from kernel.clickhouse import ClickHouseError, connect_configured
     from gpumeter.sql import server_error
 
     try:

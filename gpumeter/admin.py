@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gpumeter.settings import Settings, env_name
+from kernel.settings import Settings, env_name
 
 if TYPE_CHECKING:
     from schemas.clickhouse.migrate import ClusterDDL
@@ -89,7 +89,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from gpumeter.clickhouse import connect_configured
+    from kernel.clickhouse import connect_configured
     from schemas.clickhouse.migrate import cluster_plan, migrate
 
     cluster = args.cluster or settings.clickhouse_cluster

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from gpumeter.settings import Settings, SettingsError, load_settings
+from kernel.settings import Settings, SettingsError, load_settings
 
 EPILOG = """\
 getting started:
@@ -87,7 +87,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from agents.spool import SpoolError
     from agents.trace import TraceDataMissing
     from billing.errors import BillingError
-    from gpumeter.clickhouse import ClickHouseError
+    from kernel.clickhouse import ClickHouseError
     from infra.embedded.broker import BrokerError
     from schemas.clickhouse.migrate import MigrationError
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gpumeter.settings import Settings
+from kernel.settings import Settings
 
 MARKER = ".gpumeter-demo"
 MAX_TENANT_ROWS = 15
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"fleet: {args.nodes} nodes x {args.gpus} GPUs, 5 tenants, "
                       f"{_fmt(start)} .. {_fmt(start + duration)} UTC (seed {args.seed})")
 
-    from gpumeter.clickhouse import connect_configured
+    from kernel.clickhouse import connect_configured
     from infra.embedded.broker import EmbeddedBroker
     from schemas.clickhouse.migrate import migrate
     from schemas.topics import default_topics
@@ -189,7 +189,7 @@ def _start_worker(bootstrap: str, settings: Settings, database: str | None,
 def embedded_worker_env() -> dict[str, str]:
     """Environment for a worker on the embedded broker: its short group timeouts (a group join
     there waits about half the rebalance timeout; the production defaults make it 30 s)."""
-    from gpumeter.settings import EMBEDDED_GROUP_TIMEOUTS, env_name
+    from kernel.settings import EMBEDDED_GROUP_TIMEOUTS, env_name
 
     return {env_name(k): str(v) for k, v in EMBEDDED_GROUP_TIMEOUTS.items()}
 

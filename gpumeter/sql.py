@@ -30,8 +30,8 @@ from uuid import UUID
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
-from gpumeter.clickhouse import ClickHouseError, connect_configured
-from gpumeter.settings import Settings
+from kernel.clickhouse import ClickHouseError, connect_configured
+from kernel.settings import Settings
 
 OutputFormat = Literal["table", "csv", "json"]
 

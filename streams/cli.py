@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from gpumeter.settings import Settings
+from kernel.settings import Settings
 from streams.health import ExitCode
 
 DESCRIPTION = """\
@@ -145,9 +145,9 @@ def wait_for_broker(brokers: list[tuple[str, int]], timeout_s: float) -> str | N
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from gpumeter.clickhouse import connect_configured
-    from gpumeter.kafka import faust_broker_options
-    from gpumeter.settings import parse_bootstrap
+    from kernel.clickhouse import connect_configured
+    from kernel.kafka import faust_broker_options
+    from kernel.settings import parse_bootstrap
     from schemas import topics
     from schemas.clickhouse.migrate import migrate
     from streams.app import WorkerConfig, create_app, guarded

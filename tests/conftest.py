@@ -47,7 +47,7 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def clickhouse(chdb_path: Path) -> Iterator[object]:
     """A client on a fresh, migrated database in the session's embedded engine."""
-    from gpumeter.clickhouse import connect
+    from kernel.clickhouse import connect
     from schemas.clickhouse.migrate import migrate
 
     db = f"t_{uuid.uuid4().hex[:12]}"

@@ -77,7 +77,7 @@ def test_migrations_apply_once_and_refuse_edited_history(clickhouse, tmp_path: P
 def test_upgrading_a_0001_ledger_keeps_every_total(chdb_path: Path, monkeypatch) -> None:
     import uuid
 
-    from gpumeter.clickhouse import connect
+    from kernel.clickhouse import connect
 
     # given a database at migration 0002 whose ledger holds rows the old way (full rows,
     # replaced by version), including a superseded version

@@ -125,7 +125,7 @@ def test_kafka_python_produces_and_consumes_one_lz4_record(kafka_bootstrap: str)
 def test_migrations_apply_on_a_clickhouse_server_and_are_idempotent(
     clickhouse_server: tuple[str, str],
 ) -> None:
-    from gpumeter.clickhouse import connect
+    from kernel.clickhouse import connect
     from schemas.clickhouse.migrate import migrate
 
     dsn, password = clickhouse_server
@@ -183,7 +183,7 @@ def clickhouse_cluster_server(
 def test_cluster_migrations_create_replicated_and_distributed_tables(
     clickhouse_cluster_server: tuple[str, str],
 ) -> None:
-    from gpumeter.clickhouse import connect
+    from kernel.clickhouse import connect
     from schemas.clickhouse.migrate import migrate
 
     dsn, password = clickhouse_cluster_server
@@ -220,7 +220,7 @@ def test_agent_and_worker_meter_exactly_on_real_kafka_and_clickhouse(
 ) -> None:
     """The demo's check on the deployed components: 2 simulated GPUs for 10 minutes through
     `gpumeter agent` and `gpumeter worker` end up as exactly 1,200 GPU-seconds in the ledger."""
-    from gpumeter.clickhouse import connect
+    from kernel.clickhouse import connect
 
     dsn, password = clickhouse_server
     database = f"it_{uuid.uuid4().hex[:10]}"

@@ -237,7 +237,7 @@ def test_single_node_migrate_runs_exactly_the_statements_in_the_files() -> None:
 @pytest.fixture
 def chdb_database(chdb_path: Path):
     """A fresh, empty database in the session's embedded engine."""
-    from gpumeter.clickhouse import connect
+    from kernel.clickhouse import connect
 
     db = f"c_{uuid.uuid4().hex[:12]}"
     client = connect(f"chdb://{chdb_path}", database=db)

@@ -1,4 +1,4 @@
-"""Settings -> Kafka client options (gpumeter/kafka.py): the agent (kafka-python) and the worker
+"""Settings -> Kafka client options (kernel/kafka.py): the agent (kafka-python) and the worker
 (Faust) get the same security and timeouts from the same variables."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gpumeter.kafka import faust_broker_options, kafka_python_options, topic_config
-from gpumeter.settings import EMBEDDED_GROUP_TIMEOUTS, load_settings
+from kernel.kafka import faust_broker_options, kafka_python_options, topic_config
+from kernel.settings import EMBEDDED_GROUP_TIMEOUTS, load_settings
 
 # A self-signed test CA (public certificate only; its key was discarded), so the TLS context
 # really loads a CA bundle. Made with: openssl req -x509 -newkey ec -days 36500 -nodes.

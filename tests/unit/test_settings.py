@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from gpumeter.settings import SettingsError, load_settings
+from kernel.settings import SettingsError, load_settings
 
 
 def test_every_bad_variable_is_named_in_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,7 +76,7 @@ def test_a_bad_dsn_is_a_configuration_error_naming_the_variable_and_the_format(
 
 
 def test_good_dsns_parse_into_their_parts() -> None:
-    from gpumeter.settings import parse_clickhouse_dsn
+    from kernel.settings import parse_clickhouse_dsn
 
     embedded = parse_clickhouse_dsn("chdb:///var/lib/gpumeter/clickhouse")
     assert embedded.embedded and str(embedded.path) == "/var/lib/gpumeter/clickhouse"
@@ -101,7 +101,7 @@ def test_good_dsns_parse_into_their_parts() -> None:
     ],
 )
 def test_secrets_inside_a_dsn_are_never_shown(dsn: str) -> None:
-    from gpumeter.settings import parse_clickhouse_dsn, redact_dsn
+    from kernel.settings import parse_clickhouse_dsn, redact_dsn
 
     assert "hunter2" not in redact_dsn(dsn)
     try:
@@ -134,7 +134,7 @@ def test_password_in_the_dsn_and_in_the_variable_is_ambiguous(monkeypatch) -> No
 
 
 def test_connect_refuses_a_dsn_it_cannot_parse_instead_of_guessing(tmp_path, monkeypatch) -> None:
-    from gpumeter.clickhouse import ClickHouseError, connect
+    from kernel.clickhouse import ClickHouseError, connect
 
     # given a working directory where `chdb://` used to create a database
     monkeypatch.chdir(tmp_path)
@@ -209,7 +209,7 @@ def test_a_bad_bootstrap_is_a_clear_error(monkeypatch, value: str) -> None:
 
 
 def test_good_bootstraps_are_accepted_and_normalized(monkeypatch) -> None:
-    from gpumeter.settings import parse_bootstrap
+    from kernel.settings import parse_bootstrap
 
     assert parse_bootstrap("kafka-0.kafka.svc:9092, 10.0.0.7:9093,[::1]:29092") == [
         ("kafka-0.kafka.svc", 9092),
@@ -243,7 +243,7 @@ def test_unknown_variables_are_reported_with_a_suggestion_together_with_other_pr
 
 
 def test_an_injected_environment_is_scanned_instead_of_the_process_one() -> None:
-    from gpumeter.settings import unknown_variables
+    from kernel.settings import unknown_variables
 
     assert unknown_variables({"GPUMETER_DATA_DIRR": "x", "HOME": "/root"}) == [
         "  GPUMETER_DATA_DIRR: not a gpumeter setting; did you mean GPUMETER_DATA_DIR?"
@@ -254,7 +254,7 @@ def test_an_injected_environment_is_scanned_instead_of_the_process_one() -> None
 
 
 def test_group_timeout_defaults_fit_a_real_cluster_and_embedded_ones_are_explicit() -> None:
-    from gpumeter.settings import EMBEDDED_GROUP_TIMEOUTS
+    from kernel.settings import EMBEDDED_GROUP_TIMEOUTS
 
     production = load_settings()
     assert (

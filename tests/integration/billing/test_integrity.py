@@ -162,9 +162,9 @@ def test_two_concurrent_finalizer_processes_never_both_finalize(tmp_path: Path) 
     ok = [o for o in outs if o[0] == 0]
     assert len(ok) == 1, outs
     (_, _, err), = [o for o in outs if o[0] != 0]
-    # When both open at the same instant, gpumeter.clickhouse's lock probe is passed by both and
+    # When both open at the same instant, kernel.clickhouse's lock probe is passed by both and
     # chDB's own lock refuses the second ("Cannot lock file"): still refused, but that message
-    # is chDB's, not the friendly one (reported to the owner of gpumeter/clickhouse.py).
+    # is chDB's, not the friendly one (reported to the owner of kernel/clickhouse.py).
     assert any(m in err for m in ("in use by another process", "no draft invoices",
                                   "another billing run or finalization", "Cannot lock file")), err
     numbers = [ln.split()[0] for ln in ok[0][1].splitlines()]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gpumeter.settings import known_variables
+from kernel.settings import known_variables
 from tests.unit.infra.conftest import INFRA
 
 REQUIRED_SERVICES = {"kafka", "clickhouse", "worker", "grafana"}
@@ -109,7 +109,7 @@ def test_every_gpumeter_variable_is_a_real_setting(compose: dict[str, Any]) -> N
 
 
 def test_the_gpumeter_settings_in_the_stack_validate(compose: dict[str, Any], monkeypatch) -> None:
-    from gpumeter.settings import load_settings
+    from kernel.settings import load_settings
 
     env = _environment(compose["services"]["worker"])
     for key, value in env.items():

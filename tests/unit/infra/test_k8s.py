@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gpumeter.settings import Settings, env_name, known_variables
+from kernel.settings import Settings, env_name, known_variables
 from tests.unit.infra.conftest import INFRA
 
 kubernetes_validate = pytest.importorskip(
@@ -194,7 +194,7 @@ def test_every_variable_is_a_real_setting_and_secrets_are_referenced(manifests) 
 
 
 def test_the_shared_configuration_validates_as_settings(manifests, monkeypatch, tmp_path) -> None:
-    from gpumeter.settings import load_settings
+    from kernel.settings import load_settings
 
     (config,) = _kind(manifests, "ConfigMap")
     ca = tmp_path / "ca.crt"

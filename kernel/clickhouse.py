@@ -15,7 +15,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error as DriverError
 
-from gpumeter.settings import ClickHouseDsn, Settings, parse_clickhouse_dsn
+from kernel.settings import ClickHouseDsn, Settings, parse_clickhouse_dsn
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from gpumeter.settings import Settings
+from kernel.settings import Settings
 
 
 def kafka_python_options(settings: Settings) -> dict[str, Any]:
