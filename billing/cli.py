@@ -73,7 +73,20 @@ def _client(args: argparse.Namespace, settings: Settings) -> Any:
 
     client = connect_configured(settings, args.database)
     migrate(client)  # idempotent: the billing tables exist before the first run
+    _skip_pandas_probe()
     return client
+
+
+def _skip_pandas_probe() -> None:
+    """clickhouse-connect imports pandas (about 0.8 s here) on a process's first insert only to
+    ask whether the data is a DataFrame. Billing inserts row lists, so in a billing command that
+    has not imported pandas, tell the driver pandas is absent (it then skips that check)."""
+    if "pandas" in sys.modules:
+        return
+    from clickhouse_connect.driver import options
+
+    options.pd = None  # read by the driver through the module, as its lazy import would set it
+    options.pd_time_test = None
 
 
 def _guard(fn: Any) -> Any:

@@ -7,7 +7,7 @@ with 6 decimals, dates ISO 8601; the rows of one invoice sum to its total.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from billing.invoice import Invoice
@@ -39,9 +39,14 @@ def rows(inv: Invoice) -> list[dict[str, str]]:
 
 
 def write_csv(invoices: Sequence[Invoice], path: Path) -> Path:
+    return write_csv_sorted(sorted(invoices, key=lambda i: (i.number or "~", i.tenant)), path)
+
+
+def write_csv_sorted(invoices: Iterable[Invoice], path: Path) -> Path:
+    """Invoices already in the file's order (numbers, then drafts, by tenant), one at a time."""
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()
-        for inv in sorted(invoices, key=lambda i: (i.number or "~", i.tenant)):
+        for inv in invoices:
             w.writerows(rows(inv))
     return path

@@ -6,7 +6,12 @@ so the PDF, the CSV and the JSON always agree.
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
+from collections.abc import Iterable
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,7 @@ from reportlab.lib.enums import TA_RIGHT
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
+from reportlab.lib.utils import simpleSplit
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from billing.export_json import file_stem
@@ -55,6 +61,19 @@ def _trim(d: Decimal, min_places: int) -> str:
     whole, frac = text.split(".")
     frac = frac.rstrip("0").ljust(min_places, "0")
     return f"{whole}.{frac}" if frac else whole
+
+
+#: Column widths of the per-job usage table (a month can hold hundreds of jobs per tenant).
+_JOB_COLS = (30 * mm, 34 * mm, 18 * mm, 10 * mm, 26 * mm, 26 * mm, 18 * mm, 20 * mm)
+_CELL_PADDING = 6  # reportlab's default left + right cell padding, points
+
+
+@lru_cache(maxsize=4096)
+def _wrapped(text: str, width: float) -> str:
+    """``text`` broken into lines that fit ``width`` like a Paragraph of the same font would
+    break it, as a plain cell string: a Paragraph per cell cost most of a PDF's rendering time
+    in a table of hundreds of jobs."""
+    return "\n".join(simpleSplit(text, "Helvetica", _SMALL.fontSize, width - _CELL_PADDING))
 
 
 def _esc(s: str) -> str:
@@ -100,16 +119,16 @@ def story(inv: Invoice) -> list[Any]:
     jobs: list[list[Any]] = [["Job", "GPU model", "Class", "GPUs", "First minute (UTC)",
                               "Last minute (UTC)", "GPU-hours", "Billed GPU-h"]]
     for j in inv.jobs:
-        jobs.append([Paragraph(_esc(j.job), _SMALL), Paragraph(_esc(j.gpu_model), _SMALL),
+        jobs.append([_wrapped(j.job, _JOB_COLS[0]), _wrapped(j.gpu_model, _JOB_COLS[1]),
                      j.billing_class, str(j.gpus), j.first_minute.strftime("%Y-%m-%d %H:%M"),
                      j.last_minute.strftime("%Y-%m-%d %H:%M"),
                      f"{Decimal(j.gpu_seconds) / 3600:,.3f}",
                      f"{Decimal(j.billable_seconds) / 3600:,.3f}"])
     jobs.append(["Total", "", "", "", "", "", f"{inv.gpu_hours:,.3f}",
                  f"{Decimal(sum(j.billable_seconds for j in inv.jobs)) / 3600:,.3f}"])
-    job_table = Table(jobs, colWidths=[30 * mm, 34 * mm, 18 * mm, 10 * mm, 26 * mm, 26 * mm,
-                                       18 * mm, 20 * mm], repeatRows=1, style=_GRID)
-    job_table.setStyle([("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 8)])
+    job_table = Table(jobs, colWidths=list(_JOB_COLS), repeatRows=1, style=_GRID)
+    job_table.setStyle([("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 8),
+                        ("LEADING", (0, 1), (1, -1), _SMALL.leading)])
     terms = (f"Payment due within {issuer.payment_terms_days} days of the issue date. Prices are "
              "per GPU-hour, metered per second of allocation; each line is rounded half-even "
              "to the currency's minor unit and totals are sums of lines.")
@@ -150,3 +169,29 @@ def write_pdf(inv: Invoice, out_dir: Path) -> Path:
 
     doc.build(story(inv), onFirstPage=footer, onLaterPages=footer)
     return path
+
+
+def write_pdfs(documents: Iterable[str], out_dir: Path, *,
+               processes: int | None = None) -> list[Path]:
+    """One PDF per stored document, rendered by ``processes`` worker processes (default: one
+    per available core), in the documents' order. Rendering is pure CPU (reportlab), so the
+    pool is what uses every core; documents are handed over as their JSON text.
+
+    Workers come from a fork server that has imported this module once (no ClickHouse engine
+    in it: a fork of the caller would copy an engine's threads' locks)."""
+    n = processes or len(os.sched_getaffinity(0))
+    if n <= 1:
+        return [_render(doc, str(out_dir)) for doc in documents]
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    with ctx.Pool(n) as pool:
+        return list(pool.imap(_render_in, ((doc, str(out_dir)) for doc in documents),
+                              chunksize=4))
+
+
+def _render_in(args: tuple[str, str]) -> Path:
+    return _render(*args)
+
+
+def _render(document: str, out_dir: str) -> Path:
+    return write_pdf(Invoice.from_document(json.loads(document)), Path(out_dir))

@@ -18,6 +18,8 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any, Literal
 
+import orjson
+
 from billing.pricing import TenantPricing, _plain
 
 SCHEMA_VERSION = "invoice.v1"
@@ -204,6 +206,16 @@ def _job_dict(j: JobUsage) -> dict[str, Any]:
 
 
 def canonical_json(doc: Mapping[str, Any]) -> bytes:
+    """Sorted keys, no whitespace, UTF-8 (non-ASCII unescaped). orjson writes exactly these
+    bytes about ten times faster than ``json.dumps`` (tests/unit/billing/test_canonical_json.py
+    holds the two to the same output); ``json`` remains for values orjson refuses."""
+    try:
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return _stdlib_canonical_json(doc)
+
+
+def _stdlib_canonical_json(doc: Mapping[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -144,6 +144,12 @@ _FIELDS: dict[type, tuple[str, ...]] = {}
 
 def _plain(obj: Any) -> Any:
     """JSON-ready form: Decimals as exact strings (never floats), dates ISO, tuples as lists."""
+    if type(obj) is Rate:  # the bulk of every pricing snapshot: spelled out for speed
+        return {"gpu_model": obj.gpu_model, "billing_class": obj.billing_class,
+                "price_per_gpu_hour": format(obj.price_per_gpu_hour, "f"),
+                "effective_from": obj.effective_from.isoformat(),
+                "effective_until": None if obj.effective_until is None
+                else obj.effective_until.isoformat(), "tenant": obj.tenant}
     names = _FIELDS.get(type(obj))
     if names is None and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         names = _FIELDS[type(obj)] = tuple(f.name for f in dataclasses.fields(obj))

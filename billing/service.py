@@ -13,6 +13,7 @@ period and writes them the same way. Runs and finalizations each hold the billin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -175,18 +176,23 @@ def finalize_period(client: QueryClient, period: Period, *,
 
 
 def export_period(client: QueryClient, period: Period, fmt: ExportFormat,
-                  out_dir: Path) -> list[Path]:
+                  out_dir: Path, *, processes: int | None = None) -> list[Path]:
+    """Write the period's invoices. Documents stream from ClickHouse (one block in memory);
+    PDFs are rendered by a pool of ``processes`` (default: one per available core)."""
     from billing import export_csv, export_json, export_pdf
 
-    invoices = [s.invoice for s in BillingStore(client).invoices(period=period)]
-    if not invoices:
+    store = BillingStore(client)
+    if not store.states(period):
         raise BillingError(f"no invoices for {period}: run `gpumeter invoices run --period "
                            f"{period}` first")
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
-        return [export_csv.write_csv(invoices, out_dir / f"invoices-{period}.csv")]
-    writer = export_json.write_json if fmt == "json" else export_pdf.write_pdf
-    return [writer(inv, out_dir) for inv in invoices]
+        invoices = (Invoice.from_document(json.loads(d))
+                    for d in store.documents(period, by_number=True))
+        return [export_csv.write_csv_sorted(invoices, out_dir / f"invoices-{period}.csv")]
+    if fmt == "json":
+        return [export_json.write_document(d, out_dir) for d in store.documents(period)]
+    return export_pdf.write_pdfs(store.documents(period), out_dir, processes=processes)
 
 
 # -- the whole month -------------------------------------------------------------------------

@@ -211,6 +211,15 @@ class BillingStore:
             for c, f, h, doc, r in rows
         ]
 
+    def documents(self, period: Period, *, by_number: bool = False) -> Iterator[str]:
+        """The period's stored documents, streamed (exports hold one block at a time), in
+        tenant order or in the CSV's order (numbers, then drafts, by tenant)."""
+        order = "if(number = '', '~', number), tenant" if by_number else "tenant"
+        for (doc,) in self._stream(
+                "SELECT document FROM invoices FINAL WHERE period = {period:String} "
+                f"ORDER BY {order}", period=str(period)):
+            yield doc
+
     def invoice(self, tenant: str, period: Period) -> StoredInvoice | None:
         found = self.invoices(period=period, tenant=tenant)
         return found[0] if found else None
