@@ -36,7 +36,7 @@ COMMAND_MODULES = (
     "gpumeter.demo",
     "gpumeter.sql",
     "gpumeter.admin",
-    "billing.report_cli",
+    "analytics.cli",
 )
 
 

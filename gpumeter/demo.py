@@ -426,11 +426,11 @@ def _billing(console: Any, client: Any, period: str, data_dir: Path) -> None:
 
 def _report(console: Any, client: Any, period: str, data_dir: Path) -> None:
     try:
-        from billing.report import write_report
+        from analytics.report import write_report
     except ImportError:
         console.print("[yellow]the report is not available in this build; skipping it")
         return
-    assets = Path(__file__).resolve().parent.parent / "billing" / "assets.demo.toml"
+    assets = Path(__file__).resolve().parent.parent / "analytics" / "assets.demo.toml"
     path = write_report(client, period, data_dir / "demo" / "report", assets if assets.exists() else None)
     console.print(f"utilization and ROA report: {path}")
 

@@ -20,13 +20,39 @@ from kernel.settings import ClickHouseDsn, Settings, parse_clickhouse_dsn
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+_CODE = re.compile(r"Code:\s*(\d+)")
+_NAME = re.compile(r"\(([A-Z][A-Z0-9_]+)\)")
+
+
 class ClickHouseError(RuntimeError):
-    """Opening or querying ClickHouse failed; keeps the server's code and name when known."""
+    """Opening or querying ClickHouse failed; keeps the server's code and name when known
+    (``code`` 60, ``name`` ``UNKNOWN_TABLE``), as clickhouse-connect's own errors do."""
 
     def __init__(self, message: str, code: int | None = None, name: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.name = name
+
+    @classmethod
+    def from_driver(cls, exc: Exception) -> ClickHouseError:
+        """The driver's error with the server's code, name and own message (``Code: 60. ...``);
+        the HTTP driver's preamble before ``Code:`` is dropped. Raise it ``from exc``."""
+        msg = str(exc)
+        code = getattr(exc, "code", None)
+        if code is None and (m := _CODE.search(msg)):
+            code = int(m.group(1))
+        name_match = _NAME.search(msg)
+        start = msg.find("Code:")
+        body = (msg[start:] if start >= 0 else msg).split("\n")[0].strip()
+        return cls(body, code=int(code) if code is not None else None,
+                   name=name_match.group(1) if name_match else None)
+
+    def render(self) -> str:
+        """``ClickHouse error 60 UNKNOWN_TABLE: <message>``; the message alone without a code."""
+        if self.code is None:
+            return str(self)
+        label = f"{self.code} {self.name}" if self.name else str(self.code)
+        return f"ClickHouse error {label}: {self}"
 
 
 def connect(

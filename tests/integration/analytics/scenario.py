@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from billing.assets import AssetRegister, parse_assets
+from analytics.assets import AssetRegister, parse_assets
 from tests.ledger_rows import LedgerRow, insert_ledger
 
 MODEL = "NVIDIA H100 80GB HBM3"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from billing.facts import sync_asset_rates
+from analytics.ledger_facts import sync_asset_rates
 from tests.integration.analytics.scenario import START, insert_minutes, register, two_gpu_scenario
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from billing.facts import load_facts, parse_period
-from billing.metrics import compute
+from analytics.ledger_facts import load_facts, parse_period
+from analytics.metrics import compute
 from schemas.work import WORK_UNITS_COLUMNS, WorkUnitsReported
 from tests.integration.analytics.scenario import (
     MODEL,
@@ -146,7 +146,7 @@ def test_views_agree_with_python_metrics(scenario) -> None:  # type: ignore[no-u
     util = scenario.query("SELECT utilization_pct, efficiency_pct FROM utilization_daily"
                           ).result_rows[0]
     assert (float(util[0]), float(util[1])) == (75.0, 66.67)
-    from billing.facts import sync_asset_rates
+    from analytics.ledger_facts import sync_asset_rates
 
     sync_asset_rates(scenario, register())
     idle = scenario.query("SELECT idle_gpu_hours, idle_value FROM idle_capacity_daily").result_rows

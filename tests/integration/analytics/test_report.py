@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from billing.report import CHART_IDS, build_report, print_summary, render_html, write_report
+from analytics.report import CHART_IDS, build_report, print_summary, render_html, write_report
 from tests.integration.analytics.scenario import NOW, insert_minutes, two_gpu_scenario
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from billing.facts import load_facts, parse_period
+from analytics.ledger_facts import load_facts, parse_period
 from billing.period import Period
 from billing.service import run_period
 from tests.unit.billing.builders import A100, make_book

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from billing.assets import DEMO_ASSETS, AssetRegisterError, load_assets, parse_assets
+from analytics.assets import DEMO_ASSETS, AssetRegisterError, load_assets, parse_assets
 
 
 def test_demo_register_covers_the_demo_fleet() -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from billing.facts import Facts, GpuHour, JobUsage, RevenueLine, parse_period
-from billing.metrics import compute
+from analytics.ledger_facts import Facts, GpuHour, JobUsage, RevenueLine, parse_period
+from analytics.metrics import compute
 from tests.integration.analytics.scenario import MODEL, register
 
 MARCH = parse_period("2025-03")

@@ -2,7 +2,7 @@
 
 Two steps, kept apart so the arithmetic is testable on plain data:
 
-1. :func:`billing.facts.load_facts` reads the exact ledger (``usage_minutely FINAL``), invoices
+1. :func:`analytics.ledger_facts.load_facts` reads the exact ledger (``usage_minutely FINAL``), invoices
    and work units for a period from ClickHouse;
 2. :func:`compute` turns facts plus the asset register into :class:`Metrics` per fleet, GPU
    model, node and day, plus per tenant and per job.
@@ -35,9 +35,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from billing.assets import SECONDS_PER_YEAR, AssetRegister
-from billing.facts import Facts, GpuHour, JobUsage, Period, RevenueLine
-from billing.revenue import rate_on_demand, revenue_by_model, spread_revenue, unknowns
+from analytics.assets import SECONDS_PER_YEAR, AssetRegister
+from analytics.ledger_facts import Facts, GpuHour, JobUsage, Period, RevenueLine
+from analytics.revenue import rate_on_demand, revenue_by_model, spread_revenue, unknowns
 
 MJ_PER_KWH = Decimal(3_600_000_000)
 Dimension = Literal["fleet", "gpu_model", "node", "day"]

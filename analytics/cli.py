@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "utilization, energy, revenue, costs, margin, ROA, break-even utilization and the value "
         "of idle capacity per fleet, GPU model, node and tenant; write one self-contained HTML "
         "file with charts. Costs come from the asset register (TOML; see "
-        "billing/assets.demo.toml for every field).",
+        "analytics/assets.demo.toml for every field).",
         epilog="examples:\n  gpumeter report --period 2025-03\n"
         "  gpumeter report --period 2025-03-14 --assets site-assets.toml --out reports/\n"
         "  gpumeter report --assets site-assets.toml --validate",
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--period", help="YYYY-MM (a UTC month) or YYYY-MM-DD (a UTC day)")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for the HTML (default: .)")
     p.add_argument("--assets", type=Path, default=None,
-                   help="asset register TOML (default: billing/assets.demo.toml)")
+                   help="asset register TOML (default: analytics/assets.demo.toml)")
     p.add_argument("--database", default=None, help="ClickHouse database (default: the DSN's)")
     p.add_argument("--validate", action="store_true",
                    help="only check the asset register, print every problem, and exit")
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from billing.assets import AssetRegisterError, load_assets
+    from analytics.assets import AssetRegisterError, load_assets
 
     try:
         register_ = load_assets(args.assets)
@@ -49,12 +49,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print("gpumeter report: --period YYYY-MM is required", file=sys.stderr)
         return 2
 
+    from clickhouse_connect.driver.exceptions import Error as DriverError
     from rich.console import Console
 
-    from billing.facts import parse_period
-    from billing.report import build_report, print_summary, render_html
+    from analytics.ledger_facts import parse_period
+    from analytics.report import build_report, print_summary, render_html
     from kernel.clickhouse import ClickHouseError, connect_configured
-    from gpumeter.sql import server_error
 
     try:
         parse_period(args.period)
@@ -67,13 +67,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     except ClickHouseError as exc:
         print(f"gpumeter report: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # driver errors keep the server's code and name
-        if type(exc).__module__.startswith("clickhouse_connect"):
-            err = server_error(exc)
-            hint = " (is the schema migrated? run `gpumeter db migrate`)" if err.code == 60 else ""
-            print(f"gpumeter report: {err.render()}{hint}", file=sys.stderr)
-            return 1
-        raise
+    except DriverError as exc:  # the server's code and name are kept
+        err = ClickHouseError.from_driver(exc)
+        hint = " (is the schema migrated? run `gpumeter db migrate`)" if err.code == 60 else ""
+        print(f"gpumeter report: {err.render()}{hint}", file=sys.stderr)
+        return 1
     # Piped output gets a fixed width wide enough for the tables; a terminal uses its own.
     print_summary(report, Console(width=None if sys.stdout.isatty() else 140))
     args.out.mkdir(parents=True, exist_ok=True)

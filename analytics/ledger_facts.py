@@ -1,7 +1,7 @@
 """The facts the metrics are computed from: the period, and what ClickHouse holds for it.
 
 :func:`load_facts` reads the exact ledger (``usage_minutely FINAL``), invoices and work units
-for a period into plain :class:`Facts`; :func:`billing.metrics.compute` turns them into
+for a period into plain :class:`Facts`; :func:`analytics.metrics.compute` turns them into
 economics without I/O. :func:`sync_asset_rates` is the one write: the register's per-model
 rates into ``asset_rates``, so SQL and Grafana can value idle capacity.
 
@@ -23,7 +23,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from billing.assets import AssetRegister
+from analytics.assets import AssetRegister
+from analytics.errors import PeriodError
 
 IDLE = "__idle__"
 
@@ -56,7 +57,7 @@ def parse_period(text: str) -> Period:
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         start = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
         return Period(text, start, start + timedelta(days=1))
-    raise ValueError(f"period {text!r}: expected YYYY-MM (a month) or YYYY-MM-DD (a day)")
+    raise PeriodError(f"period {text!r}: expected YYYY-MM (a month) or YYYY-MM-DD (a day)")
 
 
 @dataclass(frozen=True)

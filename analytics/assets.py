@@ -1,8 +1,8 @@
 """The asset register: what each GPU cost, since when it serves, and what running it costs.
 
-Read from TOML (``billing/assets.demo.toml`` is the demo fleet's). Every problem in the file is
+Read from TOML (``analytics/assets.demo.toml`` is the demo fleet's). Every problem in the file is
 reported at once, each naming its entry, so one edit fixes them all. The register is plain data;
-:mod:`billing.metrics` turns it and the ledger into economics.
+:mod:`analytics.metrics` turns it and the ledger into economics.
 
 Depreciation is straight-line from ``in_service`` over ``life_years`` (a year = 365 days) down
 to ``residual_value``, accrued per second of calendar time: an owned GPU loses value whether or
@@ -21,11 +21,13 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from analytics.errors import AnalyticsError
+
 SECONDS_PER_YEAR = 365 * 86_400
 DEMO_ASSETS = Path(__file__).with_name("assets.demo.toml")
 
 
-class AssetRegisterError(ValueError):
+class AssetRegisterError(AnalyticsError, ValueError):
     """The register is invalid; ``problems`` lists every problem, each naming its entry."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

@@ -2,7 +2,7 @@
 
 Recognition: usage-driven revenue (usage, overage, discounts, credits, energy, adjustments)
 follows the tenant's allocated GPU-seconds; time-driven revenue (commitments and minimum spend,
-``RevenueLine.covers`` set by :mod:`billing.facts`) is earned evenly over the contract time it
+``RevenueLine.covers`` set by :mod:`analytics.ledger_facts`) is earned evenly over the contract time it
 covers, so a month's commitment is spread over its days instead of landing on the day the
 tenant happened to run a job (which made daily margin and ROA meaningless). Values the register
 cannot price are reported by :func:`unknowns`, never silently counted as 0.
@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from billing.assets import AssetRegister
-from billing.facts import Facts, JobUsage, RevenueLine
+from analytics.assets import AssetRegister
+from analytics.ledger_facts import Facts, JobUsage, RevenueLine
 
 
 def rate_on_demand(jobs: Iterable[JobUsage], register: AssetRegister) -> list[RevenueLine]:

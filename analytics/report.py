@@ -18,9 +18,9 @@ from clickhouse_connect.driver.client import Client
 from rich.console import Console
 from rich.table import Table
 
-from billing.assets import load_assets
-from billing.facts import load_facts, parse_period, sync_asset_rates
-from billing.metrics import Metrics, Report, compute
+from analytics.assets import load_assets
+from analytics.ledger_facts import load_facts, parse_period, sync_asset_rates
+from analytics.metrics import Metrics, Report, compute
 
 CHART_IDS = ("chart-utilization", "chart-heatmap", "chart-revenue-cost", "chart-idle",
              "chart-tenants")
