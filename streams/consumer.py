@@ -185,6 +185,11 @@ class ConsumerCheck:
             reason = getattr(svc, "crash_reason", None)
             if reason is not None:
                 fatal(ExitCode.SOFTWARE, f"{type(svc).__name__} crashed: {reason!r:.300}")
+        if getattr(app, "rebalancing", False):
+            # Faust is revoking or assigning: positions are about to be reset to the committed
+            # offsets, so neither measure nor rewind now (a seek here could be undone by the
+            # assignment). Liveness counts the time without a measurement.
+            return
         try:
             assigned = sorted(app.consumer.assignment())
             await self._rewind_pending()

@@ -71,7 +71,9 @@ class Health:
     - a chunk has been in the processor (a hung ClickHouse write, a deadlock), or
     - records were waiting (lag > 0) and no chunk completed (a processor that died or never
       receives its records while the consumer lives on), or
-    - the event loop did not tick (something blocks it outside a chunk).
+    - the event loop did not tick (something blocks it outside a chunk), or
+    - the lag could not be measured (a rebalance that does not end, a broker that is away:
+      the worker cannot tell whether it keeps up, so it says so).
     """
 
     stall_after_s: float
@@ -88,10 +90,14 @@ class Health:
     log_rewinds: int = 0
     stop_requested: float | None = None
     ticked: bool = False
+    #: when lag was last measured (a rebalance that never ends, a consumer that cannot
+    #: answer or a broker that is away all stop the measurement)
+    last_lag_observed: float = 0.0
 
     def __post_init__(self) -> None:
         now = self.clock()
         self.started = self.last_chunk_done = self.last_loop_tick = now
+        self.last_lag_observed = now + STARTUP_ALLOWANCE_S  # joining the group takes a while
 
     # -- written by the event loop ---------------------------------------------------------
     def chunk_begins(self) -> None:
@@ -103,7 +109,7 @@ class Health:
 
     def observe_lag(self, partition_lag: dict[tuple[str, int], int]) -> None:
         now = self.clock()
-        self.last_loop_tick = now
+        self.last_loop_tick = self.last_lag_observed = now
         self.ticked = True
         self.partition_lag = dict(partition_lag)
         self.lag = sum(partition_lag.values())
@@ -135,6 +141,11 @@ class Health:
             if not self.ticked:
                 return f"the worker has not started within {now - self.last_loop_tick:.0f} s"
             return f"the event loop has not ticked for {now - self.last_loop_tick:.0f} s"
+        if self.ticked and now - self.last_lag_observed > limit:
+            return (
+                f"lag could not be measured for {now - self.last_lag_observed:.0f} s (the "
+                "consumer group keeps rebalancing, or the broker does not answer)"
+            )
         age = self.progress_age()
         if self.lag and age > limit:
             return (
