@@ -25,9 +25,7 @@ from clickhouse_connect.driver.client import Client
 
 from analytics.assets import AssetRegister
 from analytics.errors import PeriodError
-
-IDLE = "__idle__"
-
+from kernel.names import IDLE_TENANT
 
 # -- facts ------------------------------------------------------------------------------------
 
@@ -125,16 +123,15 @@ class Facts:
 
 # -- load (ClickHouse) ------------------------------------------------------------------------
 
+#: Per GPU and hour from the ``gpu_utilization_hourly`` view (migration 0020, the one definition
+#: of available / allocated / active / idle), its MIG slices summed. Periods start and end on
+#: hour boundaries, so filtering the view's hours is filtering the ledger's minutes.
 _GPU_HOURS = """
-SELECT toStartOfHour(minute) AS hour, gpu_model, node_id, gpu_uuid,
-       sum(gpu_seconds)                            AS available_s,
-       sumIf(gpu_seconds, tenant != '__idle__')    AS allocated_s,
-       sumIf(active_seconds, tenant != '__idle__') AS active_s,
-       sumIf(gpu_seconds, tenant = '__idle__')     AS idle_s,
-       sumIf(sm_util_sum, tenant != '__idle__')    AS sm_sum,
-       sum(energy_mj)                              AS energy_mj
-FROM usage_minutely FINAL
-WHERE minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')}
+SELECT hour, gpu_model, node_id, gpu_uuid,
+       sum(available_seconds), sum(allocated_seconds), sum(active_seconds), sum(idle_seconds),
+       sum(allocated_sm_util_sum), sum(energy_mj)
+FROM gpu_utilization_hourly
+WHERE hour >= {start:DateTime('UTC')} AND hour < {end:DateTime('UTC')}
 GROUP BY hour, gpu_model, node_id, gpu_uuid
 ORDER BY hour, gpu_uuid
 """
@@ -143,7 +140,7 @@ _JOBS = """
 SELECT tenant, job, gpu_model, sum(gpu_seconds), sum(active_seconds), sum(sm_util_sum),
        sum(energy_mj)
 FROM usage_minutely FINAL
-WHERE minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')} AND tenant != '__idle__'
+WHERE minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')} AND tenant != {idle:String}
 GROUP BY tenant, job, gpu_model
 ORDER BY tenant, job, gpu_model
 """
@@ -168,7 +165,8 @@ ORDER BY tenant, job, unit
 
 
 def load_facts(client: Client, period: Period) -> Facts:
-    params = {"start": period.start.replace(tzinfo=None), "end": period.end.replace(tzinfo=None)}
+    params = {"start": period.start.replace(tzinfo=None), "end": period.end.replace(tzinfo=None),
+              "idle": IDLE_TENANT}
     hours = tuple(
         GpuHour(_utc(r[0]), r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6]), int(r[7]),
                 float(r[8]), int(r[9]))
@@ -211,7 +209,8 @@ def _load_invoiced(
     note = f"{n_final} finalized and {n_draft} draft invoice(s) for {period.month}, tax excluded"
     if not period.is_month:
         # A day gets the month's invoiced amount in proportion to its allocated GPU-seconds.
-        mparams = {"start": month.start.replace(tzinfo=None), "end": month.end.replace(tzinfo=None)}
+        mparams = {"start": month.start.replace(tzinfo=None), "end": month.end.replace(tzinfo=None),
+                   "idle": IDLE_TENANT}
         month_alloc: dict[tuple[str, str], int] = defaultdict(int)
         for r in client.query(_JOBS, parameters=mparams).result_rows:
             month_alloc[(r[0], r[2])] += int(r[3])

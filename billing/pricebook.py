@@ -23,9 +23,11 @@ from typing import Literal
 
 from billing.period import Period
 
-BillingClass = Literal["on_demand", "reserved", "spot"]
-BILLING_CLASSES: tuple[BillingClass, ...] = ("on_demand", "reserved", "spot")
-IDLE_TENANT = "__idle__"
+# Defined once in the kernel; re-exported here for rating, store and reconcile.
+from kernel.names import BILLING_CLASSES as BILLING_CLASSES
+from kernel.names import IDLE_TENANT as IDLE_TENANT
+from kernel.names import BillingClass as BillingClass
+
 #: Prices (per GPU-hour, per kWh, commitment and overage rates) have at most this many decimals;
 #: derived prices (tier discounts, MIG fractions) are rounded half-even to it. Documents show
 #: prices with exactly these digits, so the shown price is the price used.

@@ -87,8 +87,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from agents.spool import SpoolError
     from agents.trace import TraceDataMissing
     from billing.errors import BillingError
-    from kernel.clickhouse import ClickHouseError
     from infra.embedded.broker import BrokerError
+    from kernel.clickhouse import ClickHouseError
     from schemas.clickhouse.migrate import MigrationError
 
     return (BillingError, ClickHouseError, BrokerError, MigrationError, SpoolError, TraceDataMissing)

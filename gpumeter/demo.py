@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kernel.names import IDLE_TENANT
 from kernel.settings import Settings
 
 MARKER = ".gpumeter-demo"
@@ -95,8 +96,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"fleet: {args.nodes} nodes x {args.gpus} GPUs, 5 tenants, "
                       f"{_fmt(start)} .. {_fmt(start + duration)} UTC (seed {args.seed})")
 
-    from kernel.clickhouse import connect_configured
     from infra.embedded.broker import EmbeddedBroker
+    from kernel.clickhouse import connect_configured
     from schemas.clickhouse.migrate import migrate
     from schemas.topics import default_topics
 
@@ -355,7 +356,7 @@ def _compare(console: Any, client: Any, fleet: Any, start: int, end: int) -> lis
     energy: Counter[str] = Counter()
     idle = 0
     for tenant, job, model, hour, secs, act, mj in rows:
-        if tenant == "__idle__":
+        if tenant == IDLE_TENANT:
             idle += int(secs)
             continue
         measured[(tenant, job, model, int(hour))] += int(secs)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Reserved tenant names live in the kernel; re-exported here for the worker (streams/).
+from kernel.names import IDLE_TENANT as IDLE_TENANT
+from kernel.names import RESERVED_TENANTS as RESERVED_TENANTS
+
 #: Batches of GPU-second samples, keyed by node id (so one node's batches stay in order).
 USAGE = "gpu.usage.v1"
 #: Records (or samples) the worker refused, with the reason; keyed like their source.
@@ -14,10 +18,6 @@ MINUTELY = "usage.minutely.v1"
 #: Work units reported by jobs (tokens served, ...), keyed by tenant.
 WORK = "gpu.work.v1"
 
-IDLE_TENANT = "__idle__"  # reserved tenant value for GPU-seconds allocated to nobody
-#: Tenant names no producer may send: the ledger gives them a meaning of its own. The usage
-#: contract refuses them at ingest (the schema states them as ``not: {enum: [...]}``).
-RESERVED_TENANTS = frozenset({IDLE_TENANT})
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from schemas.topics import RESERVED_TENANTS
+from kernel.names import RESERVED_TENANTS, BillingClass
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
@@ -98,8 +98,6 @@ GapReason = Literal[
     "nvml_unavailable",  # the driver did not answer
     "spool_full",  # the spool hit its bound or a full disk: sampled seconds were dropped
 ]
-
-BillingClass = Literal["on_demand", "reserved", "spot"]
 
 RuleScope = Literal["sample", "gap", "string"]
 

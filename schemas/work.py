@@ -19,6 +19,7 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from kernel.names import RESERVED_TENANTS
 from schemas.usage import MAX_FUTURE_SKEW_S, MIN_TS, Identifier
 
 SCHEMA_VERSION = 1
@@ -58,8 +59,8 @@ class WorkUnitsReported(BaseModel):
     @field_validator("tenant")
     @classmethod
     def _not_idle(cls, v: str) -> str:
-        if v == "__idle__":
-            raise ValueError("'__idle__' is reserved for unallocated GPU-seconds")
+        if v in RESERVED_TENANTS:
+            raise ValueError(f"{v!r} is reserved for unallocated GPU-seconds")
         return v
 
     @field_validator("window_start", "window_end")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpumeter.cli import main
-from gpumeter.sql import repl
+from gpumeter.prompt import repl
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gpumeter.sql import SqlError, TenantQueryRefused, execute
+from gpumeter.query import execute
+from gpumeter.tenant_guard import TenantQueryRefused
+from kernel.clickhouse import ClickHouseError
 from tests.integration.analytics.scenario import MODEL, START, insert_minutes, minutes
 
 pytestmark = pytest.mark.integration
@@ -111,7 +113,7 @@ def test_hostile_queries_never_reach_another_tenant(fleet) -> None:  # type: ign
     for query in _hostile(fleet.database):
         try:
             result = execute(fleet, query, tenant="A")
-        except SqlError:
+        except ClickHouseError:
             continue  # refused by the guard or failed on the server: nothing leaked
         text = repr(result.rows)
         # anything that ran returned only A's data
@@ -119,7 +121,7 @@ def test_hostile_queries_never_reach_another_tenant(fleet) -> None:  # type: ign
             assert other not in text, (query, text)
     refused = 0
     for query in _hostile(fleet.database)[:-2]:
-        with pytest.raises(SqlError):
+        with pytest.raises(ClickHouseError):
             execute(fleet, query, tenant="A")
         refused += 1
     assert refused >= 40

@@ -1,0 +1,21 @@
+"""Reserved names and closed sets of the contract, each defined here once.
+
+Every context reads them from here (the usage schema, the agent's attribution, the worker,
+billing, analytics, the SQL shell), so a new billing class or reserved tenant is one edit.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+#: The tenant under which the ledger stores GPU-seconds allocated to nobody (idle capacity).
+#: Billing never invoices it; analytics counts it as idle; producers may not send it.
+IDLE_TENANT = "__idle__"
+#: Tenant names no producer may send: the ledger gives them a meaning of its own. The usage
+#: contract refuses them at ingest (the schema states them as ``not: {enum: [...]}``).
+RESERVED_TENANTS = frozenset({IDLE_TENANT})
+
+#: How an allocation is billed: the price book has a rate per GPU model and class.
+BillingClass = Literal["on_demand", "reserved", "spot"]
+#: The classes in their fixed order (rating sorts invoice lines by it).
+BILLING_CLASSES: tuple[BillingClass, ...] = get_args(BillingClass)
