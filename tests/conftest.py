@@ -62,3 +62,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the GPU-cluster traces are not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line over the fault suite's scenarios (tests/integration/test_faults.py)."""
+    from tests.integration.faults import summary_line
+
+    line = summary_line()
+    if line:
+        terminalreporter.write_line(line)
