@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
+from agents.errors import AgentError
 from schemas.usage import BillingClass
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class Allocation:
     billing_class: BillingClass | None = None
 
 
-class AllocationFileError(ValueError):
+class AllocationFileError(AgentError, ValueError):
     """The allocation file cannot be used; the message names the file and the bad entry."""
 
 

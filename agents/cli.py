@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from agents.console import StatusLine, Stop, delivery_report, fmt_ts
+from agents.fleet import build_agents, make_fleet
+from agents.options import (
+    default_start,
+    float_range,
+    int_range,
+    parse_bootstrap,
+    parse_duration,
+    parse_node_id,
+    parse_retention,
+    parse_since,
+    parse_speed,
+    parse_start,
+    parse_topic,
+)
+from agents.resend import run_resend
 from kernel.settings import Settings
-
-if TYPE_CHECKING:
-    from agents.spool import Spool
 
 DESCRIPTION = """\
 Sample GPUs every second, attribute each GPU-second to a tenant and job (or idle), spool the
@@ -201,173 +210,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(handler=run_resend)
 
 
-def int_range(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{value} is out of range: expected {lo}..{hi}")
-        return value
-
-    return parse
-
-
-def float_range(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
-        if not lo <= value <= hi:  # also refuses nan
-            raise argparse.ArgumentTypeError(f"{text} is out of range: expected {lo:g}..{hi:g}")
-        return value
-
-    return parse
-
-
-_DURATION_PART = re.compile(r"(\d+)\s*([smhd]?)")
-
-
-def _duration_seconds(text: str) -> int:
-    t = text.strip().lower()
-    if (
-        not t
-        or not re.fullmatch(r"(\d+\s*[smhd]?\s*)+", t)
-        or (len(_DURATION_PART.findall(t)) > 1 and not re.fullmatch(r"(\d+\s*[smhd]\s*)+", t))
-    ):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected a number with s/m/h/d, e.g. 6h or 1h30m"
-        )
-    units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-    return sum(int(n) * units[u] for n, u in _DURATION_PART.findall(t))
-
-
-def parse_duration(text: str) -> int:
-    """A positive duration (90s, 30m, 6h, 1d, 1h30m; a plain number is seconds), at most 366 days."""
-    value = _duration_seconds(text)
-    if not 1 <= value <= 366 * 86400:
-        raise argparse.ArgumentTypeError(f"{text!r}: a duration must be 1 s..366 d")
-    return value
-
-
-def parse_retention(text: str) -> int:
-    value = _duration_seconds(text)
-    if value > 7 * 86400:
-        raise argparse.ArgumentTypeError(f"{text!r}: retention is at most 7 d")
-    return value
-
-
-def parse_speed(text: str) -> float | None:
-    if text.strip().lower() == "max":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number or 'max'") from None
-    if not 0 < value <= 1e7:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"{text!r}: speed must be > 0 and at most 1e7, or 'max'")
-    return value
-
-
-#: 2015-01-01T00:00:00Z: the contract rejects earlier samples (schemas.usage.MIN_TS).
-_MIN_START = 1_420_070_400
-
-
-def parse_start(text: str) -> int:
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    ts = int(dt.timestamp())
-    if ts < _MIN_START:
-        raise argparse.ArgumentTypeError(f"{text!r}: the start must be 2015-01-01 or later")
-    if ts > time.time() + 86400:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is in the future: the worker rejects samples from the future"
-        )
-    return ts
-
-
-def parse_since(text: str, now: float | None = None) -> int:
-    """A UTC instant, friendly: ISO date/time (UTC unless it says otherwise), an epoch second,
-    'today', 'yesterday', 'now', or an age ('90m', '2h', '1d', '2h ago')."""
-    t = text.strip().lower()
-    now = time.time() if now is None else now
-    midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    if t in ("today", "yesterday", "now"):
-        return (
-            int(now)
-            if t == "now"
-            else int((midnight - timedelta(days=1 if t == "yesterday" else 0)).timestamp())
-        )
-    if t.endswith(" ago"):
-        t = t[:-4].strip()
-    if re.fullmatch(r"\d{9,11}", t):
-        return int(t)
-    if re.fullmatch(r"(\d+\s*[smhd]\s*)+", t):
-        return int(now) - _duration_seconds(t)
-    try:
-        dt = datetime.fromisoformat(
-            text.strip().replace(" ", "T", 1).removesuffix("Z").removesuffix("z")
-        )
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected a UTC time like 2026-11-20T10:00, an epoch second, 'today', "
-            "or an age like 2h"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp())
-
-
-def parse_node_id(text: str) -> str:
-    if (
-        not 1 <= len(text) <= 128
-        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
-        or "/" in text
-        or text in (".", "..")
-    ):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: a node id is 1..128 printable characters, without '/'"
-        )
-    return text
-
-
-def parse_bootstrap(text: str) -> str:
-    for server in text.split(","):
-        host, sep, port = server.strip().rpartition(":")
-        if (
-            not sep
-            or not host
-            or not re.fullmatch(r"[A-Za-z0-9._\-\[\]:]+", host)
-            or not port.isdigit()
-            or not 1 <= int(port) <= 65535
-        ):
-            raise argparse.ArgumentTypeError(
-                f"{server.strip()!r}: expected host:port (port 1..65535), e.g. kafka:9092"
-            )
-    return text
-
-
-def parse_topic(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9._\-]{1,249}", text) or text in (".", ".."):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: a Kafka topic name is 1..249 of letters, digits, '.', '_' and '-'"
-        )
-    return text
-
-
-def default_start() -> int:
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return int((today - timedelta(days=1)).timestamp())
-
-
 @contextlib.contextmanager
 def kafka_bootstrap(explicit: str | None, settings: Settings) -> Iterator[str]:
     """The configured Kafka, or an embedded broker started for the duration of the block."""
@@ -385,69 +227,6 @@ def kafka_bootstrap(explicit: str | None, settings: Settings) -> Iterator[str]:
             f"started the embedded broker on {broker.bootstrap} (in memory only)", file=sys.stderr
         )
         yield broker.bootstrap
-
-
-def build_agents(
-    samplers: Sequence,
-    spool_root: Path,
-    producer: object,
-    topic: str,
-    *,
-    flush_every: int,
-    spool_max_mb: int = 512,
-    fsync: bool = True,
-    retain_s: float = 3600.0,
-    clock_warn_s: float = 2.0,
-) -> list:
-    from agents.agent import NodeAgent
-    from agents.kafka import Delivery
-    from agents.spool import Spool
-
-    if spool_max_mb < 1:
-        raise ValueError(f"spool_max_mb must be at least 1, got {spool_max_mb}")
-    agents = []
-    for sampler in samplers:
-        # Segments of an eighth of the bound (agents/spool.py): old ones can be dropped early.
-        spool = Spool(
-            spool_root / sampler.node_id,
-            max_bytes=spool_max_mb * 1024**2,
-            fsync=fsync,
-            retain_s=retain_s,
-        )
-        delivery = Delivery(
-            spool, producer, topic, key=sampler.node_id.encode(), clock_warn_s=clock_warn_s
-        )
-        agents.append(NodeAgent(sampler, spool, delivery, flush_every_s=flush_every))
-    return agents
-
-
-class Stop:
-    """SIGTERM/SIGINT: the first asks the agent to stop (sampling ends, delivery gets
-    :data:`~agents.agent.STOP_GRACE_S` to send what it can, the rest stays spooled); a second
-    one stops at once."""
-
-    def __init__(self) -> None:
-        self.now = False
-        self.signal_name = ""
-
-    def __call__(self) -> bool:
-        return self.now
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, _frame: object) -> None:
-        if self.now:
-            raise KeyboardInterrupt
-        self.now = True
-        self.signal_name = signal.Signals(signum).name
-        print(
-            f"\n{self.signal_name}: stopping; unacknowledged batches stay in the spool "
-            "(sent on the next start)",
-            file=sys.stderr,
-            flush=True,
-        )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -470,37 +249,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             producer.close(timeout=1 if stop() else 5)
 
 
-def make_fleet(args: argparse.Namespace, start: int) -> object:
-    if args.simulate:
-        from agents.simulator import SimulatedFleet
-
-        return SimulatedFleet(
-            seed=args.seed,
-            nodes=args.nodes,
-            gpus_per_node=args.gpus,
-            start=start,
-            duration_s=args.duration,
-        )
-    from agents.trace import TraceFleet
-
-    kwargs = {"data_dir": args.trace_dir} if args.trace_dir else {}
-    return TraceFleet(
-        start=start,
-        duration_s=args.duration,
-        gpus_per_node=args.gpus,
-        max_gpus=args.max_gpus,
-        **kwargs,
-    )
-
-
 def _run_accelerated(
     args: argparse.Namespace, producer: object, topic: str, spool_root: Path, stop: Stop
 ) -> int:
     from agents.agent import run_accelerated
 
     start = args.start if args.start is not None else default_start()
-    fleet = make_fleet(args, start)
-    samplers = fleet.samplers()  # type: ignore[attr-defined]
+    fleet = make_fleet(
+        trace=args.trace,
+        start=start,
+        duration_s=args.duration,
+        nodes=args.nodes,
+        gpus_per_node=args.gpus,
+        seed=args.seed,
+        max_gpus=args.max_gpus,
+        trace_dir=args.trace_dir,
+    )
+    samplers = fleet.samplers()
     agents = build_agents(
         samplers,
         spool_root,
@@ -522,7 +287,7 @@ def _run_accelerated(
         failures = sum(a.delivery.stats.failures for a in agents)
         rate = sent / max(time.monotonic() - wall0, 1e-9)
         status.show(
-            f"{done / total:6.1%}  sim {_fmt_ts(start + done)}  {n_gpus} GPUs  "
+            f"{done / total:6.1%}  sim {fmt_ts(start + done)}  {n_gpus} GPUs  "
             f"spooled {sent:,}  unacked {pending:,}  send failures {failures}  "
             f"{rate:,.0f} samples/s"
         )
@@ -553,25 +318,6 @@ def _run_accelerated(
     for a in agents:
         a.spool.close()
     return 0 if ok or stop() else 1
-
-
-def delivery_report(agents: Sequence, producer: object) -> str:
-    """One line: producer replacements, broker log rewinds and refills, clock offset."""
-    stats = [a.delivery.stats for a in agents]
-    offsets = [s for s in stats if s.clock_offset_ms is not None]
-    if offsets:
-        best = min(offsets, key=lambda s: s.clock_uncertainty_ms or 0.0)
-        clock = (
-            f"clock offset vs broker {-(best.clock_offset_ms or 0) / 1000:+.3f} s "
-            f"(±{(best.clock_uncertainty_ms or 0) / 1000:.3f} s)"
-        )
-    else:
-        clock = "clock offset vs broker unknown (the topic keeps producer timestamps: CreateTime)"
-    return (
-        f"delivery: producer replaced {getattr(producer, 'resets', 0)} time(s); broker log went "
-        f"backwards {sum(s.log_rewinds for s in stats)} time(s); "
-        f"{sum(s.resent for s in stats)} acknowledged batch(es) re-sent; {clock}"
-    )
 
 
 def _run_nvml(
@@ -606,7 +352,7 @@ def _run_nvml(
 
     def on_second(ts: int) -> None:
         status.show(
-            f"{_fmt_ts(ts)}  {len(sampler.gpus())} GPUs  spooled {agent.stats.samples:,}  "
+            f"{fmt_ts(ts)}  {len(sampler.gpus())} GPUs  spooled {agent.stats.samples:,}  "
             f"unacked {agent.spool.pending_samples:,}  gaps {agent.stats.gap_seconds} s  "
             f"send failures {agent.delivery.stats.failures}"
         )
@@ -625,121 +371,3 @@ def _run_nvml(
     return 0
 
 
-def run_resend(args: argparse.Namespace, settings: Settings) -> int:
-    """``gpumeter agent resend --since T``: ask each node's spool to send retained batches again."""
-    from agents.kafka import RESEND_FILE
-    from agents.spool import SpoolError
-
-    spool_root: Path = args.resend_spool_dir or settings.data_dir / "spool"
-    nodes = args.node or sorted(p.name for p in spool_root.glob("*") if (p / "agent_id").is_file())
-    if not nodes:
-        print(
-            f"gpumeter agent resend: no node spools under {spool_root} (see --spool-dir)",
-            file=sys.stderr,
-        )
-        return 2
-    missing = [n for n in nodes if not (spool_root / n / "agent_id").is_file()]
-    if missing:
-        print(
-            f"gpumeter agent resend: no spool for node(s) {', '.join(missing)} under {spool_root}",
-            file=sys.stderr,
-        )
-        return 2
-    print(f"resend from {_fmt_ts(args.since)} UTC on for {len(nodes)} node(s)")
-    idle: list[str] = []
-    for node in nodes:
-        d = spool_root / node
-        tmp = d / f".{RESEND_FILE}.tmp"
-        try:
-            tmp.write_text(str(args.since))
-            tmp.replace(d / RESEND_FILE)
-        except OSError as exc:
-            print(
-                f"  {node}: cannot write the resend request ({exc.strerror}); free some space "
-                "on the spool's disk and try again",
-                file=sys.stderr,
-            )
-            return 1
-        try:  # is an agent running on this spool? (it holds the spool's lock)
-            _open_for_resend(d).close()
-            idle.append(node)
-        except SpoolError:
-            print(f"  {node}: handed to the running agent (it serves the request within a second)")
-    if not idle:
-        return 0
-    bootstrap = args.resend_bootstrap or settings.kafka_bootstrap
-    if not bootstrap:
-        for node in idle:
-            print(
-                f"  {node}: no agent running and no bootstrap given; the request waits in the "
-                "spool for the next start"
-            )
-        return 0
-    return _resend_now(idle, spool_root, bootstrap, args.resend_topic, args.since)
-
-
-def _open_for_resend(directory: Path) -> Spool:
-    """Open a node's spool without applying any bound or retention: this command must not
-    delete what the agent (with its own --retain and --spool-max-mb) still keeps."""
-    from agents.spool import Spool
-
-    return Spool(directory, fsync=False, max_bytes=2**62, retain_bytes=2**62, retain_s=float("inf"))
-
-
-def _resend_now(
-    nodes: list[str], spool_root: Path, bootstrap: str, topic: str | None, since: int
-) -> int:
-    from agents.kafka import RESEND_FILE, Delivery, make_producer
-    from schemas.topics import USAGE
-
-    producer = make_producer(bootstrap)
-    failed = 0
-    try:
-        for node in nodes:
-            spool = _open_for_resend(spool_root / node)
-            try:
-                delivery = Delivery(spool, producer, topic or USAGE, key=node.encode())
-                n = delivery.request_resend(since)
-                (spool.directory / RESEND_FILE).unlink(missing_ok=True)
-                ok = delivery.flush(timeout=60)
-                print(
-                    f"  {node}: {n} retained batch(es) re-sent, {spool.pending_count} pending "
-                    f"sent too; {'acknowledged' if ok else 'NOT all acknowledged: ' + delivery.stats.last_error}"
-                )
-                failed += not ok
-            finally:
-                spool.close()
-    finally:
-        producer.close(timeout=5)
-    return 1 if failed else 0
-
-
-def _fmt_ts(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-class StatusLine:
-    """One self-overwriting status line on a terminal; periodic plain lines otherwise."""
-
-    def __init__(self, enabled: bool = True, every_s: float = 5.0) -> None:
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.every_s = every_s
-        self._last = 0.0
-
-    def show(self, text: str) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if self.tty:
-            if now - self._last >= 0.1:
-                sys.stderr.write("\r\x1b[2K" + text)
-                sys.stderr.flush()
-                self._last = now
-        elif now - self._last >= self.every_s:
-            print(text, file=sys.stderr, flush=True)
-            self._last = now
-
-    def done(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from agents.attribution import Attributor
+from agents.errors import AgentError
 from agents.sampler import GpuInfo
 from schemas.usage import (
     ENERGY_POWER_FACTOR,
@@ -61,7 +62,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class NvmlUnavailableError(RuntimeError):
+class NvmlUnavailableError(AgentError, RuntimeError):
     """NVML cannot be used on this machine (no package, no driver, no permission)."""
 
 

@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from agents.errors import AgentError
+
 log = logging.getLogger(__name__)
 
 _MAGIC = b"GMSPOOL2"
@@ -66,7 +68,7 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 DEFAULT_RESERVE_BYTES = 64 * 1024
 
 
-class SpoolError(RuntimeError):
+class SpoolError(AgentError, RuntimeError):
     pass
 
 

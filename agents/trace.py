@@ -25,6 +25,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.errors import AgentError
 from agents.sampler import GpuInfo
 from agents.schedule import (
     GPU_MODELS,
@@ -43,7 +44,7 @@ TRACE_END_S = 2_677_541
 CURVE_MINUTES = 360  # the utilization file holds the first 6 hours
 
 
-class TraceDataMissing(FileNotFoundError):
+class TraceDataMissing(AgentError, FileNotFoundError):
     """The traces are not at the given path (they live outside the repository)."""
 
 

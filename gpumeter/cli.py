@@ -50,13 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # that context has no commands yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -84,14 +78,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    from agents.spool import SpoolError
-    from agents.trace import TraceDataMissing
+    """The error root of each context and the kernel's errors: their messages say what to do."""
+    import streams
+    from agents.errors import AgentError
+    from analytics.errors import AnalyticsError
     from billing.errors import BillingError
     from infra.embedded.broker import BrokerError
     from kernel.clickhouse import ClickHouseError
-    from schemas.clickhouse.migrate import MigrationError
+    from schemas.errors import SchemaError
 
-    return (BillingError, ClickHouseError, BrokerError, MigrationError, SpoolError, TraceDataMissing)
+    roots: tuple[type[BaseException], ...] = (
+        AgentError, AnalyticsError, BillingError, BrokerError, ClickHouseError, SchemaError,
+        SettingsError,
+    )
+    stream_error = getattr(streams, "StreamError", None)  # the worker's root, once it has one
+    if isinstance(stream_error, type) and issubclass(stream_error, Exception):
+        roots += (stream_error,)
+    return roots
 
 
 if __name__ == "__main__":

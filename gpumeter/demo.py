@@ -75,7 +75,8 @@ class Check:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
-    from agents.cli import default_start, parse_duration, parse_start
+    from agents.fleet import make_fleet
+    from agents.options import default_start, parse_duration, parse_start
 
     console = Console(stderr=False)
     duration = parse_duration(args.duration)
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _prepare_data_dir(data_dir)
     t_start = time.monotonic()
     console.rule("[bold]gpumeter demo")
-    fleet = _make_fleet(args, start, duration)
+    fleet = make_fleet(trace=args.trace, start=start, duration_s=duration, nodes=args.nodes,
+                       gpus_per_node=args.gpus, seed=args.seed, max_gpus=args.max_gpus)
     if args.trace:
         console.print(f"fleet: Alibaba DLRM trace replay, {fleet.gpu_count} GPUs, "
                       f"{fleet.instances} instances ({fleet.dropped} beyond --max-gpus left out), "
@@ -149,18 +151,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if exact else 1
 
 
-def _make_fleet(args: argparse.Namespace, start: int, duration: int) -> Any:
-    if args.trace:
-        from agents.trace import TraceFleet
-
-        return TraceFleet(start=start, duration_s=duration, gpus_per_node=args.gpus,
-                          max_gpus=args.max_gpus)
-    from agents.simulator import SimulatedFleet
-
-    return SimulatedFleet(seed=args.seed, nodes=args.nodes, gpus_per_node=args.gpus,
-                          start=start, duration_s=duration)
-
-
 def _prepare_data_dir(data_dir: Path) -> None:
     ch = data_dir / "clickhouse"
     if ch.exists() and any(ch.iterdir()):
@@ -211,7 +201,7 @@ def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Pat
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from agents.agent import run_accelerated
-    from agents.cli import build_agents
+    from agents.fleet import build_agents
     from agents.kafka import make_producer
     from schemas.topics import USAGE
 

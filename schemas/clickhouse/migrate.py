@@ -16,12 +16,14 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error as DriverError
 
+from schemas.errors import SchemaError
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-class MigrationError(RuntimeError):
-    pass
+class MigrationError(SchemaError, RuntimeError):
+    """A migration cannot be applied (changed since it was applied, failed on the server)."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.agent import run_accelerated
-from agents.cli import build_agents
+from agents.fleet import build_agents
 from agents.kafka import make_producer
 from gpumeter.demo import GroupLag, embedded_worker_env
 

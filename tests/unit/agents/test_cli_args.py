@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agents.cli import parse_duration, parse_since, register
+from agents.cli import register
+from agents.options import parse_duration, parse_since
 
 
 def parser() -> argparse.ArgumentParser:
