@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from kernel.dsn import parse_bootstrap as kernel_parse_bootstrap
+
 
 def int_range(lo: int, hi: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
@@ -150,18 +152,11 @@ def parse_node_id(text: str) -> str:
 
 
 def parse_bootstrap(text: str) -> str:
-    for server in text.split(","):
-        host, sep, port = server.strip().rpartition(":")
-        if (
-            not sep
-            or not host
-            or not re.fullmatch(r"[A-Za-z0-9._\-\[\]:]+", host)
-            or not port.isdigit()
-            or not 1 <= int(port) <= 65535
-        ):
-            raise argparse.ArgumentTypeError(
-                f"{server.strip()!r}: expected host:port (port 1..65535), e.g. kafka:9092"
-            )
+    """``host:port[,host:port]``, checked by the same rule as ``GPUMETER_KAFKA_BOOTSTRAP``."""
+    try:
+        kernel_parse_bootstrap(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

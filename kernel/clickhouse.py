@@ -15,7 +15,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import Error as DriverError
 
-from kernel.settings import ClickHouseDsn, Settings, parse_clickhouse_dsn
+from kernel.dsn import ClickHouseDsn, parse_clickhouse_dsn
+from kernel.settings import Settings
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -76,7 +76,7 @@ def test_a_bad_dsn_is_a_configuration_error_naming_the_variable_and_the_format(
 
 
 def test_good_dsns_parse_into_their_parts() -> None:
-    from kernel.settings import parse_clickhouse_dsn
+    from kernel.dsn import parse_clickhouse_dsn
 
     embedded = parse_clickhouse_dsn("chdb:///var/lib/gpumeter/clickhouse")
     assert embedded.embedded and str(embedded.path) == "/var/lib/gpumeter/clickhouse"
@@ -101,7 +101,7 @@ def test_good_dsns_parse_into_their_parts() -> None:
     ],
 )
 def test_secrets_inside_a_dsn_are_never_shown(dsn: str) -> None:
-    from kernel.settings import parse_clickhouse_dsn, redact_dsn
+    from kernel.dsn import parse_clickhouse_dsn, redact_dsn
 
     assert "hunter2" not in redact_dsn(dsn)
     try:
@@ -209,7 +209,7 @@ def test_a_bad_bootstrap_is_a_clear_error(monkeypatch, value: str) -> None:
 
 
 def test_good_bootstraps_are_accepted_and_normalized(monkeypatch) -> None:
-    from kernel.settings import parse_bootstrap
+    from kernel.dsn import parse_bootstrap
 
     assert parse_bootstrap("kafka-0.kafka.svc:9092, 10.0.0.7:9093,[::1]:29092") == [
         ("kafka-0.kafka.svc", 9092),
