@@ -139,7 +139,7 @@ def processor_for(dsn: str, database: str):  # noqa: ANN201
 
 
 def processor_handler(proc) -> Callable[[list], None]:  # noqa: ANN001
-    from streams.processor import SourceRecord
+    from streams.records import SourceRecord
 
     def handle(msgs: list) -> None:
         proc.process([SourceRecord(m.value, m.topic, m.partition, m.offset) for m in msgs])
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from infra.embedded.broker import EmbeddedBroker
-    from streams.processor import SourceRecord
+    from streams.records import SourceRecord
 
     # Recent seconds: the validator rejects samples more than 5 minutes in the future.
     start = (int(time.time()) // 3600 - 2) * 3600 - args.seconds // 3600 * 3600

@@ -29,10 +29,11 @@ import faust
 import orjson
 
 from schemas import topics
-from streams.clickhouse.sink import RejectedRecord
+from streams.backpressure import process_with_backpressure
 from streams.consumer import ConsumerCheck, Progress
 from streams.health import ExitCode, Health, fatal
-from streams.processor import SourceRecord, UsageProcessor
+from streams.processor import UsageProcessor
+from streams.records import RejectedRecord, SourceRecord
 from streams.work import WorkProcessor
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def persist_or_exit(process: Callable[[list[SourceRecord]], T], records: list[So
     body raises, which would commit offsets of data that never reached ClickHouse.
     """
     try:
-        return process(records)
+        return process_with_backpressure(process, records)
     except Exception:
         fatal(
             ExitCode.SOFTWARE,

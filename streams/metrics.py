@@ -39,11 +39,6 @@ PROCESSOR_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("gap_seconds_total", "gap_seconds", "seconds nodes reported as unmetered gaps"),
     ("parked_samples_total", "parked", "future-dated samples parked until their time comes"),
     ("readmitted_samples_total", "readmitted", "parked samples re-admitted and counted"),
-    (
-        "unsettled_seconds_total",
-        "unsettled",
-        "seconds moved to another claim whose readings the raw archive did not have",
-    ),
     ("flushes_total", "flushes", "chunks persisted to ClickHouse"),
     ("flush_seconds_total", "flush_seconds", "time spent persisting chunks"),
 )

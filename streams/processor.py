@@ -32,20 +32,13 @@ from dataclasses import dataclass, field
 from schemas.usage import GpuSecond
 from schemas.validation import parse_batch, parse_sample
 from streams.aggregate import Aggregator, MinuteRow
-from streams.clickhouse.sink import LedgerSink, RejectedRecord
+from streams.records import RejectedRecord, SourceRecord
+from streams.sink import UsageSink
 
 #: How often parked (future-dated) samples are checked for re-admission, in seconds.
 READMIT_INTERVAL_S = 30.0
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    value: bytes
-    topic: str
-    partition: int
-    offset: int
 
 
 @dataclass
@@ -72,7 +65,7 @@ class ChunkOutput:
 
 
 class UsageProcessor:
-    def __init__(self, sink: LedgerSink, *, grace_s: int = 120, max_future_skew_s: int = 300,
+    def __init__(self, sink: UsageSink, *, grace_s: int = 120, max_future_skew_s: int = 300,
                  keep_closed_s: int = 600) -> None:
         self.sink = sink
         self.aggregator = Aggregator(grace_s=grace_s)

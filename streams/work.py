@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from schemas.validation import describe
-from schemas.work import WORK_UNITS_COLUMNS, WorkUnitsReported
-from streams.clickhouse.sink import LedgerSink, RejectedRecord
-from streams.processor import SourceRecord
+from schemas.work import WorkUnitsReported
+from streams.records import RejectedRecord, SourceRecord
+from streams.sink import UsageSink
 
 
 class WorkProcessor:
-    def __init__(self, sink: LedgerSink) -> None:
+    def __init__(self, sink: UsageSink) -> None:
         self.sink = sink
         self.accepted = 0
         self.rejected = 0
@@ -37,9 +37,7 @@ class WorkProcessor:
                                                "invalid_work", describe(exc), "", rec.value))
                 continue
             rows.append(report.row())
-        if rows:
-            self.sink._retry(lambda: self.sink.client.insert(
-                "work_units", rows, column_names=list(WORK_UNITS_COLUMNS)))
+        self.sink.write_work_units(rows)
         self.sink.write_rejected(rejected)
         self.accepted += len(rows)
         self.rejected += len(rejected)

@@ -1,22 +1,28 @@
-"""The ClickHouse side of the worker: reload minute state, write the raw archive, the ledger and
-rejections. Every write is idempotent on its identity (see 0001_usage.sql), so replaying a flush
-after a crash changes nothing."""
+"""The ClickHouse implementation of the usage sink (:class:`streams.sink.UsageSink`): reload
+minute state, write the raw archive, the ledger, conflicts, rejections and work units. Every
+write is idempotent on its identity and ledger rows merge by union (0001-0003 migrations), so
+replaying a flush after a crash, or another worker writing the same rows, changes nothing.
+Failures are classified, never slept on here (see :mod:`streams.errors`)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import Error as DriverError
+from clickhouse_connect.driver.exceptions import OperationalError
 
-from schemas.topics import IDLE_TENANT
+from kernel.clickhouse import ClickHouseError
+from kernel.names import IDLE_TENANT
 from schemas.usage import GpuSecond, sample_event_int
+from schemas.work import WORK_UNITS_COLUMNS
 from streams.aggregate import Conflict, GpuGroupKey, MinuteRow
+from streams.errors import SinkBackpressure, SinkError
+from streams.records import RejectedRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,22 +57,9 @@ WATERMARK_LOOKBACK_DAYS = 35
 REASON_CAP_CHARS = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class RejectedRecord:
-    topic: str
-    partition: int
-    offset: int
-    sample_index: int  # -1: the whole record
-    code: str
-    reason: str
-    node_id: str
-    raw: bytes
-
-
 class LedgerSink:
-    def __init__(self, client: Client, *, retries: int = 5, archive_raw: bool = True) -> None:
+    def __init__(self, client: Client, *, archive_raw: bool = True) -> None:
         self.client = client
-        self.retries = retries
         self.archive_raw = archive_raw
 
     # -- reads -----------------------------------------------------------------------------
@@ -78,7 +71,7 @@ class LedgerSink:
             return []
         minutes = sorted({k[1] for k in wanted})
         gpus = sorted({k[0] for k in wanted})
-        result = self._retry(lambda: self.client.query(
+        result = self._call("load ledger state", lambda: self.client.query(
             f"SELECT {', '.join(LEDGER_COLUMNS)} FROM usage_minutely FINAL "
             "WHERE minute IN {minutes:Array(DateTime)} AND gpu_uuid IN {gpus:Array(String)}",
             parameters={"minutes": [datetime.fromtimestamp(m, UTC) for m in minutes], "gpus": gpus},
@@ -105,7 +98,7 @@ class LedgerSink:
         nodes = sorted(set(nodes))
         if not nodes:
             return {}
-        result = self._retry(lambda: self.client.query(
+        result = self._call("load node watermarks", lambda: self.client.query(
             "SELECT node_id, toUnixTimestamp(max(minute)) + 59 FROM usage_minutely "
             "WHERE minute >= now() - INTERVAL {days:UInt32} DAY AND node_id IN {n:Array(String)} "
             "GROUP BY node_id",
@@ -115,7 +108,7 @@ class LedgerSink:
 
     def load_parked(self, topic: str) -> list[RejectedRecord]:
         """Samples rejected for a future timestamp and not yet re-admitted."""
-        result = self._retry(lambda: self.client.query(
+        result = self._call("load parked samples", lambda: self.client.query(
             "SELECT topic, partition, offset, sample_index, code, reason, node_id, raw "
             "FROM usage_rejected FINAL WHERE code = 'future_timestamp' AND topic = {t:String} "
             "AND (topic, partition, offset, sample_index) NOT IN "
@@ -158,7 +151,7 @@ class LedgerSink:
             [s.flags for s in ss],  # tuples: written exactly as lists, without a copy each
             list(map(sample_event_int, gpu, mig, ts)),
         ]
-        self._retry(lambda: self.client.insert(
+        self._call("insert usage_seconds", lambda: self.client.insert(
             "usage_seconds", cols, column_names=RAW_COLUMNS, column_oriented=True))
 
     def write_ledger(self, rows: Sequence[MinuteRow]) -> None:
@@ -174,7 +167,8 @@ class LedgerSink:
                 r.node_id, r.claimed_mask, r.released_mask, r.claimed_active,
                 (seconds, sm), (seconds, mem), (seconds, energy), r.peak_mem_used, r.version,
             ])
-        self._retry(lambda: self.client.insert("usage_minutely", data, column_names=LEDGER_COLUMNS))
+        self._call("insert usage_minutely", lambda: self.client.insert(
+            "usage_minutely", data, column_names=LEDGER_COLUMNS))
 
     def write_rejected(self, records: Sequence[RejectedRecord]) -> None:
         """Rejections with the exact offending bytes (up to :data:`RAW_CAP_BYTES`), their
@@ -188,7 +182,8 @@ class LedgerSink:
              hashlib.sha256(r.raw).digest()]
             for r in records
         ]
-        self._retry(lambda: self.client.insert("usage_rejected", data, column_names=REJECTED_COLUMNS))
+        self._call("insert usage_rejected", lambda: self.client.insert(
+            "usage_rejected", data, column_names=REJECTED_COLUMNS))
 
     def write_conflicts(self, conflicts: Sequence[Conflict]) -> None:
         if not conflicts:
@@ -202,30 +197,45 @@ class LedgerSink:
                 c.loser_node_id[:256], c.loser_billing_class,
                 r[0] if r else None, r[2] if r else None,
             ])
-        self._retry(lambda: self.client.insert("usage_conflicts", data,
+        self._call("insert usage_conflicts", lambda: self.client.insert("usage_conflicts", data,
                                                column_names=CONFLICT_COLUMNS))
 
     def mark_readmitted(self, records: Sequence[RejectedRecord]) -> None:
         if not records:
             return
         data = [[r.topic, r.partition, r.offset, r.sample_index] for r in records]
-        self._retry(lambda: self.client.insert(
+        self._call("insert usage_readmitted", lambda: self.client.insert(
             "usage_readmitted", data, column_names=["topic", "partition", "offset", "sample_index"]))
 
-    def _retry(self, op: Callable[[], T]) -> T:
-        """Retry transient failures with backoff: an explicit, logged back-pressure signal."""
-        delay = 0.2
-        for attempt in range(1, self.retries + 1):
-            try:
-                return op()
-            except Exception as exc:
-                if attempt == self.retries:
-                    raise
-                log.warning("ClickHouse write failed (attempt %d/%d): %s; retrying in %.1f s",
-                            attempt, self.retries, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        raise AssertionError("unreachable")
+    def write_work_units(self, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._call("insert work_units", lambda: self.client.insert(
+                "work_units", rows, column_names=list(WORK_UNITS_COLUMNS)))
+
+    def _call(self, op: str, fn: Callable[[], T]) -> T:
+        """Run one ClickHouse operation; classify its failure for the caller (no sleeping and
+        no retrying here: back-pressure is the caller's decision, see streams/errors.py)."""
+        try:
+            return fn()
+        except (DriverError, OSError, RuntimeError) as exc:  # chDB raises RuntimeError
+            err = ClickHouseError.from_driver(exc)
+            if _transient(exc, err.code):
+                raise SinkBackpressure(op, err.render(), retry_after=BACKPRESSURE_WAIT_S,
+                                       code=err.code, name=err.name) from exc
+            raise SinkError(op, err.render(), code=err.code, name=err.name) from exc
+
+
+#: How long to wait before retrying a chunk the store pushed back on.
+BACKPRESSURE_WAIT_S = 1.0
+#: Server error codes that mean "not now" rather than "never": timeouts, network, too many
+#: simultaneous queries or parts, memory pressure, a read-only replica, Keeper trouble.
+TRANSIENT_CODES = frozenset({159, 164, 202, 203, 209, 210, 241, 242, 252, 319, 425, 999})
+
+
+def _transient(exc: BaseException, code: int | None) -> bool:
+    if isinstance(exc, (OperationalError, ConnectionError, TimeoutError)):
+        return True
+    return code in TRANSIENT_CODES
 
 
 def _epoch(value: datetime) -> int:

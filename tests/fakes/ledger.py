@@ -10,7 +10,7 @@ from typing import Any
 
 from schemas.usage import GpuSecond, sample_event_id
 from streams.aggregate import Conflict, GpuGroupKey, MinuteRow
-from streams.clickhouse.sink import RejectedRecord
+from streams.records import RejectedRecord
 
 LedgerKey = tuple[int, str, str, str, str]  # (minute, gpu, mig, tenant, job)
 
@@ -25,6 +25,7 @@ class FakeLedger:
         self.rejected: list[RejectedRecord] = []
         self.conflicts: dict[tuple[str, int, str, str, str], Conflict] = {}
         self.readmitted: set[tuple[str, int, int, int]] = set()
+        self.work_units: list[list[Any]] = []
         self.loads: list[set[GpuGroupKey]] = []
 
     def load(self, keys: Iterable[GpuGroupKey]) -> list[MinuteRow]:
@@ -46,6 +47,9 @@ class FakeLedger:
 
     def mark_readmitted(self, records: Sequence[RejectedRecord]) -> None:
         self.readmitted |= {(r.topic, r.partition, r.offset, r.sample_index) for r in records}
+
+    def write_work_units(self, rows: Sequence[Sequence[Any]]) -> None:
+        self.work_units.extend(list(r) for r in rows)
 
     def write_conflicts(self, conflicts: Sequence[Conflict]) -> None:
         for c in conflicts:

@@ -11,7 +11,8 @@ import pytest
 
 from schemas.usage import GpuSecond
 from streams.aggregate import Conflict, MinuteRow
-from streams.clickhouse.sink import RAW_CAP_BYTES, LedgerSink, RejectedRecord
+from streams.clickhouse.sink import RAW_CAP_BYTES, LedgerSink
+from streams.records import RejectedRecord
 from tests.fakes.ledger import FakeLedger
 
 MINUTE = 1_795_651_200  # 2026-11-20T00:00:00Z

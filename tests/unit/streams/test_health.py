@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from streams.app import rejection_message
-from streams.clickhouse.sink import RejectedRecord
 from streams.health import STARTUP_ALLOWANCE_S, Health
 from streams.metrics import Sources, render, status
+from streams.records import RejectedRecord
 from streams.rewind import LogGuard
 
 

@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
 from streams.aggregate import MinuteRow
-from streams.processor import SourceRecord, UsageProcessor
+from streams.processor import UsageProcessor
+from streams.records import SourceRecord
 from tests.fakes.ledger import FakeLedger, ReplacingLedger
 
 TOPIC = "gpu.usage.v1"

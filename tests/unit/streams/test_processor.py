@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from schemas.usage import GpuSecond
 from streams.aggregate import MinuteRow
-from streams.processor import SourceRecord, UsageProcessor
+from streams.processor import UsageProcessor
+from streams.records import SourceRecord
 from tests.fakes.ledger import FakeLedger
 
 TOPIC = "gpu.usage.v1"
