@@ -277,6 +277,16 @@ def _micro(price: str) -> int:
     return int(Decimal(price) * 1_000_000)
 
 
+#: The ledger per job, read once into a table the SQL rating then reads several times.
+LEDGER_JOBS = """CREATE TABLE bench_ledger_jobs ENGINE = Memory AS
+    SELECT tenant, job, billing_class, gpu_model AS model, toDate(min(minute)) AS day,
+           toInt64(sum(gpu_seconds)) AS s, toInt64(sum(energy_mj)) AS e
+    FROM usage_minutely FINAL
+    WHERE minute >= toDateTime('2026-01-01 00:00:00', 'UTC')
+      AND minute < toDateTime('2026-02-01 00:00:00', 'UTC') AND tenant != '__idle__'
+    GROUP BY tenant, job, billing_class, gpu_model"""
+
+
 def sql_rating(tenants: int) -> str:
     """Every tenant's invoice total in cents, rated from the ledger by SQL alone, following
     billing/README.md's rules for the features this price book uses. It relies on what the
@@ -309,13 +319,7 @@ WITH
 terms AS (SELECT * FROM values('tenant String, plan String, default_class String,
     discount UInt8, tax Int64, minimum Int64, energy UInt8, negotiated UInt8, credit Int64,
     commitment UInt32', {terms})),
-ledger AS (
-    SELECT tenant, job, billing_class, gpu_model AS model, toDate(min(minute)) AS day,
-           toInt64(sum(gpu_seconds)) AS s, toInt64(sum(energy_mj)) AS e
-    FROM usage_minutely FINAL
-    WHERE minute >= toDateTime('2026-01-01 00:00:00', 'UTC')
-      AND minute < toDateTime('2026-02-01 00:00:00', 'UTC') AND tenant != '__idle__'
-    GROUP BY tenant, job, billing_class, gpu_model),
+ledger AS (SELECT * FROM bench_ledger_jobs),
 jobs AS (
     SELECT l.tenant AS tenant, l.model AS model, l.e AS e, t.plan AS plan,
            if(l.billing_class = '', t.default_class, l.billing_class) AS klass,
@@ -463,7 +467,10 @@ def check_totals(data_dir: Path, tenants: int) -> None:
 
     client = connect(f"chdb://{data_dir / 'clickhouse'}")
     t0 = time.perf_counter()
+    client.command("DROP TABLE IF EXISTS bench_ledger_jobs")
+    client.command(LEDGER_JOBS)
     want = {t: Decimal(c) / 100 for t, c in client.query(sql_rating(tenants)).result_rows}
+    client.command("DROP TABLE bench_ledger_jobs")
     got = {
         t: Decimal(v)
         for t, v in client.query(
@@ -505,6 +512,11 @@ def main() -> None:
         "of energy are several times slower)",
     )
     ap.add_argument("--skip-pdf", action="store_true")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep a month already generated in --data-dir (and not yet invoiced)",
+    )
     ap.add_argument("--_generate", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--_check", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -527,10 +539,11 @@ def main() -> None:
         str(args.tenants),
     ]
     try:
-        subprocess.run(
-            [*own, "--_generate"] + (["--per-second-energy"] if args.per_second_energy else []),
-            check=True,
-        )
+        if not (args.reuse and (data_dir / "pricebook.toml").exists()):
+            subprocess.run(
+                [*own, "--_generate"] + (["--per-second-energy"] if args.per_second_energy else []),
+                check=True,
+            )
         book = str(data_dir / "pricebook.toml")
         floor = gpumeter(data_dir, "floor", "sql", "--format", "csv", floor_query())
         floor.name = "floor: bare GROUP BY of the rating query (gpumeter sql)"
