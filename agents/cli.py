@@ -231,6 +231,7 @@ def kafka_bootstrap(explicit: str | None, settings: Settings) -> Iterator[str]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from agents.kafka import make_producer
+    from kernel.kafka import kafka_python_options
     from schemas.topics import USAGE
 
     if not (args.nvml or args.simulate or args.trace):
@@ -240,7 +241,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     stop = Stop()
     stop.install()
     with kafka_bootstrap(args.bootstrap, settings) as bootstrap:
-        producer = make_producer(bootstrap)
+        producer = make_producer(bootstrap, **kafka_python_options(settings))
         try:
             if args.nvml:
                 return _run_nvml(args, producer, topic, spool_root, stop)

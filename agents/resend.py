@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from agents.console import fmt_ts
 from agents.spool import Spool
@@ -62,7 +63,10 @@ def run_resend(args: argparse.Namespace, settings: Settings) -> int:
                 "spool for the next start"
             )
         return 0
-    return _resend_now(idle, spool_root, bootstrap, args.resend_topic, args.since)
+    from kernel.kafka import kafka_python_options
+
+    return _resend_now(idle, spool_root, bootstrap, args.resend_topic, args.since,
+                       kafka_python_options(settings))
 
 
 def _open_for_resend(directory: Path) -> Spool:
@@ -72,12 +76,13 @@ def _open_for_resend(directory: Path) -> Spool:
 
 
 def _resend_now(
-    nodes: list[str], spool_root: Path, bootstrap: str, topic: str | None, since: int
+    nodes: list[str], spool_root: Path, bootstrap: str, topic: str | None, since: int,
+    options: dict[str, Any],
 ) -> int:
     from agents.kafka import RESEND_FILE, Delivery, make_producer
     from schemas.topics import USAGE
 
-    producer = make_producer(bootstrap)
+    producer = make_producer(bootstrap, **options)
     failed = 0
     try:
         for node in nodes:

@@ -71,8 +71,9 @@ def _client(args: argparse.Namespace, settings: Settings) -> Any:
     from kernel.clickhouse import connect_configured
     from schemas.clickhouse.migrate import migrate
 
-    client = connect_configured(settings, args.database)
-    migrate(client)  # idempotent: the billing tables exist before the first run
+    cluster = settings.clickhouse_cluster
+    client = connect_configured(settings, args.database, cluster=cluster)
+    migrate(client, cluster=cluster)  # idempotent: the billing tables exist before the first run
     _skip_pandas_probe()
     return client
 

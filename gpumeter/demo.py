@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agents.options import int_range, parse_duration, parse_start
 from kernel.names import IDLE_TENANT
 from kernel.settings import Settings
 
@@ -45,17 +46,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on a simulated fleet and check it",
                        description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nodes", type=int, default=4, help="simulated nodes (default 4)")
-    p.add_argument("--gpus", type=int, default=8, help="GPUs per node (default 8)")
-    p.add_argument("--duration", default="1d", help="simulated time: 2h, 1d ... (default 1d)")
-    p.add_argument("--start", default=None,
-                   help="first simulated day, YYYY-MM-DD UTC (default: yesterday)")
-    p.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+    p.add_argument("--nodes", type=int_range(1, 1000), default=4,
+                   help="simulated nodes, 1..1000 (default 4)")
+    p.add_argument("--gpus", type=int_range(1, 64), default=8, help="GPUs per node, 1..64 (default 8)")
+    p.add_argument("--duration", type=parse_duration, default=parse_duration("1d"),
+                   help="simulated time: 90s, 30m, 2h, 1d, 1h30m (1 s..366 d; default 1d)")
+    p.add_argument("--start", type=parse_start, default=None,
+                   help="first simulated second, YYYY-MM-DD[THH:MM] UTC (default: yesterday)")
+    p.add_argument("--seed", type=int_range(0, 2**63 - 1), default=7,
+                   help="simulation seed (default 7)")
     p.add_argument("--trace", action="store_true",
                    help="replay the Alibaba GPU-cluster trace from ../shared/data instead of the "
                    "simulated fleet (tenants are its services; capped by --max-gpus)")
-    p.add_argument("--max-gpus", type=int, default=128,
-                   help="with --trace: replayed GPUs at most (default 128)")
+    p.add_argument("--max-gpus", type=int_range(1, 100_000), default=128,
+                   help="with --trace: replayed GPUs at most, 1..100000 (default 128)")
     p.add_argument("--no-billing", action="store_true", help="skip invoices")
     p.add_argument("--no-report", action="store_true", help="skip the utilization report")
     p.set_defaults(handler=run)
@@ -76,11 +80,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
     from agents.fleet import make_fleet
-    from agents.options import default_start, parse_duration, parse_start
+    from agents.options import default_start
+    from agents.trace import TraceFleet
 
     console = Console(stderr=False)
-    duration = parse_duration(args.duration)
-    start = parse_start(args.start) if args.start else default_start()
+    duration = args.duration
+    start = args.start if args.start is not None else default_start()
     data_dir = settings.data_dir.resolve()
     embedded = settings.clickhouse_dsn is None
     database = None if embedded else "gpumeter_demo"
@@ -90,7 +95,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     console.rule("[bold]gpumeter demo")
     fleet = make_fleet(trace=args.trace, start=start, duration_s=duration, nodes=args.nodes,
                        gpus_per_node=args.gpus, seed=args.seed, max_gpus=args.max_gpus)
-    if args.trace:
+    if isinstance(fleet, TraceFleet):
         console.print(f"fleet: Alibaba DLRM trace replay, {fleet.gpu_count} GPUs, "
                       f"{fleet.instances} instances ({fleet.dropped} beyond --max-gpus left out), "
                       f"{_fmt(start)} .. {_fmt(start + duration)} UTC")
@@ -103,11 +108,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.clickhouse.migrate import migrate
     from schemas.topics import default_topics
 
-    client = connect_configured(settings, database)
+    cluster = settings.clickhouse_cluster
+    client = connect_configured(settings, database, cluster=cluster)
     if database:
-        client.command(f"DROP DATABASE IF EXISTS {database}")
-        client = connect_configured(settings, database)
-    migrate(client, raw_ttl_days=settings.raw_ttl_days)
+        on = f" ON CLUSTER {cluster}" if cluster else ""
+        client.command(f"DROP DATABASE IF EXISTS {database}{on}")
+        client = connect_configured(settings, database, cluster=cluster)
+    migrate(client, raw_ttl_days=settings.raw_ttl_days, cluster=cluster)
     client.close()  # the worker subprocess needs the embedded engine's lock
 
     log_path = data_dir / "demo-worker.log"

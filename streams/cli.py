@@ -181,8 +181,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         return ExitCode.UNAVAILABLE
 
-    client = connect_configured(settings, args.database)
-    migrate(client, raw_ttl_days=settings.raw_ttl_days)
+    cluster = settings.clickhouse_cluster
+    client = connect_configured(settings, args.database, cluster=cluster)
+    migrate(client, raw_ttl_days=settings.raw_ttl_days, cluster=cluster)
     processor = UsageProcessor(
         LedgerSink(client, archive_raw=not args.no_raw_archive),
         grace_s=settings.grace_seconds,
