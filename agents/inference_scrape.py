@@ -364,7 +364,7 @@ def token_source(node_id: str, endpoint: str, model: str, kind: str) -> str:
 def _lock(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file: also within one process
     except OSError:
         os.close(fd)
         raise AgentError(
