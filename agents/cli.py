@@ -208,6 +208,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="usage topic (default gpu.usage.v1)",
     )
     r.set_defaults(handler=run_resend)
+    __import__("agents.inference_cli").inference_cli.register_inference(actions)  # agent tokens
 
 
 @contextlib.contextmanager
