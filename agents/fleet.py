@@ -35,15 +35,14 @@ def make_fleet(
         return SimulatedFleet(
             seed=seed, nodes=nodes, gpus_per_node=gpus_per_node, start=start, duration_s=duration_s
         )
-    from agents.trace import TraceFleet
+    from agents.trace import DEFAULT_DATA_DIR, TraceFleet
 
-    kwargs = {"data_dir": trace_dir} if trace_dir else {}
     return TraceFleet(
+        data_dir=trace_dir or DEFAULT_DATA_DIR,
         start=start,
         duration_s=duration_s,
         gpus_per_node=gpus_per_node,
         max_gpus=max_gpus,
-        **kwargs,
     )
 
 

@@ -113,6 +113,10 @@ class ResettableProducer:
     def flush(self, timeout: float | None = None) -> None:
         self._producer.flush(timeout=timeout)
 
+    def partitions_for(self, topic: str) -> set[int]:
+        """The topic's partitions; waits for the broker's metadata (so: connected)."""
+        return set(self._producer.partitions_for(topic) or ())
+
     def healthy(self) -> None:
         """A send succeeded: the next replacement may come soon again."""
         self._backoff_s = self.min_backoff_s

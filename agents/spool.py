@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from agents.errors import AgentError
 
@@ -140,7 +140,7 @@ class Spool:
         self.fs: SpoolFS = fs or OsFS()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = self._lock()
+            self._lock_fd: int | None = self._lock()
             self.agent_id = self._load_agent_id()
         except OSError as exc:
             raise SpoolError(
@@ -151,11 +151,13 @@ class Spool:
         self.dropped_batches = int(dropped.get("batches", 0))
         self.dropped_samples = int(dropped.get("samples", 0))
         #: Dropped seconds not yet reported to the broker, as merged [start, end) ranges.
-        self.unreported_gaps: list[tuple[int, int]] = [tuple(g) for g in dropped.get("gaps", [])]  # type: ignore[misc]
+        self.unreported_gaps: list[tuple[int, int]] = [
+            (int(g[0]), int(g[1])) for g in dropped.get("gaps", [])
+        ]
         #: Pending batches that carry dropped seconds (seq -> gaps): owed again if dropped.
         self._carriers: dict[int, list[tuple[int, int]]] = {
-            int(k): [tuple(g) for g in v]
-            for k, v in dict(dropped.get("carriers", {})).items()  # type: ignore[misc]
+            int(k): [(int(g[0]), int(g[1])) for g in v]
+            for k, v in dict(dropped.get("carriers", {})).items()
         }
         self._state_dirty = False  # a state file could not be written (disk full): retry later
         self._entries: deque[SpoolEntry] = deque()  # unacknowledged, in seq order
@@ -553,7 +555,7 @@ class Spool:
         except (FileNotFoundError, ValueError):
             return default
 
-    def _read_json(self, name: str) -> dict[str, object]:
+    def _read_json(self, name: str) -> dict[str, Any]:
         try:
             data = json.loads((self.directory / name).read_text())
             return data if isinstance(data, dict) else {}

@@ -2,7 +2,7 @@
 
 Read from TOML (``analytics/assets.demo.toml`` is the demo fleet's). Every problem in the file is
 reported at once, each naming its entry, so one edit fixes them all. The register is plain data;
-:mod:`analytics.metrics` turns it and the ledger into economics.
+:mod:`analytics.economics` turns it and the ledger into economics.
 
 Depreciation is straight-line from ``in_service`` over ``life_years`` (a year = 365 days) down
 to ``residual_value``, accrued per second of calendar time: an owned GPU loses value whether or
@@ -31,8 +31,9 @@ class AssetRegisterError(AnalyticsError, ValueError):
     """The register is invalid; ``problems`` lists every problem, each naming its entry."""
 
     def __init__(self, source: str, problems: list[str]) -> None:
-        super().__init__(f"{source}: {len(problems)} problem(s):\n" + "\n".join(
-            f"  - {p}" for p in problems))
+        super().__init__(
+            f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
+        )
         self.problems = problems
 
 
@@ -198,12 +199,21 @@ def parse_assets(data: dict[str, Any], source: str = "<assets>") -> AssetRegiste
 
 
 _ASSET_KEYS = {
-    "name", "gpu_model", "node_id", "gpu_uuids", "purchase_price", "in_service", "life_years",
-    "residual_value", "other_opex_per_gpu_hour",
+    "name",
+    "gpu_model",
+    "node_id",
+    "gpu_uuids",
+    "purchase_price",
+    "in_service",
+    "life_years",
+    "residual_value",
+    "other_opex_per_gpu_hour",
 }
 
 
-def _asset(p: _Problems, i: int, a: dict[str, Any], models: dict[str, ModelRates]) -> AssetClass | None:
+def _asset(
+    p: _Problems, i: int, a: dict[str, Any], models: dict[str, ModelRates]
+) -> AssetClass | None:
     name = a.get("name")
     where = f"assets[{i}] ({name})" if isinstance(name, str) else f"assets[{i}]"
     if not isinstance(name, str) or not name:
@@ -243,7 +253,10 @@ def _asset(p: _Problems, i: int, a: dict[str, Any], models: dict[str, ModelRates
     if not isinstance(name, str) or life == 0:
         return None
     return AssetClass(
-        name=name, purchase_price=price, in_service=start.astimezone(UTC), life_years=life,
+        name=name,
+        purchase_price=price,
+        in_service=start.astimezone(UTC),
+        life_years=life,
         residual_value=residual,
         other_opex_per_gpu_hour=p.decimal(where, a, "other_opex_per_gpu_hour", default=Decimal(0)),
         gpu_model=model if isinstance(model, str) else None,
@@ -271,8 +284,10 @@ def _bands(p: _Problems, raw: Any) -> list[EnergyBand]:
     ordered = sorted(bands, key=lambda band: band.start_hour)
     for x, y in zip(ordered, ordered[1:], strict=False):
         if y.start_hour < x.end_hour:
-            p.add("site.energy_bands", f"hours {x.start_hour}-{x.end_hour} and "
-                  f"{y.start_hour}-{y.end_hour} overlap")
+            p.add(
+                "site.energy_bands",
+                f"hours {x.start_hour}-{x.end_hour} and {y.start_hour}-{y.end_hour} overlap",
+            )
     return ordered
 
 
@@ -291,7 +306,12 @@ class _Problems:
             self.add(where, f"unknown keys {sorted(extra)} (allowed: {sorted(allowed)})")
 
     def decimal(
-        self, where: str, table: dict[str, Any], key: str, *, default: Decimal | None = None,
+        self,
+        where: str,
+        table: dict[str, Any],
+        key: str,
+        *,
+        default: Decimal | None = None,
         minimum: Decimal = Decimal(0),
     ) -> Decimal:
         """A non-negative Decimal. Strings are exact; TOML floats go through ``str`` (0.12 stays

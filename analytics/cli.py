@@ -25,11 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--period", help="YYYY-MM (a UTC month) or YYYY-MM-DD (a UTC day)")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for the HTML (default: .)")
-    p.add_argument("--assets", type=Path, default=None,
-                   help="asset register TOML (default: analytics/assets.demo.toml)")
+    p.add_argument(
+        "--assets",
+        type=Path,
+        default=None,
+        help="asset register TOML (default: analytics/assets.demo.toml)",
+    )
     p.add_argument("--database", default=None, help="ClickHouse database (default: the DSN's)")
-    p.add_argument("--validate", action="store_true",
-                   help="only check the asset register, print every problem, and exit")
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="only check the asset register, print every problem, and exit",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -42,8 +49,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"gpumeter report: {exc}", file=sys.stderr)
         return 2
     if args.validate:
-        print(f"asset register OK: {len(register_.assets)} asset class(es), "
-              f"{len(register_.models)} GPU model rate(s)")
+        print(
+            f"asset register OK: {len(register_.assets)} asset class(es), "
+            f"{len(register_.models)} GPU model rate(s)"
+        )
         return 0
     if not args.period:
         print("gpumeter report: --period YYYY-MM is required", file=sys.stderr)

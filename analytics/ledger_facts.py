@@ -1,7 +1,7 @@
 """The facts the metrics are computed from: the period, and what ClickHouse holds for it.
 
 :func:`load_facts` reads the exact ledger (``usage_minutely FINAL``), invoices and work units
-for a period into plain :class:`Facts`; :func:`analytics.metrics.compute` turns them into
+for a period into plain :class:`Facts`; :func:`analytics.economics.compute` turns them into
 economics without I/O. :func:`sync_asset_rates` is the one write: the register's per-model
 rates into ``asset_rates``, so SQL and Grafana can value idle capacity.
 
@@ -75,7 +75,7 @@ class GpuHour:
 
 
 @dataclass(frozen=True)
-class JobUsage:
+class JobTotal:
     """Allocated usage of one (tenant, job) on one GPU model in the period."""
 
     tenant: str
@@ -114,7 +114,7 @@ class WorkTotal:
 class Facts:
     period: Period
     gpu_hours: tuple[GpuHour, ...]
-    jobs: tuple[JobUsage, ...]
+    jobs: tuple[JobTotal, ...]
     #: None: no invoices for the period, so revenue is rated at on-demand rates.
     invoiced: tuple[RevenueLine, ...] | None = None
     invoice_note: str = ""
@@ -165,32 +165,48 @@ ORDER BY tenant, job, unit
 
 
 def load_facts(client: Client, period: Period) -> Facts:
-    params = {"start": period.start.replace(tzinfo=None), "end": period.end.replace(tzinfo=None),
-              "idle": IDLE_TENANT}
+    params = {
+        "start": period.start.replace(tzinfo=None),
+        "end": period.end.replace(tzinfo=None),
+        "idle": IDLE_TENANT,
+    }
     hours = tuple(
-        GpuHour(_utc(r[0]), r[1], r[2], r[3], int(r[4]), int(r[5]), int(r[6]), int(r[7]),
-                float(r[8]), int(r[9]))
+        GpuHour(
+            _utc(r[0]),
+            r[1],
+            r[2],
+            r[3],
+            int(r[4]),
+            int(r[5]),
+            int(r[6]),
+            int(r[7]),
+            float(r[8]),
+            int(r[9]),
+        )
         for r in client.query(_GPU_HOURS, parameters=params).result_rows
     )
     jobs = tuple(
-        JobUsage(r[0], r[1], r[2], int(r[3]), int(r[4]), float(r[5]), int(r[6]))
+        JobTotal(r[0], r[1], r[2], int(r[3]), int(r[4]), float(r[5]), int(r[6]))
         for r in client.query(_JOBS, parameters=params).result_rows
     )
     invoiced, note = _load_invoiced(client, period, jobs, params)
     work: tuple[WorkTotal, ...] = ()
     if _has_tables(client, "work_units"):
-        work = tuple(WorkTotal(r[0], r[1], r[2], int(r[3]))
-                     for r in client.query(_WORK, parameters=params).result_rows)
+        work = tuple(
+            WorkTotal(r[0], r[1], r[2], int(r[3]))
+            for r in client.query(_WORK, parameters=params).result_rows
+        )
     return Facts(period, hours, jobs, invoiced, note, work)
 
 
 def _load_invoiced(
-    client: Client, period: Period, jobs: tuple[JobUsage, ...], params: dict[str, Any]
+    client: Client, period: Period, jobs: tuple[JobTotal, ...], params: dict[str, Any]
 ) -> tuple[tuple[RevenueLine, ...] | None, str]:
     if not _has_tables(client, "invoices", "invoice_lines"):
         return None, ""
-    rows = client.query(_INVOICED, parameters={"period": period.month,
-                                                "timed": list(TIMED_KINDS)}).result_rows
+    rows = client.query(
+        _INVOICED, parameters={"period": period.month, "timed": list(TIMED_KINDS)}
+    ).result_rows
     if not rows:
         return None, ""
     month = parse_period(period.month)
@@ -209,8 +225,11 @@ def _load_invoiced(
     note = f"{n_final} finalized and {n_draft} draft invoice(s) for {period.month}, tax excluded"
     if not period.is_month:
         # A day gets the month's invoiced amount in proportion to its allocated GPU-seconds.
-        mparams = {"start": month.start.replace(tzinfo=None), "end": month.end.replace(tzinfo=None),
-                   "idle": IDLE_TENANT}
+        mparams = {
+            "start": month.start.replace(tzinfo=None),
+            "end": month.end.replace(tzinfo=None),
+            "idle": IDLE_TENANT,
+        }
         month_alloc: dict[tuple[str, str], int] = defaultdict(int)
         for r in client.query(_JOBS, parameters=mparams).result_rows:
             month_alloc[(r[0], r[2])] += int(r[3])
@@ -224,8 +243,11 @@ def _load_invoiced(
             for k, v in amounts.items()
         }
         note += f", pro-rated to {period.label} by allocated GPU-seconds"
-        timed = {(t, m, (period.start, period.end)): a * _overlap(c, period) / _span(c)
-                 for (t, m, c), a in timed.items() if _overlap(c, period)}
+        timed = {
+            (t, m, (period.start, period.end)): a * _overlap(c, period) / _span(c)
+            for (t, m, c), a in timed.items()
+            if _overlap(c, period)
+        }
     lines = [RevenueLine(t, m, a) for (t, m), a in sorted(amounts.items())]
     lines += [RevenueLine(t, m, a, c) for (t, m, c), a in sorted(timed.items())]
     if timed:
@@ -255,7 +277,8 @@ def _overlap(c: tuple[datetime, datetime], p: Period) -> Decimal:
 def _has_tables(client: Client, *names: str) -> bool:
     found = client.query(
         "SELECT count() FROM system.tables WHERE database = currentDatabase() "
-        "AND name IN {names:Array(String)}", parameters={"names": list(names)},
+        "AND name IN {names:Array(String)}",
+        parameters={"names": list(names)},
     ).result_rows[0][0]
     return int(found) == len(names)
 
@@ -267,8 +290,19 @@ def _utc(value: datetime) -> datetime:
 def sync_asset_rates(client: Client, register: AssetRegister) -> None:
     """Copy per-model rates into ``asset_rates`` so SQL and Grafana can value idle capacity."""
     now = datetime.now(UTC)
-    rows = [[m, register.currency, r.on_demand_per_gpu_hour, r.spot_per_gpu_hour, now]
-            for m, r in sorted(register.models.items())]
+    rows = [
+        [m, register.currency, r.on_demand_per_gpu_hour, r.spot_per_gpu_hour, now]
+        for m, r in sorted(register.models.items())
+    ]
     if rows:
-        client.insert("asset_rates", rows, column_names=[
-            "gpu_model", "currency", "on_demand_per_gpu_hour", "spot_per_gpu_hour", "updated_at"])
+        client.insert(
+            "asset_rates",
+            rows,
+            column_names=[
+                "gpu_model",
+                "currency",
+                "on_demand_per_gpu_hour",
+                "spot_per_gpu_hour",
+                "updated_at",
+            ],
+        )

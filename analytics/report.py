@@ -19,11 +19,17 @@ from rich.console import Console
 from rich.table import Table
 
 from analytics.assets import load_assets
+from analytics.economics import compute
 from analytics.ledger_facts import load_facts, parse_period, sync_asset_rates
-from analytics.metrics import Metrics, Report, compute
+from analytics.metrics import Metrics, Report
 
-CHART_IDS = ("chart-utilization", "chart-heatmap", "chart-revenue-cost", "chart-idle",
-             "chart-tenants")
+CHART_IDS = (
+    "chart-utilization",
+    "chart-heatmap",
+    "chart-revenue-cost",
+    "chart-idle",
+    "chart-tenants",
+)
 
 
 def build_report(
@@ -62,9 +68,25 @@ def hours(v: Decimal) -> str:
     return f"{v.quantize(Decimal('0.01')):,}"
 
 
-_COLUMNS = ("", "GPUs", "avail h", "alloc h", "active h", "idle h", "util", "eff (SM)",
-            "kWh", "fac. kWh", "revenue", "cost", "margin", "cost/GPU-h", "ROA/yr",
-            "break-even", "idle value")
+_COLUMNS = (
+    "",
+    "GPUs",
+    "avail h",
+    "alloc h",
+    "active h",
+    "idle h",
+    "util",
+    "eff (SM)",
+    "kWh",
+    "fac. kWh",
+    "revenue",
+    "cost",
+    "margin",
+    "cost/GPU-h",
+    "ROA/yr",
+    "break-even",
+    "idle value",
+)
 #: The terminal shows usage and economics as two tables so each fits a normal terminal.
 _USAGE_COLS = 10
 
@@ -72,11 +94,23 @@ _USAGE_COLS = 10
 def _row(m: Metrics) -> list[str]:
     eff = m.efficiency_pct
     return [
-        m.key, str(m.gpus), hours(m.available_h), hours(m.allocated_h), hours(m.active_h),
-        hours(m.idle_h), pct(m.utilization), "-" if eff is None else f"{eff:.1f}%",
-        money(m.energy_kwh, "0.1"), money(m.facility_kwh, "0.1"), money(m.revenue),
-        money(m.cost), money(m.margin), money(m.cost_per_gpu_hour, "0.001"),
-        pct(m.roa_annualized), pct(m.break_even_utilization), money(m.idle_value),
+        m.key,
+        str(m.gpus),
+        hours(m.available_h),
+        hours(m.allocated_h),
+        hours(m.active_h),
+        hours(m.idle_h),
+        pct(m.utilization),
+        "-" if eff is None else f"{eff:.1f}%",
+        money(m.energy_kwh, "0.1"),
+        money(m.facility_kwh, "0.1"),
+        money(m.revenue),
+        money(m.cost),
+        money(m.margin),
+        money(m.cost_per_gpu_hour, "0.001"),
+        pct(m.roa_annualized),
+        pct(m.break_even_utilization),
+        money(m.idle_value),
     ]
 
 
@@ -85,10 +119,15 @@ def print_summary(report: Report, console: Console | None = None) -> None:
     f = report.fleet
     console.print(f"[bold]Fleet report {report.period.label}[/bold]  ({report.currency})")
     console.print(f"revenue source: [bold]{report.revenue_source}[/bold] - {report.revenue_note}")
-    for title, rows in (("Fleet", (f,)), ("By GPU model", report.by_model),
-                        ("By node", report.by_node)):
-        for part, cols in (("usage", range(_USAGE_COLS)),
-                           ("economics", [0, *range(_USAGE_COLS, len(_COLUMNS))])):
+    for title, rows in (
+        ("Fleet", (f,)),
+        ("By GPU model", report.by_model),
+        ("By node", report.by_node),
+    ):
+        for part, cols in (
+            ("usage", range(_USAGE_COLS)),
+            ("economics", [0, *range(_USAGE_COLS, len(_COLUMNS))]),
+        ):
             t = Table(title=f"{title}: {part}", title_justify="left")
             for i in cols:
                 t.add_column(_COLUMNS[i], justify="left" if i == 0 else "right")
@@ -101,21 +140,42 @@ def print_summary(report: Report, console: Console | None = None) -> None:
         t.add_column(c, justify="left" if c == "tenant" else "right")
     for tm in report.tenants[:10]:
         eff = tm.efficiency_pct
-        t.add_row(tm.tenant, hours(tm.allocated_h), "-" if eff is None else f"{eff:.1f}%",
-                  money(tm.revenue), money(tm.cost), money(tm.revenue - tm.cost))
+        t.add_row(
+            tm.tenant,
+            hours(tm.allocated_h),
+            "-" if eff is None else f"{eff:.1f}%",
+            money(tm.revenue),
+            money(tm.cost),
+            money(tm.revenue - tm.cost),
+        )
     console.print(t)
     if report.work:
         t = Table(title="Work units", title_justify="left")
-        for c in ("tenant", "job", "GPU model", "unit", "quantity", "GPU-h", "cost / M",
-                  "revenue / M"):
+        for c in (
+            "tenant",
+            "job",
+            "GPU model",
+            "unit",
+            "quantity",
+            "GPU-h",
+            "cost / M",
+            "revenue / M",
+        ):
             t.add_column(c, justify="right" if c in ("quantity", "GPU-h") or "/" in c else "left")
         for w in report.work:
-            t.add_row(w.tenant, w.job, w.gpu_model, w.unit, f"{w.quantity:,.0f}",
-                      hours(w.gpu_hours), money(w.cost_per_million, "0.0001"),
-                      money(w.revenue_per_million, "0.0001"))
+            t.add_row(
+                w.tenant,
+                w.job,
+                w.gpu_model,
+                w.unit,
+                f"{w.quantity:,.0f}",
+                hours(w.gpu_hours),
+                money(w.cost_per_million, "0.0001"),
+                money(w.revenue_per_million, "0.0001"),
+            )
         console.print(t)
-    for w in report.warnings:
-        console.print(f"[yellow]warning: {w}[/yellow]")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning: {warning}[/yellow]")
 
 
 # -- HTML -------------------------------------------------------------------------------------
@@ -137,10 +197,15 @@ def render_html(report: Report) -> str:
         a[2] += h.active_s
     xs = sorted(per_hour)
     fig = go.Figure()
-    fig.add_scatter(x=xs, y=[100 * per_hour[x][1] / per_hour[x][0] for x in xs],
-                    name="allocated %", mode="lines")
-    fig.add_scatter(x=xs, y=[100 * per_hour[x][2] / per_hour[x][0] for x in xs],
-                    name="active %", mode="lines")
+    fig.add_scatter(
+        x=xs,
+        y=[100 * per_hour[x][1] / per_hour[x][0] for x in xs],
+        name="allocated %",
+        mode="lines",
+    )
+    fig.add_scatter(
+        x=xs, y=[100 * per_hour[x][2] / per_hour[x][0] for x in xs], name="active %", mode="lines"
+    )
     fig.update_layout(yaxis_title="% of available GPU-seconds", yaxis_range=[0, 105])
     figs.append(("chart-utilization", "Fleet utilization over time", fig))
 
@@ -149,56 +214,102 @@ def render_html(report: Report) -> str:
     labels = [f"{node}/{uuid[-8:]}" for node, uuid in gpus]
     idx = {g: i for i, g in enumerate(gpus)}
     col = {x: i for i, x in enumerate(xs)}
-    alloc = [[None] * len(xs) for _ in gpus]
-    active = [[None] * len(xs) for _ in gpus]
+    alloc: list[list[float | None]] = [[None] * len(xs) for _ in gpus]
+    active: list[list[float | None]] = [[None] * len(xs) for _ in gpus]
     for h in report.gpu_hours:
         r, c = idx[(h.node_id, h.gpu_uuid)], col[h.hour]
         alloc[r][c] = round(100 * h.allocated_s / h.available_s, 1) if h.available_s else None
         active[r][c] = round(100 * h.active_s / h.available_s, 1) if h.available_s else None
-    heat = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.03,
-                         subplot_titles=("Allocation %", "Activity (SM > 0) %"))
-    heat.add_heatmap(x=xs, y=labels, z=alloc, zmin=0, zmax=100, colorscale="Blues",
-                     name="allocation", showscale=False, row=1, col=1)
-    heat.add_heatmap(x=xs, y=labels, z=active, zmin=0, zmax=100, colorscale="Greens",
-                     name="activity", row=1, col=2)
+    heat = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        horizontal_spacing=0.03,
+        subplot_titles=("Allocation %", "Activity (SM > 0) %"),
+    )
+    heat.add_heatmap(
+        x=xs,
+        y=labels,
+        z=alloc,
+        zmin=0,
+        zmax=100,
+        colorscale="Blues",
+        name="allocation",
+        showscale=False,
+        row=1,
+        col=1,
+    )
+    heat.add_heatmap(
+        x=xs,
+        y=labels,
+        z=active,
+        zmin=0,
+        zmax=100,
+        colorscale="Greens",
+        name="activity",
+        row=1,
+        col=2,
+    )
     heat.update_layout(height=max(320, 18 * len(labels) + 140))
     figs.append(("chart-heatmap", "GPU x time: allocation and activity", heat))
 
     # Revenue vs cost by day (cost stacked by component).
     days = [m.key for m in report.by_day]
     rc = go.Figure()
-    rc.add_bar(x=days, y=[float(m.depreciation) for m in report.by_day], name="depreciation",
-               offsetgroup="cost")
-    rc.add_bar(x=days, y=[float(m.energy_cost) for m in report.by_day], name="energy",
-               offsetgroup="cost", base=[float(m.depreciation) for m in report.by_day])
-    rc.add_bar(x=days, y=[float(m.other_opex) for m in report.by_day], name="other opex",
-               offsetgroup="cost",
-               base=[float(m.depreciation + m.energy_cost) for m in report.by_day])
-    rc.add_bar(x=days, y=[float(m.revenue) for m in report.by_day], name="revenue",
-               offsetgroup="revenue")
+    rc.add_bar(
+        x=days,
+        y=[float(m.depreciation) for m in report.by_day],
+        name="depreciation",
+        offsetgroup="cost",
+    )
+    rc.add_bar(
+        x=days,
+        y=[float(m.energy_cost) for m in report.by_day],
+        name="energy",
+        offsetgroup="cost",
+        base=[float(m.depreciation) for m in report.by_day],
+    )
+    rc.add_bar(
+        x=days,
+        y=[float(m.other_opex) for m in report.by_day],
+        name="other opex",
+        offsetgroup="cost",
+        base=[float(m.depreciation + m.energy_cost) for m in report.by_day],
+    )
+    rc.add_bar(
+        x=days, y=[float(m.revenue) for m in report.by_day], name="revenue", offsetgroup="revenue"
+    )
     rc.update_layout(barmode="group", yaxis_title=report.currency)
     figs.append(("chart-revenue-cost", "Revenue vs cost by day", rc))
 
     # Idle capacity by model, with what it could have earned at spot.
     idle = go.Figure()
-    idle.add_bar(x=[m.key for m in report.by_model], y=[float(m.idle_h) for m in report.by_model],
-                 name="idle GPU-hours",
-                 text=[f"{report.currency} {money(m.idle_value)} at spot" for m in report.by_model])
+    idle.add_bar(
+        x=[m.key for m in report.by_model],
+        y=[float(m.idle_h) for m in report.by_model],
+        name="idle GPU-hours",
+        text=[f"{report.currency} {money(m.idle_value)} at spot" for m in report.by_model],
+    )
     idle.update_layout(yaxis_title="idle GPU-hours")
     figs.append(("chart-idle", "Idle capacity by GPU model", idle))
 
     top = report.tenants[:10][::-1]
     ten = go.Figure()
-    ten.add_bar(y=[t.tenant for t in top], x=[float(t.allocated_h) for t in top],
-                orientation="h", name="allocated GPU-hours",
-                text=[f"{report.currency} {money(t.revenue)}" for t in top])
+    ten.add_bar(
+        y=[t.tenant for t in top],
+        x=[float(t.allocated_h) for t in top],
+        orientation="h",
+        name="allocated GPU-hours",
+        text=[f"{report.currency} {money(t.revenue)}" for t in top],
+    )
     ten.update_layout(xaxis_title="allocated GPU-hours", height=max(300, 40 * len(top) + 120))
     figs.append(("chart-tenants", "Top tenants by GPU-hours (label: revenue)", ten))
 
     body = []
     for div_id, title, f in figs:
-        f.update_layout(title=title, margin={"l": 60, "r": 20, "t": 60, "b": 40},
-                        template="plotly_white")
+        f.update_layout(
+            title=title, margin={"l": 60, "r": 20, "t": 60, "b": 40}, template="plotly_white"
+        )
         body.append(f.to_html(full_html=False, include_plotlyjs=False, div_id=div_id))
     return _page(report, get_plotlyjs(), body)
 
@@ -209,8 +320,9 @@ def _page(report: Report, plotlyjs: str, charts: list[str]) -> str:
 
     def table(rows: tuple[Metrics, ...]) -> str:
         head = "".join(f"<th>{e(c)}</th>" for c in _COLUMNS)
-        body = "".join("<tr>" + "".join(f"<td>{e(v)}</td>" for v in _row(m)) + "</tr>"
-                       for m in rows)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{e(v)}</td>" for v in _row(m)) + "</tr>" for m in rows
+        )
         return f"<table><tr>{head}</tr>{body}</table>"
 
     work = ""
@@ -218,21 +330,27 @@ def _page(report: Report, plotlyjs: str, charts: list[str]) -> str:
         rows = "".join(
             f"<tr><td>{e(w.tenant)}</td><td>{e(w.job)}</td><td>{e(w.gpu_model)}</td>"
             f"<td>{e(w.unit)}</td><td>{w.quantity:,.0f}</td><td>{money(w.cost_per_million, '0.0001')}</td>"
-            f"<td>{money(w.revenue_per_million, '0.0001')}</td></tr>" for w in report.work)
-        work = ("<h2>Work units</h2><table><tr><th>tenant</th><th>job</th><th>GPU model</th>"
-                "<th>unit</th><th>quantity</th><th>cost / million</th><th>revenue / million</th>"
-                f"</tr>{rows}</table>")
+            f"<td>{money(w.revenue_per_million, '0.0001')}</td></tr>"
+            for w in report.work
+        )
+        work = (
+            "<h2>Work units</h2><table><tr><th>tenant</th><th>job</th><th>GPU model</th>"
+            "<th>unit</th><th>quantity</th><th>cost / million</th><th>revenue / million</th>"
+            f"</tr>{rows}</table>"
+        )
     warn = "".join(f"<p class='warn'>warning: {e(w)}</p>" for w in report.warnings)
     cards = "".join(
         f"<div class='card'><div class='v'>{e(v)}</div><div class='k'>{e(k)}</div></div>"
         for k, v in (
-            ("utilization", pct(f.utilization)), ("efficiency (SM)", "-" if f.efficiency_pct is None else f"{f.efficiency_pct:.1f}%"),
+            ("utilization", pct(f.utilization)),
+            ("efficiency (SM)", "-" if f.efficiency_pct is None else f"{f.efficiency_pct:.1f}%"),
             ("revenue", f"{report.currency} {money(f.revenue)}"),
             ("cost", f"{report.currency} {money(f.cost)}"),
             ("ROA (annualized)", pct(f.roa_annualized)),
             ("break-even utilization", pct(f.break_even_utilization)),
             ("idle value at spot", f"{report.currency} {money(f.idle_value)}"),
-        ))
+        )
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>gpumeter report {e(report.period.label)}</title>
@@ -252,7 +370,7 @@ td:first-child, th:first-child {{ text-align: left; }}
 <p>Revenue source: <b>{e(report.revenue_source)}</b> ({e(report.revenue_note)}).
 Amounts in {e(report.currency)}.</p>
 {cards}{warn}
-{''.join(charts)}
+{"".join(charts)}
 <h2>Fleet</h2>{table((f,))}
 <h2>By GPU model</h2>{table(report.by_model)}
 <h2>By node</h2>{table(report.by_node)}

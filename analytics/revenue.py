@@ -16,22 +16,25 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from analytics.assets import AssetRegister
-from analytics.ledger_facts import Facts, JobUsage, RevenueLine
+from analytics.ledger_facts import Facts, JobTotal, RevenueLine
+from analytics.metrics import Dimension
 
 
-def rate_on_demand(jobs: Iterable[JobUsage], register: AssetRegister) -> list[RevenueLine]:
+def rate_on_demand(jobs: Iterable[JobTotal], register: AssetRegister) -> list[RevenueLine]:
     """Without invoices: allocated GPU-hours at the register's on-demand rates."""
     total: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for j in jobs:
         rates = register.models.get(j.gpu_model)
         if rates is not None:
-            total[(j.tenant, j.gpu_model)] += (Decimal(j.allocated_s) / 3600
-                                               * rates.on_demand_per_gpu_hour)
+            total[(j.tenant, j.gpu_model)] += (
+                Decimal(j.allocated_s) / 3600 * rates.on_demand_per_gpu_hour
+            )
     return [RevenueLine(t, m, amount) for (t, m), amount in sorted(total.items())]
 
 
-def revenue_by_model(lines: Iterable[RevenueLine], jobs: Iterable[JobUsage],
-                     fleet_alloc: Mapping[str, int]) -> dict[str, Decimal]:
+def revenue_by_model(
+    lines: Iterable[RevenueLine], jobs: Iterable[JobTotal], fleet_alloc: Mapping[str, int]
+) -> dict[str, Decimal]:
     """Lines that name a model go to it; the rest (discounts, credits, minimum spend) follow the
     tenant's allocated seconds per model, or the fleet's when the tenant used nothing."""
     tenant_alloc: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -43,21 +46,27 @@ def revenue_by_model(lines: Iterable[RevenueLine], jobs: Iterable[JobUsage],
             out[ln.gpu_model] += ln.amount
             continue
         weights = {m: s for m, s in tenant_alloc.get(ln.tenant, {}).items() if s} or {
-            m: s for m, s in fleet_alloc.items() if s}
+            m: s for m, s in fleet_alloc.items() if s
+        }
         total = sum(weights.values())
         for m, s in weights.items():
             out[m] += ln.amount * s / total
     return dict(out)
 
 
-def spread_revenue(lines: list[RevenueLine], facts: Facts, days: list[str],
-                   alloc_by_model: Mapping[str, int], avail_by_model: Mapping[str, int]
-                   ) -> dict[tuple[str, str], Decimal]:
+def spread_revenue(
+    lines: list[RevenueLine],
+    facts: Facts,
+    days: list[str],
+    alloc_by_model: Mapping[str, int],
+    avail_by_model: Mapping[str, int],
+) -> dict[tuple[Dimension, str], Decimal]:
     """Revenue per ("node", id) and ("day", YYYY-MM-DD)."""
     by_model = revenue_by_model(lines, facts.jobs, alloc_by_model)
-    usage_by_model = revenue_by_model([ln for ln in lines if ln.covers is None], facts.jobs,
-                                      alloc_by_model)
-    spread: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    usage_by_model = revenue_by_model(
+        [ln for ln in lines if ln.covers is None], facts.jobs, alloc_by_model
+    )
+    spread: dict[tuple[Dimension, str], Decimal] = defaultdict(Decimal)
     for h in facts.gpu_hours:
         if not by_model.get(h.gpu_model):
             continue
@@ -68,8 +77,9 @@ def spread_revenue(lines: list[RevenueLine], facts: Facts, days: list[str],
         else:
             share = Decimal(h.available_s) / avail_by_model[h.gpu_model]
         spread[("node", h.node_id)] += by_model[h.gpu_model] * share
-        spread[("day", h.hour.date().isoformat())] += usage_by_model.get(h.gpu_model,
-                                                                         Decimal(0)) * share
+        spread[("day", h.hour.date().isoformat())] += (
+            usage_by_model.get(h.gpu_model, Decimal(0)) * share
+        )
     for ln in lines:
         if ln.covers is None:
             continue
@@ -90,12 +100,19 @@ def unknowns(facts: Facts, register: AssetRegister, unregistered: list[str]) -> 
         alloc[j.gpu_model] += j.allocated_s
     for model, s in sorted(alloc.items()):
         if s and model not in register.models:
-            what = "revenue (no invoices), idle value and list rate" if facts.invoiced is None \
+            what = (
+                "revenue (no invoices), idle value and list rate"
+                if facts.invoiced is None
                 else "idle value and list rate"
-            out.append(f"{Decimal(s) / 3600:,.2f} GPU-h ran on {model}, which has no price in "
-                       f"the asset register: its {what} are unknown, not 0")
+            )
+            out.append(
+                f"{Decimal(s) / 3600:,.2f} GPU-h ran on {model}, which has no price in "
+                f"the asset register: its {what} are unknown, not 0"
+            )
     if unregistered:
-        out.append(f"{len(unregistered)} GPU(s) match no asset in the register: their "
-                   "depreciation, opex and book value are unknown, not 0 "
-                   f"({', '.join(unregistered[:5])})")
+        out.append(
+            f"{len(unregistered)} GPU(s) match no asset in the register: their "
+            "depreciation, opex and book value are unknown, not 0 "
+            f"({', '.join(unregistered[:5])})"
+        )
     return tuple(out)

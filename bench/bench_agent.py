@@ -70,7 +70,8 @@ def build_agents(fleet, root: Path, *, fsync: bool, flush: int) -> list:  # noqa
     from agents.spool import Spool
 
     shutil.rmtree(root, ignore_errors=True)
-    return [NodeAgent(s, Spool(root / s.node_id, fsync=fsync), NoDelivery(), flush_every_s=flush)
+    # NoDelivery stands in for agents.kafka.Delivery: NodeAgent calls only its pump().
+    return [NodeAgent(s, Spool(root / s.node_id, fsync=fsync), NoDelivery(), flush_every_s=flush)  # type: ignore[arg-type]
             for s in fleet.samplers()]
 
 

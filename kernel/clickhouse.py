@@ -145,14 +145,14 @@ def _open_embedded(dsn: ClickHouseDsn) -> Client:
 def _open_server(dsn: ClickHouseDsn, password: str | None) -> Client:
     if password is not None and dsn.password is not None:
         raise ClickHouseError(f"the DSN {dsn} has a password and one was passed too: give it once")
-    kwargs: dict[str, str] = {"dsn": dsn.render(redact=False)}
-    if password is not None:
-        kwargs["password"] = password
+    url = dsn.render(redact=False)
     try:
-        return clickhouse_connect.get_client(**kwargs)
+        if password is None:
+            return clickhouse_connect.get_client(dsn=url)
+        return clickhouse_connect.get_client(dsn=url, password=password)
     except (DriverError, OSError) as exc:
         # The driver's message may quote the DSN it was given: redact that too.
-        detail = str(exc).replace(kwargs["dsn"], str(dsn))
+        detail = str(exc).replace(url, str(dsn))
         if dsn.password:
             detail = detail.replace(dsn.password, "***")
         raise ClickHouseError(f"cannot connect to ClickHouse at {dsn}: {detail}") from None

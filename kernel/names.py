@@ -19,3 +19,6 @@ RESERVED_TENANTS = frozenset({IDLE_TENANT})
 BillingClass = Literal["on_demand", "reserved", "spot"]
 #: The classes in their fixed order (rating sorts invoice lines by it).
 BILLING_CLASSES: tuple[BillingClass, ...] = get_args(BillingClass)
+
+#: Energy is carried as integer millijoules (exact); 1 kWh = 3.6e9 mJ.
+MJ_PER_KWH = 3_600_000_000

@@ -24,13 +24,24 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from kernel.names import RESERVED_TENANTS, BillingClass
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
+#: The schema states the supported versions as an enum.
+_VERSION_ENUM: list[JsonValue] = [v for v in sorted(SUPPORTED_SCHEMA_VERSIONS)]
 
 #: Namespace of sample event ids. Never change it: ids already stored would stop matching.
 SAMPLE_NAMESPACE = uuid.UUID("6f1c7a52-3b0e-5d2a-9a51-7c7e0c2a9d11")
@@ -198,7 +209,7 @@ def _violates(rule: str, message: str) -> PydanticCustomError:
     return PydanticCustomError("gpumeter_rule", message, {"rule": rule})
 
 
-_ALLOCATED_OR_IDLE = {
+_ALLOCATED_OR_IDLE: JsonDict = {
     "anyOf": [
         {
             "title": "idle",
@@ -351,7 +362,7 @@ class GpuSecondsSampled(BaseModel):
     schema_version: int = Field(
         SCHEMA_VERSION,
         description="The contract version; a worker refuses versions it does not know.",
-        json_schema_extra={"enum": sorted(SUPPORTED_SCHEMA_VERSIONS)},
+        json_schema_extra={"enum": _VERSION_ENUM},
     )
     node_id: Identifier
     agent_id: Identifier = Field(

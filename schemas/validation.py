@@ -391,6 +391,7 @@ def _parse_tolerantly(raw: bytes) -> tuple[Any, list[tuple[int, int]] | None] | 
         if m is None:
             return _malformed(raw, pos)
         kind = m.lastgroup
+        assert kind is not None  # every alternative of _TOKEN is a named group
         start, pos = m.start(kind), m.end()
         tok = m.group(kind)
         value: Any
@@ -455,7 +456,7 @@ def _parse_tolerantly(raw: bytes) -> tuple[Any, list[tuple[int, int]] | None] | 
                 return _malformed(raw, pos)
             return value, _spans_of(value, samples_frames)
         parent = frames[-1]
-        if type(parent.container) is dict:
+        if isinstance(parent.container, dict):
             parent.container[parent.key] = value
         else:
             parent.container.append(value)

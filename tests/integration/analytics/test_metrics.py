@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
+from analytics.economics import compute
 from analytics.ledger_facts import load_facts, parse_period
-from analytics.metrics import compute
 from schemas.work import WORK_UNITS_COLUMNS, WorkUnitsReported
 from tests.integration.analytics.scenario import (
     MODEL,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from analytics.ledger_facts import Facts, GpuHour, JobUsage, RevenueLine, parse_period
-from analytics.metrics import compute
+from analytics.economics import compute
+from analytics.ledger_facts import Facts, GpuHour, JobTotal, RevenueLine, parse_period
 from tests.integration.analytics.scenario import MODEL, register
 
 MARCH = parse_period("2025-03")
@@ -23,7 +23,7 @@ def test_commitment_revenue_is_spread_evenly_over_the_month() -> None:
     # Given tenant A ran 1 h on Mar 1 only, and its invoice has a 31.00 commitment for the
     # whole month plus 10.00 of usage
     facts = Facts(
-        MARCH, (_hour(0), _hour(1, tenant_s=0)), (JobUsage("A", "j", MODEL, 3600, 3600, 0.0, 0),),
+        MARCH, (_hour(0), _hour(1, tenant_s=0)), (JobTotal("A", "j", MODEL, 3600, 3600, 0.0, 0),),
         (RevenueLine("A", MODEL, Decimal("10.00")),
          RevenueLine("A", MODEL, Decimal("31.00"), (MARCH.start, MARCH.end))))
     report = compute(facts, register(), now=D1 + timedelta(days=2))
@@ -45,7 +45,7 @@ def test_partial_contract_revenue_covers_only_its_days() -> None:
 def test_usage_on_a_model_without_price_or_asset_is_warned_about() -> None:
     a40 = "NVIDIA A40"
     facts = Facts(MARCH, (_hour(0, model=a40, gpu="x1"),),
-                  (JobUsage("A", "j", a40, 3600, 3600, 0.0, 0),), None)
+                  (JobTotal("A", "j", a40, 3600, 3600, 0.0, 0),), None)
     report = compute(facts, register(), now=D1 + timedelta(days=1))
     assert any("1.00 GPU-h ran on NVIDIA A40, which has no price" in w and "unknown, not 0" in w
                for w in report.warnings), report.warnings
