@@ -136,4 +136,6 @@ def run_tokens(args: argparse.Namespace, settings: Settings) -> int:
         f"{s.unattributed_tokens:,}; invalid {s.invalid_reports}; dropped {s.dropped_reports}; "
         f"{'all acknowledged' if done else f'{len(companion.outbox)} unsent (kept for the next start)'}"
     )
+    if args.once and s.scrape_failures:
+        return 1  # a one-shot run that could not read an endpoint did not do its job
     return 0 if done or stop() else 1

@@ -141,7 +141,8 @@ def _endpoint(
     name = raw.get("name")
     if name is None and parsed is not None and parsed.netloc:
         name = f"{raw.get('kind')}@{parsed.netloc}"
-    if not _is_identifier(name) or "/" in str(name):
+    # No name and no usable url: the url problem is reported; a derived name would repeat it.
+    if name is not None and (not _is_identifier(name) or "/" in str(name)):
         problems.append(
             f"{where}: name must be 1..128 printable characters without '/', got {name!r}"
         )

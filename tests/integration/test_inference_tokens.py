@@ -247,3 +247,60 @@ def test_resent_windows_give_the_same_rows(clickhouse) -> None:
     # then the ledger of work has one row per window
     rows = clickhouse.query("SELECT count(), sum(quantity) FROM work_units FINAL").result_rows
     assert rows == [(2, 67_585 + 17_665)]
+
+
+def test_the_command_scrapes_once_and_publishes(
+    broker, topic_factory, metrics_server: MetricsServer, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    # given a config file naming one vLLM endpoint, and a state from a previous scrape
+    config = tmp_path / "inference.toml"
+    config.write_text(
+        f'node_id = "node-9"\nallocation_file = "{tmp_path / "allocations.json"}"\n'
+        f'[[endpoint]]\nname = "vllm-0"\nkind = "vllm"\nurl = "{metrics_server.url}/vllm"\n'
+        'gpus = ["GPU-0"]\n'
+    )
+    write_allocation_file(
+        tmp_path / "allocations.json", [{"gpu_uuid": "GPU-0", "tenant": "acme", "job": "chat-1"}]
+    )
+    topic = topic_factory("work")
+    cmd = [
+        sys.executable,
+        "-m",
+        "gpumeter.cli",
+        "agent",
+        "tokens",
+        "--config",
+        str(config),
+        "--once",
+        "--bootstrap",
+        broker.bootstrap,
+        "--topic",
+        topic,
+        "--state-dir",
+        str(tmp_path / "state"),
+    ]
+    metrics_server.pages["/vllm"] = page("vllm_1.txt")
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    # when the counters grew and the command runs again (a new process: the baseline was saved)
+    metrics_server.pages["/vllm"] = page("vllm_2.txt")
+    time.sleep(1.1)  # the next window must start a second later
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "all acknowledged" in second.stdout
+    # then the two reports of the grown counters are on the topic
+    reports = [
+        WorkUnitsReported.model_validate_json(v) for v in read_reports(broker.bootstrap, topic, 2)
+    ]
+    assert sorted((r.source.rsplit("/", 1)[1], r.quantity) for r in reports) == [
+        ("generated", 419_876 - 402_211),
+        ("prompt", 1_351_289 - 1_283_704),
+    ]
+    # and a server that is down makes a one-shot run fail visibly
+    metrics_server.pages["/vllm"] = None
+    time.sleep(1.1)
+    down = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 1 and "failed scrapes 1" in down.stdout
