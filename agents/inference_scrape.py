@@ -146,6 +146,18 @@ class TokenCompanion:
                 )
                 continue
             self.stats.scrapes += 1
+            if not self.windows[ep.name].series:
+                # Usually a wrong kind or metric name (or a TGI without requests yet): say so,
+                # since it would otherwise look like a server that serves nothing.
+                self._warn_once(
+                    ep.name,
+                    "no-series",
+                    "%s: no %s or %s series on %s; check its kind and [counters]",
+                    ep.name,
+                    ep.kind.prompt_metric,
+                    ep.kind.generated_metric,
+                    ep.url,
+                )
             made.extend(self._reports(ep, deltas))
         for report in made:
             self.outbox[str(report.event_id)] = (report.tenant, report.to_json())
