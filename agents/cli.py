@@ -11,6 +11,7 @@ from pathlib import Path
 
 from agents.console import StatusLine, Stop, delivery_report, fmt_ts
 from agents.fleet import build_agents, make_fleet
+from agents.inference_cli import register_inference
 from agents.options import (
     default_start,
     float_range,
@@ -158,7 +159,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(handler=run, agent_parser=p)
 
-    actions = p.add_subparsers(dest="agent_command", metavar="{resend}")
+    actions = p.add_subparsers(dest="agent_command", metavar="{resend,tokens}")
     r = actions.add_parser(
         "resend",
         help="send retained (already acknowledged) batches again",
@@ -208,7 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="usage topic (default gpu.usage.v1)",
     )
     r.set_defaults(handler=run_resend)
-    __import__("agents.inference_cli").inference_cli.register_inference(actions)  # agent tokens
+    register_inference(actions)  # gpumeter agent tokens
 
 
 @contextlib.contextmanager
