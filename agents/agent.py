@@ -20,12 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import orjson
-
 from agents.kafka import Delivery
 from agents.sampler import Sampler
 from agents.spool import Spool
-from schemas.usage import SCHEMA_VERSION, Gap, GpuSecond
+from schemas.usage import Gap, GpuSecond, encode_batch
 
 log = logging.getLogger(__name__)
 
@@ -101,23 +99,6 @@ class NodeAgent:
     def resume_after(self) -> int | None:
         """The last second already spooled before a restart, if any."""
         return self.spool.last_ts
-
-
-def encode_batch(
-    node_id: str, agent_id: str, seq: int, samples: Sequence[GpuSecond], gaps: Sequence[Gap]
-) -> bytes:
-    """Serialize a batch. Samples go out through their field dicts: pydantic's model_dump costs
-    several microseconds per sample, and the agent may spool millions in accelerated runs."""
-    return orjson.dumps(
-        {
-            "schema_version": SCHEMA_VERSION,
-            "node_id": node_id,
-            "agent_id": agent_id,
-            "seq": seq,
-            "samples": [s.__dict__ for s in samples],
-            "gaps": [g.__dict__ for g in gaps],
-        }
-    )
 
 
 #: After a stop request (SIGTERM), how long delivery may still send before the agent exits;

@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import orjson  # noqa: E402
 
-from agents.agent import encode_batch  # noqa: E402
 from agents.simulator import SimulatedFleet  # noqa: E402
 from schemas.topics import TopicSpec  # noqa: E402
+from schemas.usage import encode_batch  # noqa: E402
 
 RUNS = 3
 CHUNK_RECORDS = 100  # WorkerConfig.chunk_records

@@ -402,12 +402,9 @@ def _compare(console: Any, client: Any, fleet: Any, start: int, end: int) -> lis
 
 
 def _billing(console: Any, client: Any, period: str, data_dir: Path) -> None:
-    try:
-        from billing.service import invoice_month
-    except ImportError:
-        console.print("[yellow]billing is not available in this build; skipping invoices")
-        return
     from rich.table import Table
+
+    from billing.service import invoice_month
 
     pricebook = Path(__file__).resolve().parent.parent / "billing" / "pricebook.demo.toml"
     out = data_dir / "demo" / "invoices"
@@ -423,11 +420,8 @@ def _billing(console: Any, client: Any, period: str, data_dir: Path) -> None:
 
 
 def _report(console: Any, client: Any, period: str, data_dir: Path) -> None:
-    try:
-        from analytics.report import write_report
-    except ImportError:
-        console.print("[yellow]the report is not available in this build; skipping it")
-        return
+    from analytics.report import write_report
+
     assets = Path(__file__).resolve().parent.parent / "analytics" / "assets.demo.toml"
     path = write_report(client, period, data_dir / "demo" / "report", assets if assets.exists() else None)
     console.print(f"utilization and ROA report: {path}")

@@ -11,8 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.agent import encode_batch
-from schemas.usage import Gap, GpuSecond, sample_event_id
+from schemas.usage import Gap, GpuSecond, encode_batch, sample_event_id
 from schemas.validation import Rejection, parse_batch, parse_sample
 
 NOW = 1_700_000_000  # the validator's clock in these tests (2023-11-14T22:13:20Z)
