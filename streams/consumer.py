@@ -7,10 +7,12 @@ matters and ``streams/README.md`` for the rule):
 1. offsets: the position beyond the fetch high watermark, or the high watermark going back
    (:class:`~streams.rewind.LogGuard`);
 2. content: after every partition assignment (a restarted broker makes the worker rejoin its
-   group) and every ``probe_every_s``, the record at the last offset the worker processed is
-   fetched again by a separate consumer and compared with what the worker saw there (its
-   timestamp and a CRC of its value). A log that was recreated and refilled past the worker's
-   position passes (1) but not (2).
+   group) and every ``probe_every_s``, an *anchor* record the worker processed is fetched again
+   by a separate consumer and compared with what the worker saw there (its timestamp and a CRC
+   of its value); only when it is found does the anchor advance to the latest processed
+   record. A log that was recreated and refilled past the worker's position passes (1) but
+   not (2), even when the worker has already read on in the new log (its records cannot vouch
+   for themselves: the anchor is older than them).
 
 A confirmed loss is handled in two phases, because records of the old log may still sit in the
 processor's buffer, and an ack of one after the reset would be committed as an offset of the new
@@ -152,7 +154,7 @@ class LogProbe:
 
 class ConsumerCheck:
     def __init__(
-        self, app: faust.App, health: Health, progress: Progress, probe_every_s: float = 30.0
+        self, app: faust.App, health: Health, progress: Progress, probe_every_s: float = 10.0
     ) -> None:
         self.app = app
         self.health = health
@@ -163,6 +165,10 @@ class ConsumerCheck:
         self._probe_due = 0.0
         #: partitions paused for a rewind, with the reason
         self.pending: dict[Any, str] = {}
+        #: per partition, a record the worker processed that the next probe must still find
+        #: in the broker's log; it advances to the latest processed record only after it was
+        #: found, so records read from a replaced log can never vouch for themselves
+        self.anchor: dict[Key, Fingerprint] = {}
 
     # -- Faust signals ------------------------------------------------------------------------
     def assigned(self) -> None:
@@ -196,6 +202,7 @@ class ConsumerCheck:
             lags = await self._offsets(assigned)
             if lags is None:
                 return
+            self._anchor_new(assigned)
             if time.monotonic() >= self._probe_due and health.chunk_started is None:
                 self._probe_due = time.monotonic() + self.probe_every_s
                 await self._probe(assigned)
@@ -228,14 +235,24 @@ class ConsumerCheck:
             )
         return lags
 
+    def _anchor_new(self, assigned: list[Any]) -> None:
+        """Partitions with records processed but no anchor yet: the first one becomes it."""
+        for tp in assigned:
+            key = (tp.topic, tp.partition)
+            if key not in self.anchor and key in self.progress.last:
+                self.anchor[key] = self.progress.last[key]
+
     async def _probe(self, assigned: list[Any]) -> None:
         for tp in assigned:
-            seen = self.progress.last.get((tp.topic, tp.partition))
+            key = (tp.topic, tp.partition)
+            seen = self.anchor.get(key)
             if seen is None or tp in self.pending:
                 continue
+            latest = self.progress.last.get(key, seen)
             now = await self.probe.record_at(tp, seen.offset)
-            if now is None:
-                continue  # no answer: try again next time
+            if now is None:  # no answer: try again soon
+                self._probe_due = min(self._probe_due, time.monotonic() + 5.0)
+                continue
             if now is False:
                 self._lost(
                     tp,
@@ -248,6 +265,8 @@ class ConsumerCheck:
                     f"the record at offset {seen.offset} is not the one this worker "
                     "processed there (the log was recreated)",
                 )
+            else:
+                self.anchor[key] = latest
 
     def _lost(self, tp: Any, reason: str) -> None:
         if tp in self.pending:
@@ -277,6 +296,7 @@ class ConsumerCheck:
             consumer._acked_index.pop(tp, None)  # type: ignore[attr-defined]
             consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
             self.progress.forget((tp.topic, tp.partition))
+            self.anchor.pop((tp.topic, tp.partition), None)
             self.guard.rewound(tp)
             del self.pending[tp]
             consumer.resume_partitions([tp])

@@ -101,9 +101,9 @@ def test_a_restarted_broker_that_lost_its_log_is_re_read_from_the_start(
     finally:
         broker.stop()
     assert code == 0, out[-3000:]
+    # (which check sees it first depends on timing: offsets while the new log is still
+    # shorter than 120 records, content once it is longer)
     assert "is not the one this worker read" in out
-    if after > 120:  # only the content check can see this one: offsets look normal
-        assert "the record at offset 119 is not the one this worker processed" in out
     assert restarted or worker_stats(out)["log_rewinds"] >= 1
     assert counted_seconds(pipeline) == total
 
