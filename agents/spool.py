@@ -42,25 +42,26 @@ import fcntl
 import json
 import logging
 import os
-import struct
 import time
 import uuid
-import zlib
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from agents.errors import AgentError
+from agents.segment import (
+    MAGIC,
+    SEGMENT_PREFIX,
+    SpoolEntry,
+    default_segment_bytes,
+    encode_record,
+    scan_segment,
+)
+from agents.span import describe, merge, subtract
 
 log = logging.getLogger(__name__)
 
-_MAGIC = b"GMSPOOL2"
-_HEADER = struct.Struct("<IQIIqq")  # payload length, seq, crc32, n_samples, first_ts, last_ts
-_HEADER_V1 = struct.Struct("<IQIIq")  # older segments: no magic, no first_ts, crc of payload
-_CRC_FIELDS = struct.Struct("<IQIqq")  # what the v2 crc covers besides the payload
-_SEG_PREFIX = "seg-"
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 #: Free space kept on the spool's file system after every write: the small state files
@@ -87,26 +88,6 @@ class OsFS:
     def free_bytes(self, directory: Path) -> int:
         st = os.statvfs(directory)
         return st.f_bavail * st.f_frsize
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolEntry:
-    seq: int
-    segment: Path
-    offset: int
-    length: int
-    n_samples: int
-    last_ts: int
-    first_ts: int | None = None  # None: an older-format record
-
-    @property
-    def header_size(self) -> int:
-        return _HEADER_V1.size if self.first_ts is None else _HEADER.size
-
-
-def default_segment_bytes(max_bytes: int) -> int:
-    """An eighth of the bound (so old segments can go long before it is reached), 4 KiB..8 MiB."""
-    return max(4096, min(8 * 1024**2, max_bytes // 8))
 
 
 class Spool:
@@ -196,11 +177,9 @@ class Spool:
         if seq != self.next_seq:
             raise SpoolError(f"expected seq {self.next_seq}, got {seq}")
         first = last_ts if first_ts is None else first_ts
-        body = _CRC_FIELDS.pack(len(payload), seq, n_samples, first, last_ts)
-        crc = zlib.crc32(payload, zlib.crc32(body))
-        record = _HEADER.pack(len(payload), seq, crc, n_samples, first, last_ts) + payload
+        record = encode_record(seq, payload, n_samples, first, last_ts)
         for _attempt in range(8):
-            if not self._make_room(len(record) + len(_MAGIC)):
+            if not self._make_room(len(record) + len(MAGIC)):
                 break
             try:
                 offset = self._write_record(seq, record)
@@ -223,7 +202,7 @@ class Spool:
             )
             if reports:
                 self._carriers[seq] = list(reports)
-                self.unreported_gaps = _subtract(self.unreported_gaps, list(reports))
+                self.unreported_gaps = subtract(self.unreported_gaps, list(reports))
                 self._state_dirty = True
             self.last_seq = seq
             self.last_ts = last_ts
@@ -338,18 +317,18 @@ class Spool:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        path = self.directory / f"{_SEG_PREFIX}{first_seq:012d}.log"
+        path = self.directory / f"{SEGMENT_PREFIX}{first_seq:012d}.log"
         if self._segments and self._segments[-1] == path:  # an empty leftover of a crash
             self._segments.pop()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            self._write_all(fd, _MAGIC)
+            self._write_all(fd, MAGIC)
         except OSError:
             os.close(fd)
             self._drop_file(path)
             raise
         self._segments.append(path)
-        self._sizes[path] = len(_MAGIC)
+        self._sizes[path] = len(MAGIC)
         self._written_at[path] = time.time()
         self._fd = fd
 
@@ -371,7 +350,7 @@ class Spool:
     def _droppable(self) -> bool:
         """Is there a segment that holds data (and so could be dropped to make room)?"""
         return len(self._segments) > 1 or (
-            bool(self._segments) and self._sizes.get(self._segments[0], 0) > len(_MAGIC)
+            bool(self._segments) and self._sizes.get(self._segments[0], 0) > len(MAGIC)
         )
 
     def _enforce_bound(self) -> None:
@@ -434,7 +413,7 @@ class Spool:
             why,
             self.dropped_batches,
             self.dropped_samples,
-            _describe(self.unreported_gaps),
+            describe(self.unreported_gaps),
         )
 
     def _drop_file(self, path: Path) -> None:
@@ -445,7 +424,7 @@ class Spool:
     def _count_dropped(self, batches: int, samples: int, spans: list[tuple[int, int]]) -> None:
         self.dropped_batches += batches
         self.dropped_samples += samples
-        self.unreported_gaps = _merge(self.unreported_gaps + spans)
+        self.unreported_gaps = merge(self.unreported_gaps + spans)
         self._save_dropped()
 
     def _save_dropped(self) -> None:
@@ -479,7 +458,7 @@ class Spool:
         return fd
 
     def _recover(self) -> None:
-        self._segments = sorted(self.directory.glob(f"{_SEG_PREFIX}*.log"))
+        self._segments = sorted(self.directory.glob(f"{SEGMENT_PREFIX}*.log"))
         for path in self._segments:
             good_end = self._scan(path)
             st = path.stat()
@@ -499,43 +478,13 @@ class Spool:
 
     def _scan(self, path: Path) -> int:
         """Index the intact records of one segment; the offset where intact data ends."""
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(len(_MAGIC))
-            v2 = head == _MAGIC
-            if not v2:
-                if len(head) < len(_MAGIC) and _MAGIC.startswith(head):
-                    return 0  # a segment torn while its magic was written
-                f.seek(0)
-            header = _HEADER if v2 else _HEADER_V1
-            good_end = f.tell()
-            while True:
-                offset = f.tell()
-                raw = f.read(header.size)
-                if len(raw) < header.size:
-                    break
-                if v2:
-                    length, seq, crc, n, first, last_ts = header.unpack(raw)
-                else:
-                    length, seq, crc, n, last_ts = header.unpack(raw)
-                    first = None
-                if length > size - offset - header.size:
-                    break  # torn (or garbage): the length runs past the end of the file
-                payload = f.read(length)
-                expect = (
-                    zlib.crc32(
-                        payload, zlib.crc32(_CRC_FIELDS.pack(length, seq, n, first, last_ts))
-                    )
-                    if v2
-                    else zlib.crc32(payload)
-                )
-                if crc != expect:
-                    break  # torn tail: the crash happened while writing this record
-                good_end = f.tell()
-                self.last_seq = max(self.last_seq, seq)
-                self.last_ts = last_ts if self.last_ts is None else max(self.last_ts, last_ts)
-                entry = SpoolEntry(seq, path, offset, length, n, last_ts, first)
-                (self._entries if seq > self.acked else self._retained).append(entry)
+        entries, good_end = scan_segment(path)
+        for entry in entries:
+            self.last_seq = max(self.last_seq, entry.seq)
+            self.last_ts = (
+                entry.last_ts if self.last_ts is None else max(self.last_ts, entry.last_ts)
+            )
+            (self._entries if entry.seq > self.acked else self._retained).append(entry)
         return good_end
 
     def _load_agent_id(self) -> str:
@@ -580,39 +529,3 @@ class Spool:
             self._state_dirty = False
 
 
-def _describe(spans: list[tuple[int, int]], limit: int = 3) -> str:
-    from datetime import UTC, datetime
-
-    def utc(ts: int) -> str:
-        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-    text = ", ".join(f"{utc(s)}..{utc(e - 1)}" for s, e in spans[:limit])
-    return text + (f" and {len(spans) - limit} more" if len(spans) > limit else "") + " UTC"
-
-
-def _subtract(spans: list[tuple[int, int]], remove: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``spans`` without the seconds in ``remove`` (both [start, end) ranges)."""
-    out = _merge(spans)
-    for rs, re_ in _merge(remove):
-        nxt: list[tuple[int, int]] = []
-        for s, e in out:
-            if e <= rs or s >= re_:
-                nxt.append((s, e))
-                continue
-            if s < rs:
-                nxt.append((s, rs))
-            if e > re_:
-                nxt.append((re_, e))
-        out = nxt
-    return out
-
-
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted, merged [start, end) ranges."""
-    out: list[tuple[int, int]] = []
-    for s, e in sorted(spans):
-        if out and s <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], e))
-        else:
-            out.append((s, e))
-    return out
