@@ -15,18 +15,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agents.options import int_range, parse_duration, parse_start
-from kernel.names import IDLE_TENANT
+from gpumeter.ground_truth import compare_with_ground_truth
 from kernel.settings import Settings
 
 MARKER = ".gpumeter-demo"
-MAX_TENANT_ROWS = 15
 GROUP = "gpumeter-demo-worker"
 
 DESCRIPTION = """\
@@ -63,17 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-billing", action="store_true", help="skip invoices")
     p.add_argument("--no-report", action="store_true", help="skip the utilization report")
     p.set_defaults(handler=run)
-
-
-@dataclass
-class Check:
-    name: str
-    expected: int
-    measured: int
-
-    @property
-    def ok(self) -> bool:
-        return self.expected == self.measured
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -129,7 +115,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             _stop(worker)
     took_pipeline = time.monotonic() - t_start
     client = connect_configured(settings, database)
-    checks = _compare(console, client, fleet, start, start + duration)
+    checks = compare_with_ground_truth(console, client, fleet, start, start + duration)
     exact = all(c.ok for c in checks)
     rate = published / max(took_publish, 1e-9)
     console.print(f"pipeline: {published:,} GPU-seconds in {took_publish:.1f} s "
@@ -335,70 +321,6 @@ class GroupLag:
     def close(self) -> None:
         for c in (self.probe, self.consumer, self.admin):
             c.close()
-
-
-def _compare(console: Any, client: Any, fleet: Any, start: int, end: int) -> list[Check]:
-    from rich.table import Table
-
-    truth = fleet.ground_truth(start, end)
-    rows = client.query(
-        "SELECT tenant, job, gpu_model, toUnixTimestamp(toStartOfHour(minute)) AS hour, "
-        "sum(gpu_seconds), sum(active_seconds), sum(energy_mj) "
-        "FROM usage_minutely FINAL WHERE minute >= {s:DateTime} AND minute < {e:DateTime} "
-        "GROUP BY tenant, job, gpu_model, hour",
-        parameters={"s": datetime.fromtimestamp(start, UTC), "e": datetime.fromtimestamp(end, UTC)},
-    ).result_rows
-    measured: Counter[tuple[str, str, str, int]] = Counter()
-    active: Counter[str] = Counter()
-    energy: Counter[str] = Counter()
-    idle = 0
-    for tenant, job, model, hour, secs, act, mj in rows:
-        if tenant == IDLE_TENANT:
-            idle += int(secs)
-            continue
-        measured[(tenant, job, model, int(hour))] += int(secs)
-        active[tenant] += int(act)
-        energy[tenant] += int(mj)
-    expected = {tuple(k): v for k, v in truth.allocated.items()}
-    keys_ok = sum(1 for k in set(expected) | set(measured) if expected.get(k, 0) == measured.get(k, 0))
-    keys_all = len(set(expected) | set(measured))
-    per_tenant_m: Counter[str] = Counter()
-    for (tenant, *_), secs in measured.items():
-        per_tenant_m[tenant] += secs
-    per_tenant_t = truth.per_tenant()
-    table = Table(title="usage by tenant (from the ClickHouse ledger)", title_justify="left")
-    for col in ("tenant", "GPU-hours", "active GPU-hours", "active %", "energy kWh", "ground truth GPU-hours", "exact"):
-        table.add_column(col, justify="left" if col == "tenant" else "right")
-    checks = []
-    tenants = sorted(set(per_tenant_t) | set(per_tenant_m), key=lambda t: (-per_tenant_m[t], t))
-    shown = tenants if len(tenants) <= MAX_TENANT_ROWS else tenants[: MAX_TENANT_ROWS - 1]
-    for tenant in tenants:
-        m, t = per_tenant_m.get(tenant, 0), per_tenant_t.get(tenant, 0)
-        checks.append(Check(f"tenant {tenant} GPU-seconds", t, m))
-        if tenant in shown:
-            table.add_row(tenant, f"{m / 3600:,.2f}", f"{active[tenant] / 3600:,.2f}",
-                          f"{(active[tenant] / m if m else 0):.0%}", f"{energy[tenant] / 3.6e9:,.1f}",
-                          f"{t / 3600:,.2f}", "yes" if m == t else "[red]NO")
-    rest = [t for t in tenants if t not in shown]
-    if rest:  # a trace has over a hundred services: the biggest, then the rest in one row
-        m = sum(per_tenant_m[t] for t in rest)
-        t = sum(per_tenant_t[t] for t in rest)
-        a = sum(active[x] for x in rest)
-        e = sum(energy[x] for x in rest)
-        exact = all(per_tenant_m[x] == per_tenant_t[x] for x in rest)
-        table.add_row(f"({len(rest)} more)", f"{m / 3600:,.2f}", f"{a / 3600:,.2f}",
-                      f"{(a / m if m else 0):.0%}", f"{e / 3.6e9:,.1f}", f"{t / 3600:,.2f}",
-                      "yes" if exact else "[red]NO")
-    console.print(table)
-    checks.append(Check("idle GPU-seconds", truth.idle_seconds, idle))
-    checks.append(Check("(tenant, job, GPU model, hour) cells matching", keys_all, keys_ok))
-    available = truth.allocated_seconds + truth.idle_seconds
-    allocated = sum(per_tenant_m.values())
-    console.print(f"idle: {idle / 3600:,.2f} GPU-hours (ground truth {truth.idle_seconds / 3600:,.2f}); "
-                  f"fleet utilization {allocated / max(available, 1):.1%} allocated, "
-                  f"{sum(active.values()) / max(available, 1):.1%} active; "
-                  f"{keys_ok:,}/{keys_all:,} (tenant, job, model, hour) cells equal ground truth")
-    return checks
 
 
 def _billing(console: Any, client: Any, period: str, data_dir: Path) -> None:
