@@ -9,7 +9,7 @@ The published JSON Schema (:func:`json_schema`, ``gpumeter schema export``) is t
 producers in other languages, and the worker accepts exactly what it states: every bound, enum
 and pattern here is a JSON Schema keyword, the allocated-or-idle rule is an ``anyOf``, and the
 cross-field rules JSON Schema cannot express are listed, machine-readably, in its
-``x-gpumeter-rules`` (:data:`RULES`). The worker validates with
+``x-gpumeter-rules`` (:data:`schemas.rule.RULES`). The worker validates with
 :func:`schemas.validation.parse_batch` in pydantic's strict mode, so nothing is coerced: a
 string is not a number, a boolean is not an integer. The models themselves stay lax for Python
 callers that build them directly (the NVML sampler); only ``parse_batch`` is the gate.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -37,6 +36,10 @@ from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from kernel.names import RESERVED_TENANTS, BillingClass
+from schemas.rule import ENERGY_EXEMPT_FLAGS as ENERGY_EXEMPT_FLAGS
+from schemas.rule import ENERGY_POWER_FACTOR, ENERGY_SLACK_J, RULES, violates
+from schemas.rule import MAX_FUTURE_SKEW_S as MAX_FUTURE_SKEW_S
+from schemas.rule import RULE_IDS as RULE_IDS
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
@@ -46,8 +49,6 @@ _VERSION_ENUM: list[JsonValue] = [v for v in sorted(SUPPORTED_SCHEMA_VERSIONS)]
 #: Namespace of sample event ids. Never change it: ids already stored would stop matching.
 SAMPLE_NAMESPACE = uuid.UUID("6f1c7a52-3b0e-5d2a-9a51-7c7e0c2a9d11")
 
-#: Default allowance for a sample dated after the worker's clock (GPUMETER_MAX_FUTURE_SKEW_S).
-MAX_FUTURE_SKEW_S = 300
 #: Samples before this instant (2015-01-01T00:00:00Z) are rejected as absurd.
 MIN_TS = 1_420_070_400
 #: Samples after this instant (2099-12-31T23:59:59Z) are rejected: epoch milliseconds, most
@@ -57,12 +58,6 @@ MAX_TS = 4_102_444_799
 MAX_SEQ = 2**63 - 1
 MAX_POWER_W = 3_000.0
 MAX_MEMORY_BYTES = 2 * 1024**4
-#: Energy for one second may differ from average power x 1 s by this factor (plus slack) at most.
-ENERGY_POWER_FACTOR = 3.0
-ENERGY_SLACK_J = 50.0
-#: Flags under which energy_j is not held to power_w (it is estimated, or the counter reset).
-ENERGY_EXEMPT_FLAGS = ("energy_estimated", "counter_reset")
-
 _NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"  # for pydantic (Rust regex: $ is the very end)
 #: The same rule as published: "contains no control character", unanchored, because ``$`` is
 #: not portable (Python's ``re``, which the ``jsonschema`` package uses, lets ``$`` match
@@ -109,105 +104,6 @@ GapReason = Literal[
     "nvml_unavailable",  # the driver did not answer
     "spool_full",  # the spool hit its bound or a full disk: sampled seconds were dropped
 ]
-
-RuleScope = Literal["sample", "gap", "string"]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A validation rule JSON Schema keywords cannot state (or states only indirectly), published
-    in the schema's ``x-gpumeter-rules`` so a foreign producer can check it too."""
-
-    id: str
-    scope: RuleScope  # where it applies; a violation costs that sample, or the record for a gap
-    fields: tuple[str, ...]
-    description: str
-    code: str = "invalid_sample"  # the rejection code a violation gets (in a sample)
-    in_json_schema: bool = False  # also expressed with standard keywords (then redundant here)
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "scope": self.scope,
-            "fields": list(self.fields),
-            "description": self.description,
-            "rejection_code": self.code,
-            "in_json_schema": self.in_json_schema,
-            "params": self.params,
-        }
-
-
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "allocation-complete",
-        "sample",
-        ("tenant", "job"),
-        "tenant and job are both strings (an allocated second) or both null or absent (idle).",
-        in_json_schema=True,
-    ),
-    Rule(
-        "idle-no-billing-class",
-        "sample",
-        ("tenant", "job", "billing_class"),
-        "An idle second (tenant and job null or absent) has billing_class null or absent.",
-        in_json_schema=True,
-    ),
-    Rule(
-        "mem-used-within-total",
-        "sample",
-        ("mem_used", "mem_total"),
-        "mem_used <= mem_total.",
-    ),
-    Rule(
-        "energy-matches-power",
-        "sample",
-        ("energy_j", "power_w", "flags"),
-        "Unless flags contains one of exempt_flags: power_w / factor - slack_j <= energy_j <= "
-        "power_w * factor + slack_j (one second at power_w watts, with room for sampling noise).",
-        params={
-            "factor": ENERGY_POWER_FACTOR,
-            "slack_j": ENERGY_SLACK_J,
-            "exempt_flags": list(ENERGY_EXEMPT_FLAGS),
-        },
-    ),
-    Rule(
-        "gap-ordered",
-        "gap",
-        ("start", "end"),
-        "end > start (end is exclusive). Gaps belong to the envelope: a bad gap costs the record.",
-        code="invalid_envelope",
-    ),
-    Rule(
-        "ts-not-in-future",
-        "sample",
-        ("ts",),
-        "ts <= the worker's clock + max_future_skew_s. A later sample is rejected alone with "
-        "its own code and re-admitted by the worker once its second is no longer that far "
-        "ahead (check the node's clock).",
-        code="future_timestamp",
-        params={
-            "default_max_future_skew_s": MAX_FUTURE_SKEW_S,
-            "setting": "GPUMETER_MAX_FUTURE_SKEW_S",
-        },
-    ),
-    Rule(
-        "unicode-text",
-        "string",
-        (),
-        "Every string, keys included, is Unicode text: UTF-8 on the wire and no lone surrogate "
-        "(\\ud800-\\udfff escapes not forming a pair). A bad string in a sample costs that "
-        "sample (invalid_sample); anywhere else, the record (invalid_envelope).",
-    ),
-)
-RULE_IDS = frozenset(r.id for r in RULES)
-
-
-def _violates(rule: str, message: str) -> PydanticCustomError:
-    """A cross-field rule failure; its error type names the rule, so reasons can cite it."""
-    assert rule in RULE_IDS, rule
-    return PydanticCustomError("gpumeter_rule", message, {"rule": rule})
-
 
 _ALLOCATED_OR_IDLE: JsonDict = {
     "anyOf": [
@@ -279,14 +175,14 @@ class GpuSecond(BaseModel):
                 {"field": "tenant", "name": tenant},
             )
         if (tenant is None) != (self.job is None):
-            raise _violates(
+            raise violates(
                 "allocation-complete",
                 "tenant and job must be both set (allocated) or both null (idle)",
             )
         if tenant is None and self.billing_class is not None:
-            raise _violates("idle-no-billing-class", "an idle sample cannot carry a billing_class")
+            raise violates("idle-no-billing-class", "an idle sample cannot carry a billing_class")
         if self.mem_used > self.mem_total:
-            raise _violates(
+            raise violates(
                 "mem-used-within-total",
                 f"mem_used {self.mem_used} exceeds mem_total {self.mem_total} bytes",
             )
@@ -294,7 +190,7 @@ class GpuSecond(BaseModel):
             high = self.power_w * ENERGY_POWER_FACTOR + ENERGY_SLACK_J
             low = self.power_w / ENERGY_POWER_FACTOR - ENERGY_SLACK_J
             if not low <= self.energy_j <= high:
-                raise _violates(
+                raise violates(
                     "energy-matches-power",
                     f"energy_j {self.energy_j:g} J is inconsistent with power_w "
                     f"{self.power_w:g} W over one second "
@@ -344,7 +240,7 @@ class Gap(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> Gap:
         if self.end <= self.start:
-            raise _violates(
+            raise violates(
                 "gap-ordered", f"gap end {self.end} must be after its start {self.start}"
             )
         return self

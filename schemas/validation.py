@@ -6,7 +6,7 @@ Policy (the published JSON Schema states the same in its description):
   string is not a number, ``true`` is not ``1``). An integer is a valid number; an integer field
   also takes a number with no fractional part (``1700000000.0``), as JSON Schema defines
   *integer*. The rules JSON Schema keywords cannot state are the schema's
-  ``x-gpumeter-rules`` (:data:`schemas.usage.RULES`).
+  ``x-gpumeter-rules`` (:data:`schemas.rule.RULES`).
 - A bad envelope costs its record: not a JSON object, an unknown ``schema_version``, a bad
   ``node_id``/``agent_id``/``seq``, a bad gap (gaps belong to the envelope), an unknown key.
 - A bad sample costs only itself, whatever its defect: wrong type or range, a broken rule, an
