@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from analytics.errors import AnalyticsError
+from kernel.problems import Problems
 
 SECONDS_PER_YEAR = 365 * 86_400
 DEMO_ASSETS = Path(__file__).with_name("assets.demo.toml")
@@ -291,19 +292,8 @@ def _bands(p: _Problems, raw: Any) -> list[EnergyBand]:
     return ordered
 
 
-class _Problems:
-    """Collects every problem instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, where: str, what: str) -> None:
-        self.items.append(f"{where}: {what}")
-
-    def unknown(self, where: str, table: dict[str, Any], allowed: set[str]) -> None:
-        extra = set(table) - allowed
-        if extra:
-            self.add(where, f"unknown keys {sorted(extra)} (allowed: {sorted(allowed)})")
+class _Problems(Problems):
+    """The kernel's problem collector plus the register's decimal reader."""
 
     def decimal(
         self,

@@ -33,6 +33,7 @@ from billing.pricebook import (
     mig_parent,
 )
 from billing.pricebook_contract import parse_contracts
+from kernel.problems import Problems
 
 
 def load(path: Path | str) -> PriceBook:
@@ -55,12 +56,12 @@ def parse(raw: Mapping[str, Any], *, source: str = "<memory>") -> PriceBook:
 @dataclass
 class Parser:
     source: str
-    problems: list[str] = field(default_factory=list)
+    problems: Problems = field(default_factory=Problems)
     minor_unit: int = 2
     models: frozenset[str] = KNOWN_GPU_MODELS
 
     def bad(self, where: str, what: str) -> None:
-        self.problems.append(f"{where}: {what}")
+        self.problems.add(where, what)
 
     def dec(self, where: str, table: Mapping[str, Any], key: str, *, required: bool = True,
             default: Decimal | None = None, min_: Decimal | None = Decimal(0),
@@ -171,7 +172,7 @@ class Parser:
         for key in unknown:
             self.bad(key, "unknown top-level key")
         if self.problems:
-            raise PriceBookError(self.source, self.problems)
+            raise PriceBookError(self.source, self.problems.items)
         return PriceBook(cast(str, currency), minor, issuer, rates, plans, contracts,
                          self.models, self.source)
 
