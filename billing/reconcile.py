@@ -12,6 +12,8 @@ Checks, each reported as a difference when it fails:
    the archive reaches back as far as the ledger for the period, otherwise the distinct seconds
    of the ledger's own masks (bitCount of the OR of every row's seconds_mask per GPU-minute),
    which still proves no second is counted for two allocations. The report says which.
+   (Two conflicting claims that two workers each counted without seeing the other's fail here.)
+5. Conflicts (information): the period's losing claims from ``usage_conflicts``, grouped.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from billing.adjustment import differences
+from billing.conflicts import ConflictGroup, conflict_lines, period_conflicts
 from billing.period import Period
 from billing.pricebook import IDLE_TENANT
 from billing.rating import rate_invoice
@@ -49,6 +52,7 @@ class ReconcileReport:
     differences: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # adjustments on draft invoices
     gpus: list[GpuBalance] = field(default_factory=list)
+    conflicts: list[ConflictGroup] = field(default_factory=list)  # information, not differences
 
     @property
     def ok(self) -> bool:
@@ -63,6 +67,7 @@ class ReconcileReport:
         sources = sorted({g.source for g in self.gpus}) or ["no usage"]
         out.append(f"conservation over {len(self.gpus)} GPU(s): billed {billed} + idle {idle} "
                    f"= {billed + idle} GPU-seconds; observed {observed} (from {'; '.join(sources)})")
+        out += conflict_lines(self.conflicts)
         out += [f"  DIFFERENCE: {d}" for d in self.differences]
         out.append("OK: invoices match the ledger" if self.ok else
                    f"FAILED: {len(self.differences)} difference(s)")
@@ -115,6 +120,7 @@ def reconcile_period(client: QueryClient, period: Period) -> ReconcileReport:
                                   f"(invoice: {state}); if {period} is closed, run the next "
                                   "period to carry it forward")
     report.gpus = conservation(store, period)
+    report.conflicts = period_conflicts(store, period)
     report.differences += [
         f"GPU {g.gpu}: billed {g.billed} + idle {g.idle} = {g.billed + g.idle} GPU-seconds, "
         f"but {g.observed} observed ({g.source})" for g in report.gpus if not g.ok
