@@ -31,8 +31,10 @@ from kernel.names import IDLE_TENANT
 
 
 @dataclass(frozen=True)
-class Period:
-    """A calendar month (``YYYY-MM``) or day (``YYYY-MM-DD``) in UTC: ``[start, end)``."""
+class ReportPeriod:
+    """What a report covers: a calendar month (``YYYY-MM``, the same month as a billing period)
+    or one day (``YYYY-MM-DD``), in UTC: ``[start, end)``. Not billing's ``Period``, which is
+    a month only and carries the finalize rules; analytics imports nothing from billing."""
 
     label: str
     start: datetime
@@ -47,14 +49,14 @@ class Period:
         return len(self.label) == 7
 
 
-def parse_period(text: str) -> Period:
+def parse_period(text: str) -> ReportPeriod:
     if re.fullmatch(r"\d{4}-\d{2}", text):
         start = datetime.strptime(text, "%Y-%m").replace(tzinfo=UTC)
         end = (start + timedelta(days=32)).replace(day=1)
-        return Period(text, start, end)
+        return ReportPeriod(text, start, end)
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         start = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
-        return Period(text, start, start + timedelta(days=1))
+        return ReportPeriod(text, start, start + timedelta(days=1))
     raise PeriodError(f"period {text!r}: expected YYYY-MM (a month) or YYYY-MM-DD (a day)")
 
 
@@ -112,7 +114,7 @@ class WorkTotal:
 
 @dataclass(frozen=True)
 class Facts:
-    period: Period
+    period: ReportPeriod
     gpu_hours: tuple[GpuHour, ...]
     jobs: tuple[JobTotal, ...]
     #: None: no invoices for the period, so revenue is rated at on-demand rates.
@@ -164,7 +166,7 @@ ORDER BY tenant, job, unit
 """
 
 
-def load_facts(client: Client, period: Period) -> Facts:
+def load_facts(client: Client, period: ReportPeriod) -> Facts:
     params = {
         "start": period.start.replace(tzinfo=None),
         "end": period.end.replace(tzinfo=None),
@@ -200,7 +202,7 @@ def load_facts(client: Client, period: Period) -> Facts:
 
 
 def _load_invoiced(
-    client: Client, period: Period, jobs: tuple[JobTotal, ...], params: dict[str, Any]
+    client: Client, period: ReportPeriod, jobs: tuple[JobTotal, ...], params: dict[str, Any]
 ) -> tuple[tuple[RevenueLine, ...] | None, str]:
     if not _has_tables(client, "invoices", "invoice_lines"):
         return None, ""
@@ -255,7 +257,7 @@ def _load_invoiced(
     return tuple(lines), note
 
 
-def _covered(month: Period, starts: str, ends: str) -> tuple[datetime, datetime]:
+def _covered(month: ReportPeriod, starts: str, ends: str) -> tuple[datetime, datetime]:
     """The contract's days within the month, as [start, end) instants (UTC)."""
     start = month.start
     if starts:
@@ -270,7 +272,7 @@ def _span(c: tuple[datetime, datetime]) -> Decimal:
     return Decimal(max(int((c[1] - c[0]).total_seconds()), 1))
 
 
-def _overlap(c: tuple[datetime, datetime], p: Period) -> Decimal:
+def _overlap(c: tuple[datetime, datetime], p: ReportPeriod) -> Decimal:
     return Decimal(max(int((min(c[1], p.end) - max(c[0], p.start)).total_seconds()), 0))
 
 

@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Literal
 
 from analytics.assets import SECONDS_PER_YEAR
-from analytics.ledger_facts import GpuHour, Period
+from analytics.ledger_facts import GpuHour, ReportPeriod
 from kernel.names import MJ_PER_KWH
 
 Dimension = Literal["fleet", "gpu_model", "node", "day"]
@@ -187,7 +187,7 @@ class WorkMetrics:
 
 @dataclass(frozen=True)
 class Report:
-    period: Period
+    period: ReportPeriod
     currency: str
     revenue_source: RevenueSource
     revenue_note: str

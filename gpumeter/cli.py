@@ -1,8 +1,9 @@
 """The ``gpumeter`` console script: one entry point, one subcommand per job.
 
 Each bounded context registers its own subcommands (``agents.cli``, ``streams.cli``,
-``billing.cli``); this module owns the shared ones (demo, sql, db, schema, check) and is the
-only place that reads the environment.
+``billing.cli``, ``analytics.cli``); this module owns the shared ones (demo, sql, db, schema,
+check), is the only place that reads the environment, and turns each context's error root into
+a one-line message (exit status 1).
 """
 
 from __future__ import annotations
