@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.options import int_range, parse_duration, parse_start
-from gpumeter.ground_truth import compare_with_ground_truth
+from gpumeter.ground_truth import compare_tokens_with_ground_truth, compare_with_ground_truth
 from kernel.settings import Settings
 
 MARKER = ".gpumeter-demo"
@@ -116,6 +116,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     took_pipeline = time.monotonic() - t_start
     client = connect_configured(settings, database)
     checks = compare_with_ground_truth(console, client, fleet, start, start + duration)
+    if not args.trace:
+        checks += compare_tokens_with_ground_truth(console, client, fleet, start, start + duration)
     exact = all(c.ok for c in checks)
     rate = published / max(took_publish, 1e-9)
     console.print(f"pipeline: {published:,} GPU-seconds in {took_publish:.1f} s "
@@ -196,9 +198,17 @@ def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Pat
     from agents.agent import run_accelerated
     from agents.fleet import build_agents
     from agents.kafka import make_producer
-    from schemas.topics import USAGE
+    from agents.simulator import simulated_work
+    from schemas.topics import USAGE, WORK
 
     producer = make_producer(bootstrap)
+    # What the inference tenants' servers count (the simulator's token rates): work units on
+    # gpu.work.v1, so the report has cost and revenue per million tokens. A trace has none.
+    work = simulated_work(fleet, start=start, end=start + duration)
+    pending = [producer.send(WORK, key=r.tenant.encode(), value=r.to_json()) for r in work]
+    producer.flush(timeout=60)
+    for future in pending:
+        future.get(timeout=60)  # raises if the broker refused one: the check below would fail
     agents = build_agents(fleet.samplers(), data_dir / "demo" / "spool", producer, USAGE,
                           flush_every=60, fsync=False)
     total = duration
@@ -216,6 +226,7 @@ def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Pat
     thread = threading.Thread(target=publish, name="agents", daemon=True)
     thread.start()
     lag = GroupLag(bootstrap, GROUP, USAGE)
+    work_lag = GroupLag(bootstrap, GROUP, WORK)
     with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as progress:
         pub = progress.add_task("agents: sample + publish", total=total, info="")
@@ -232,7 +243,7 @@ def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Pat
                             info=f"{committed:,}/{end:,} records")
             # Done only when the agents have delivered everything (the thread ends after
             # their spools drained) and the worker committed the true log end, twice.
-            if not thread.is_alive() and lag.caught_up():
+            if not thread.is_alive() and lag.caught_up() and (not work or work_lag.caught_up()):
                 break
             if committed != last_progress[0]:
                 last_progress = (committed, time.monotonic())
@@ -242,6 +253,7 @@ def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Pat
             time.sleep(0.5)
     thread.join()
     lag.close()
+    work_lag.close()
     if state["error"] is not None:
         raise state["error"]
     producer.close(timeout=5)

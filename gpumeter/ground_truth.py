@@ -115,3 +115,31 @@ def compare_with_ground_truth(
         f"{keys_ok:,}/{keys_all:,} (tenant, job, model, hour) cells equal ground truth"
     )
     return checks
+
+
+def compare_tokens_with_ground_truth(console: Any, client: Any, fleet: Any, start: int, end: int) -> list[Check]:
+    """Tokens in ``work_units`` vs the simulator's token truth, per (tenant, job)."""
+    from agents.simulator import token_truth
+
+    truth = token_truth(fleet, start=start, end=end)
+    rows = client.query(
+        "SELECT tenant, job, sum(quantity) FROM work_units FINAL WHERE unit = 'tokens' "
+        "AND window_start >= {s:DateTime} AND window_start < {e:DateTime} GROUP BY tenant, job",
+        parameters={"s": datetime.fromtimestamp(start, UTC), "e": datetime.fromtimestamp(end, UTC)},
+    ).result_rows
+    measured = {(tenant, job): int(q) for tenant, job, q in rows}
+    per_tenant_t: Counter[str] = Counter()
+    per_tenant_m: Counter[str] = Counter()
+    for (tenant, _job), q in truth.items():
+        per_tenant_t[tenant] += q
+    for (tenant, _job), q in measured.items():
+        per_tenant_m[tenant] += q
+    tenants = sorted(set(per_tenant_t) | set(per_tenant_m))
+    console.print("tokens (work_units): " + ", ".join(
+        f"{t} {per_tenant_m[t] / 1e6:,.1f} M (ground truth {per_tenant_t[t] / 1e6:,.1f} M)"
+        for t in tenants))
+    checks = [Check(f"tenant {t} tokens", per_tenant_t[t], per_tenant_m[t]) for t in tenants]
+    keys = set(truth) | set(measured)
+    checks.append(Check("(tenant, job) token totals matching", len(keys),
+                        sum(1 for k in keys if truth.get(k) == measured.get(k))))
+    return checks
