@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Reserved tenant names live in the kernel; re-exported here for the worker (streams/).
 from kernel.names import IDLE_TENANT as IDLE_TENANT
@@ -24,11 +24,18 @@ WORK = "gpu.work.v1"
 class TopicSpec:
     name: str
     partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+#: The usage topic stamps records with the broker's clock (LogAppendTime): each agent compares
+#: the stamp with its own clock and reports its offset (agents/kafka.py). Nothing reads the
+#: producer's timestamp. (The embedded broker ignores topic configs.)
+USAGE_CONFIGS = {"message.timestamp.type": "LogAppendTime"}
 
 
 def default_topics(partitions: int = 4) -> list[TopicSpec]:
     return [
-        TopicSpec(USAGE, partitions),
+        TopicSpec(USAGE, partitions, dict(USAGE_CONFIGS)),
         TopicSpec(REJECTED, 1),
         TopicSpec(MINUTELY, partitions),
         TopicSpec(WORK, 1),
