@@ -50,14 +50,18 @@ class ReportPeriod:
 
 
 def parse_period(text: str) -> ReportPeriod:
-    if re.fullmatch(r"\d{4}-\d{2}", text):
-        start = datetime.strptime(text, "%Y-%m").replace(tzinfo=UTC)
-        end = (start + timedelta(days=32)).replace(day=1)
-        return ReportPeriod(text, start, end)
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        start = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
-        return ReportPeriod(text, start, start + timedelta(days=1))
-    raise PeriodError(f"period {text!r}: expected YYYY-MM (a month) or YYYY-MM-DD (a day)")
+    expected = f"period {text!r}: expected YYYY-MM (a month) or YYYY-MM-DD (a day)"
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}", text):
+            start = datetime.strptime(text, "%Y-%m").replace(tzinfo=UTC)
+            end = (start + timedelta(days=32)).replace(day=1)
+            return ReportPeriod(text, start, end)
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            start = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+            return ReportPeriod(text, start, start + timedelta(days=1))
+    except ValueError:  # 2026-13, 2026-02-30: the right shape, not a date
+        raise PeriodError(f"{expected}; no such month or day") from None
+    raise PeriodError(expected)
 
 
 @dataclass(frozen=True)
