@@ -1,0 +1,215 @@
+"""The report as one offline HTML file: tables and plotly charts, plotly.js embedded (it opens
+without a network). Chart div ids are stable (:data:`CHART_IDS`) so tests and links find them."""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from datetime import datetime
+
+from analytics.metrics import Metrics, Report
+from analytics.summary import COLUMNS, money, pct, row
+
+CHART_IDS = (
+    "chart-utilization",
+    "chart-heatmap",
+    "chart-revenue-cost",
+    "chart-idle",
+    "chart-tenants",
+)
+
+
+def render_html(report: Report) -> str:
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+    from plotly.subplots import make_subplots
+
+    figs: list[tuple[str, str, go.Figure]] = []
+
+    # Fleet utilization per hour: allocated and active share of available GPU-seconds.
+    per_hour: dict[datetime, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for h in report.gpu_hours:
+        a = per_hour[h.hour]
+        a[0] += h.available_s
+        a[1] += h.allocated_s
+        a[2] += h.active_s
+    xs = sorted(per_hour)
+    fig = go.Figure()
+    fig.add_scatter(
+        x=xs,
+        y=[100 * per_hour[x][1] / per_hour[x][0] for x in xs],
+        name="allocated %",
+        mode="lines",
+    )
+    fig.add_scatter(
+        x=xs, y=[100 * per_hour[x][2] / per_hour[x][0] for x in xs], name="active %", mode="lines"
+    )
+    fig.update_layout(yaxis_title="% of available GPU-seconds", yaxis_range=[0, 105])
+    figs.append(("chart-utilization", "Fleet utilization over time", fig))
+
+    # GPU x hour heatmaps: allocation (share of the hour allocated) and activity (active share).
+    gpus = sorted({(h.node_id, h.gpu_uuid) for h in report.gpu_hours})
+    labels = [f"{node}/{uuid[-8:]}" for node, uuid in gpus]
+    idx = {g: i for i, g in enumerate(gpus)}
+    col = {x: i for i, x in enumerate(xs)}
+    alloc: list[list[float | None]] = [[None] * len(xs) for _ in gpus]
+    active: list[list[float | None]] = [[None] * len(xs) for _ in gpus]
+    for h in report.gpu_hours:
+        r, c = idx[(h.node_id, h.gpu_uuid)], col[h.hour]
+        alloc[r][c] = round(100 * h.allocated_s / h.available_s, 1) if h.available_s else None
+        active[r][c] = round(100 * h.active_s / h.available_s, 1) if h.available_s else None
+    heat = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        horizontal_spacing=0.03,
+        subplot_titles=("Allocation %", "Activity (SM > 0) %"),
+    )
+    heat.add_heatmap(
+        x=xs,
+        y=labels,
+        z=alloc,
+        zmin=0,
+        zmax=100,
+        colorscale="Blues",
+        name="allocation",
+        showscale=False,
+        row=1,
+        col=1,
+    )
+    heat.add_heatmap(
+        x=xs,
+        y=labels,
+        z=active,
+        zmin=0,
+        zmax=100,
+        colorscale="Greens",
+        name="activity",
+        row=1,
+        col=2,
+    )
+    heat.update_layout(height=max(320, 18 * len(labels) + 140))
+    figs.append(("chart-heatmap", "GPU x time: allocation and activity", heat))
+
+    # Revenue vs cost by day (cost stacked by component).
+    days = [m.key for m in report.by_day]
+    rc = go.Figure()
+    rc.add_bar(
+        x=days,
+        y=[float(m.depreciation) for m in report.by_day],
+        name="depreciation",
+        offsetgroup="cost",
+    )
+    rc.add_bar(
+        x=days,
+        y=[float(m.energy_cost) for m in report.by_day],
+        name="energy",
+        offsetgroup="cost",
+        base=[float(m.depreciation) for m in report.by_day],
+    )
+    rc.add_bar(
+        x=days,
+        y=[float(m.other_opex) for m in report.by_day],
+        name="other opex",
+        offsetgroup="cost",
+        base=[float(m.depreciation + m.energy_cost) for m in report.by_day],
+    )
+    rc.add_bar(
+        x=days, y=[float(m.revenue) for m in report.by_day], name="revenue", offsetgroup="revenue"
+    )
+    rc.update_layout(barmode="group", yaxis_title=report.currency)
+    figs.append(("chart-revenue-cost", "Revenue vs cost by day", rc))
+
+    # Idle capacity by model, with what it could have earned at spot.
+    idle = go.Figure()
+    idle.add_bar(
+        x=[m.key for m in report.by_model],
+        y=[float(m.idle_h) for m in report.by_model],
+        name="idle GPU-hours",
+        text=[f"{report.currency} {money(m.idle_value)} at spot" for m in report.by_model],
+    )
+    idle.update_layout(yaxis_title="idle GPU-hours")
+    figs.append(("chart-idle", "Idle capacity by GPU model", idle))
+
+    top = report.tenants[:10][::-1]
+    ten = go.Figure()
+    ten.add_bar(
+        y=[t.tenant for t in top],
+        x=[float(t.allocated_h) for t in top],
+        orientation="h",
+        name="allocated GPU-hours",
+        text=[f"{report.currency} {money(t.revenue)}" for t in top],
+    )
+    ten.update_layout(xaxis_title="allocated GPU-hours", height=max(300, 40 * len(top) + 120))
+    figs.append(("chart-tenants", "Top tenants by GPU-hours (label: revenue)", ten))
+
+    body = []
+    for div_id, title, f in figs:
+        f.update_layout(
+            title=title, margin={"l": 60, "r": 20, "t": 60, "b": 40}, template="plotly_white"
+        )
+        body.append(f.to_html(full_html=False, include_plotlyjs=False, div_id=div_id))
+    return _page(report, get_plotlyjs(), body)
+
+
+def _page(report: Report, plotlyjs: str, charts: list[str]) -> str:
+    e = html.escape
+    f = report.fleet
+
+    def table(rows: tuple[Metrics, ...]) -> str:
+        head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{e(v)}</td>" for v in row(m)) + "</tr>" for m in rows)
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    work = ""
+    if report.work:
+        rows = "".join(
+            f"<tr><td>{e(w.tenant)}</td><td>{e(w.job)}</td><td>{e(w.gpu_model)}</td>"
+            f"<td>{e(w.unit)}</td><td>{w.quantity:,.0f}</td><td>{money(w.cost_per_million, '0.0001')}</td>"
+            f"<td>{money(w.revenue_per_million, '0.0001')}</td></tr>"
+            for w in report.work
+        )
+        work = (
+            "<h2>Work units</h2><table><tr><th>tenant</th><th>job</th><th>GPU model</th>"
+            "<th>unit</th><th>quantity</th><th>cost / million</th><th>revenue / million</th>"
+            f"</tr>{rows}</table>"
+        )
+    warn = "".join(f"<p class='warn'>warning: {e(w)}</p>" for w in report.warnings)
+    cards = "".join(
+        f"<div class='card'><div class='v'>{e(v)}</div><div class='k'>{e(k)}</div></div>"
+        for k, v in (
+            ("utilization", pct(f.utilization)),
+            ("efficiency (SM)", "-" if f.efficiency_pct is None else f"{f.efficiency_pct:.1f}%"),
+            ("revenue", f"{report.currency} {money(f.revenue)}"),
+            ("cost", f"{report.currency} {money(f.cost)}"),
+            ("ROA (annualized)", pct(f.roa_annualized)),
+            ("break-even utilization", pct(f.break_even_utilization)),
+            ("idle value at spot", f"{report.currency} {money(f.idle_value)}"),
+        )
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>gpumeter report {e(report.period.label)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 12px; margin-bottom: 16px; }}
+td, th {{ border: 1px solid #ddd; padding: 3px 6px; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+.card {{ display: inline-block; border: 1px solid #ddd; border-radius: 6px; padding: 8px 14px;
+         margin: 0 8px 8px 0; }}
+.card .v {{ font-size: 20px; font-weight: 600; }} .card .k {{ font-size: 12px; color: #666; }}
+.warn {{ color: #a60; }}
+</style>
+<script type="text/javascript">{plotlyjs}</script>
+</head><body>
+<h1>GPU fleet report {e(report.period.label)}</h1>
+<p>Revenue source: <b>{e(report.revenue_source)}</b> ({e(report.revenue_note)}).
+Amounts in {e(report.currency)}.</p>
+{cards}{warn}
+{"".join(charts)}
+<h2>Fleet</h2>{table((f,))}
+<h2>By GPU model</h2>{table(report.by_model)}
+<h2>By node</h2>{table(report.by_node)}
+{work}
+</body></html>
+"""

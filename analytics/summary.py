@@ -1,0 +1,137 @@
+"""The report in a terminal (rich tables), and the number formats the HTML page shares."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from rich.console import Console
+from rich.table import Table
+
+from analytics.metrics import Metrics, Report
+
+
+def money(v: Decimal | None, places: str = "0.01") -> str:
+    if v is None:
+        return "-"
+    return f"{v.quantize(Decimal(places), rounding=ROUND_HALF_EVEN):,}"
+
+
+def pct(v: Decimal | float | None) -> str:
+    return "-" if v is None else f"{float(v) * 100:.1f}%"
+
+
+def hours(v: Decimal) -> str:
+    return f"{v.quantize(Decimal('0.01')):,}"
+
+
+COLUMNS = (
+    "",
+    "GPUs",
+    "avail h",
+    "alloc h",
+    "active h",
+    "idle h",
+    "util",
+    "eff (SM)",
+    "kWh",
+    "fac. kWh",
+    "revenue",
+    "cost",
+    "margin",
+    "cost/GPU-h",
+    "ROA/yr",
+    "break-even",
+    "idle value",
+)
+#: The terminal shows usage and economics as two tables so each fits a normal terminal.
+USAGE_COLS = 10
+
+
+def row(m: Metrics) -> list[str]:
+    eff = m.efficiency_pct
+    return [
+        m.key,
+        str(m.gpus),
+        hours(m.available_h),
+        hours(m.allocated_h),
+        hours(m.active_h),
+        hours(m.idle_h),
+        pct(m.utilization),
+        "-" if eff is None else f"{eff:.1f}%",
+        money(m.energy_kwh, "0.1"),
+        money(m.facility_kwh, "0.1"),
+        money(m.revenue),
+        money(m.cost),
+        money(m.margin),
+        money(m.cost_per_gpu_hour, "0.001"),
+        pct(m.roa_annualized),
+        pct(m.break_even_utilization),
+        money(m.idle_value),
+    ]
+
+
+def print_summary(report: Report, console: Console | None = None) -> None:
+    console = console or Console()
+    f = report.fleet
+    console.print(f"[bold]Fleet report {report.period.label}[/bold]  ({report.currency})")
+    console.print(f"revenue source: [bold]{report.revenue_source}[/bold] - {report.revenue_note}")
+    for title, rows in (
+        ("Fleet", (f,)),
+        ("By GPU model", report.by_model),
+        ("By node", report.by_node),
+    ):
+        for part, cols in (
+            ("usage", range(USAGE_COLS)),
+            ("economics", [0, *range(USAGE_COLS, len(COLUMNS))]),
+        ):
+            t = Table(title=f"{title}: {part}", title_justify="left")
+            for i in cols:
+                t.add_column(COLUMNS[i], justify="left" if i == 0 else "right")
+            for m in rows:
+                values = row(m)
+                t.add_row(*(values[i] for i in cols))
+            console.print(t)
+    t = Table(title="Top tenants", title_justify="left")
+    for c in ("tenant", "alloc GPU-h", "eff (SM)", "revenue", "cost of hours", "margin"):
+        t.add_column(c, justify="left" if c == "tenant" else "right")
+    for tm in report.tenants[:10]:
+        eff = tm.efficiency_pct
+        t.add_row(
+            tm.tenant,
+            hours(tm.allocated_h),
+            "-" if eff is None else f"{eff:.1f}%",
+            money(tm.revenue),
+            money(tm.cost),
+            money(tm.revenue - tm.cost),
+        )
+    console.print(t)
+    if report.work:
+        t = Table(title="Work units", title_justify="left")
+        for c in (
+            "tenant",
+            "job",
+            "GPU model",
+            "unit",
+            "quantity",
+            "GPU-h",
+            "cost / M",
+            "revenue / M",
+        ):
+            t.add_column(c, justify="right" if c in ("quantity", "GPU-h") or "/" in c else "left")
+        for w in report.work:
+            t.add_row(
+                w.tenant,
+                w.job,
+                w.gpu_model,
+                w.unit,
+                f"{w.quantity:,.0f}",
+                hours(w.gpu_hours),
+                money(w.cost_per_million, "0.0001"),
+                money(w.revenue_per_million, "0.0001"),
+            )
+        console.print(t)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning: {warning}[/yellow]")
+
+
+# -- HTML -------------------------------------------------------------------------------------
