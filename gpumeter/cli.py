@@ -80,22 +80,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """The error root of each context and the kernel's errors: their messages say what to do."""
-    import streams
     from agents.errors import AgentError
     from analytics.errors import AnalyticsError
     from billing.errors import BillingError
     from infra.embedded.broker import BrokerError
     from kernel.clickhouse import ClickHouseError
     from schemas.errors import SchemaError
+    from streams.errors import StreamError
 
-    roots: tuple[type[BaseException], ...] = (
+    return (
         AgentError, AnalyticsError, BillingError, BrokerError, ClickHouseError, SchemaError,
-        SettingsError,
+        SettingsError, StreamError,
     )
-    stream_error = getattr(streams, "StreamError", None)  # the worker's root, once it has one
-    if isinstance(stream_error, type) and issubclass(stream_error, Exception):
-        roots += (stream_error,)
-    return roots
 
 
 if __name__ == "__main__":
