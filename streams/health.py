@@ -169,6 +169,7 @@ class Watchdog:
         self.stall_exit = stall_exit
         self.stop_timeout_s = stop_timeout_s
         self.period_s = period_s
+        self._stalled_checks = 0
         self._thread = threading.Thread(target=self._run, name="gpumeter-watchdog", daemon=True)
 
     def start(self) -> Watchdog:
@@ -190,7 +191,11 @@ class Watchdog:
             return
         if self.stall_exit:
             reason = h.stalled()
-            if reason:
+            # Exit on the second stalled check in a row: /healthz has said 503 with the reason
+            # for at least one period before the process goes, so an operator (or a probe)
+            # can see why, and a momentary blip is confirmed before it ends the process.
+            self._stalled_checks = self._stalled_checks + 1 if reason else 0
+            if reason and self._stalled_checks >= 2:
                 fatal(
                     ExitCode.STALLED,
                     f"worker stalled: {reason}; exiting so that a "

@@ -150,3 +150,25 @@ def test_metrics_text_names_every_counter_and_reads_missing_fields_as_zero() -> 
     assert values["gpumeter_worker_work_units_accepted_total"] == "2"
     assert "# TYPE gpumeter_worker_records_total counter" in text
     assert status(Sources(h, lambda: Stats()))["live"] is True
+
+
+def test_the_watchdog_exits_on_the_second_stalled_check_so_healthz_says_why_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import streams.health as health_module
+    from streams.health import Watchdog
+
+    exits: list[int] = []
+    monkeypatch.setattr(health_module, "fatal", lambda code, message, **kw: exits.append(code))
+
+    class Stuck:
+        stop_requested = None
+
+        def stalled(self) -> str:
+            return "a chunk has been in the processor for 9 s (limit 4 s)"
+
+    dog = Watchdog(Stuck(), stall_exit=True, stop_timeout_s=10)  # type: ignore[arg-type]
+    dog.check()
+    assert exits == []  # first sighting: reported on /healthz, not yet fatal
+    dog.check()
+    assert exits == [75]
