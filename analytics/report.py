@@ -6,12 +6,14 @@ is Decimal until the moment it is drawn or printed.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
 from analytics.assets import load_assets
+from analytics.conflicts import conflict_warnings
 from analytics.economics import compute
 from analytics.ledger_facts import load_facts, parse_period, sync_asset_rates
 from analytics.metrics import Report
@@ -25,7 +27,10 @@ def build_report(
 ) -> Report:
     register = load_assets(assets_path)
     sync_asset_rates(client, register)
-    return compute(load_facts(client, parse_period(period)), register, now=now)
+    span = parse_period(period)
+    report = compute(load_facts(client, span), register, now=now)
+    conflicts = conflict_warnings(client, span)
+    return dataclasses.replace(report, warnings=report.warnings + conflicts) if conflicts else report
 
 
 def write_report(
