@@ -236,22 +236,24 @@ def create_app(
     progress = Progress()
     check = ConsumerCheck(app, health, progress)
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _revoked(sender: object, revoked: object, **kwargs: object) -> None:
         # Another worker may own these GPUs now; never trust cached minute state across that.
         processor.reset()
         check.revoked(revoked)
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(sender: object, assigned: object, **kwargs: object) -> None:
         check.assigned()
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _shutdown(sender: object, **kwargs: object) -> None:
         await check.probe.stop()
 
     async def usage_body(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(config.chunk_records, within=config.chunk_within_s):
+        async for events in stream.take_events(  # type: ignore[attr-defined]  # not in faust's StreamT
+            config.chunk_records, within=config.chunk_within_s
+        ):
             health.chunk_begins()
             records = source_records(events)
             output = persist_or_exit(processor.process, records)
@@ -276,7 +278,7 @@ def create_app(
         )
 
         async def work_body(stream: faust.StreamT) -> None:
-            async for events in stream.take_events(
+            async for events in stream.take_events(  # type: ignore[attr-defined]
                 config.chunk_records, within=config.chunk_within_s
             ):
                 health.chunk_begins()

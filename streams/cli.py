@@ -92,10 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stop-timeout-s",
         type=_positive,
-        default=10.0,
+        default=25.0,
         metavar="SECONDS",
         help="after SIGTERM/SIGINT, exit 76 if the clean stop has not finished by "
-        "then (default 10)",
+        "then (default 25: inside Kubernetes' 30 s grace period)",
     )
     p.add_argument(
         "--broker-wait-s",

@@ -29,7 +29,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import faust
 from aiokafka.errors import IllegalStateError, KafkaError, OffsetOutOfRangeError
@@ -86,7 +86,7 @@ class LogProbe:
 
     async def record_at(
         self, tp: Any, offset: int, timeout_s: float = 3.0
-    ) -> Fingerprint | None | bool:
+    ) -> Fingerprint | None | Literal[False]:
         """The fingerprint of the record at ``offset``; False when the log ends before it;
         None when it could not tell (no answer in time, broker away)."""
         try:
@@ -104,7 +104,7 @@ class LogProbe:
             await self.stop()
             return None
 
-    async def _record_at(self, tp: Any, offset: int, timeout_s: float) -> Fingerprint | None | bool:
+    async def _record_at(self, tp: Any, offset: int, timeout_s: float) -> Fingerprint | None | Literal[False]:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
@@ -259,7 +259,7 @@ class ConsumerCheck:
                     f"the record at offset {seen.offset} that this worker processed "
                     "is no longer in the log",
                 )
-            elif (now.timestamp_ms, now.crc) != (seen.timestamp_ms, seen.crc):
+            elif (now.timestamp_ms, now.crc) != (seen.timestamp_ms, seen.crc):  # a Fingerprint
                 self._lost(
                     tp,
                     f"the record at offset {seen.offset} is not the one this worker "

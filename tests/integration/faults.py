@@ -97,7 +97,8 @@ class Scenario:
     def worker(self, idle_s: float = 4) -> subprocess.Popen[str]:
         return subprocess.Popen(
             self._cli("worker", "--bootstrap", self.bootstrap, "--topic", self.topic,
-                      "--app-id", f"faults-{self.name}", "--exit-when-idle", str(idle_s)),
+                      "--app-id", f"faults-{self.name}", "--exit-when-idle", str(idle_s),
+                      "--stop-timeout-s", "60"),
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def wait(self, proc: subprocess.Popen[str], timeout: float = 240) -> str:

@@ -81,7 +81,7 @@ class Pipeline:
             "-c", prelude + "\nimport sys\nfrom gpumeter.cli import main\nsys.exit(main(sys.argv[1:]))"]
         return subprocess.Popen(
             [sys.executable, *entry, "worker", "--bootstrap", self.bootstrap,
-             "--topic", self.topic, "--app-id", self.app_id, "--exit-when-idle", "3", *work,
+             "--topic", self.topic, "--app-id", self.app_id, "--exit-when-idle", "3", "--stop-timeout-s", "60", *work,
              *extra],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
