@@ -112,3 +112,22 @@ def test_upgrading_a_0001_ledger_keeps_every_total(chdb_path: Path, monkeypatch)
     hourly = client.query("SELECT sum(gpu_seconds) FROM usage_hourly").result_rows[0][0]
     assert hourly == 61
     client.command(f"DROP DATABASE {client.database}")
+
+
+def test_compacting_a_month_keeps_every_total_and_leaves_one_part(clickhouse) -> None:
+    # given a month of the ledger written in three inserts (three parts), one a replay
+    clickhouse.command("SYSTEM STOP MERGES usage_minutely")
+    sink = LedgerSink(clickhouse)
+    sink.write_ledger([row(0b1111, energy=4000)])
+    sink.write_ledger([row((1 << 60) - 1, energy=60000)])
+    sink.write_ledger([row(0b1111, energy=4000)])
+    before = clickhouse.query("SELECT sum(gpu_seconds), sum(energy_mj) FROM usage_minutely FINAL")
+    # when it is compacted (what `gpumeter db compact --period 2026-11` runs)
+    clickhouse.command("SYSTEM START MERGES usage_minutely")
+    clickhouse.command("OPTIMIZE TABLE usage_minutely PARTITION 202611 FINAL")
+    # then one part holds it, and every total read with or without FINAL is unchanged
+    parts = clickhouse.query("SELECT count() FROM system.parts WHERE database = currentDatabase() "
+                             "AND table = 'usage_minutely' AND active").result_rows[0][0]
+    assert parts == 1
+    after = clickhouse.query("SELECT sum(gpu_seconds), sum(energy_mj) FROM usage_minutely")
+    assert before.result_rows == after.result_rows == [(60, 60000)]
