@@ -372,5 +372,3 @@ def _run_nvml(
         print(delivery_report([agent], producer))
         agent.spool.close()
     return 0
-
-

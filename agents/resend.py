@@ -65,8 +65,9 @@ def run_resend(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from kernel.kafka import kafka_python_options
 
-    return _resend_now(idle, spool_root, bootstrap, args.resend_topic, args.since,
-                       kafka_python_options(settings))
+    return _resend_now(
+        idle, spool_root, bootstrap, args.resend_topic, args.since, kafka_python_options(settings)
+    )
 
 
 def _open_for_resend(directory: Path) -> Spool:
@@ -76,7 +77,11 @@ def _open_for_resend(directory: Path) -> Spool:
 
 
 def _resend_now(
-    nodes: list[str], spool_root: Path, bootstrap: str, topic: str | None, since: int,
+    nodes: list[str],
+    spool_root: Path,
+    bootstrap: str,
+    topic: str | None,
+    since: int,
     options: dict[str, Any],
 ) -> int:
     from agents.kafka import RESEND_FILE, Delivery, make_producer

@@ -527,5 +527,3 @@ class Spool:
             return
         if name == "dropped.json":
             self._state_dirty = False
-
-

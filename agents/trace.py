@@ -148,7 +148,9 @@ def pack(
     free: list[int] = []  # heap of GPU numbers free now
     busy: list[tuple[int, int]] = []  # heap of (end, GPU number)
     dropped = 0
-    for inst in sorted(instances, key=lambda i: (i.start, i.end, (i.row * 2654435761) % 2**32, i.row)):
+    for inst in sorted(
+        instances, key=lambda i: (i.start, i.end, (i.row * 2654435761) % 2**32, i.row)
+    ):
         while busy and busy[0][0] <= inst.start:
             heapq.heappush(free, heapq.heappop(busy)[1])
         if free:

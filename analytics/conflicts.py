@@ -22,14 +22,18 @@ GROUP BY kind, loser, winner ORDER BY n DESC, kind, loser, winner
 
 
 def conflict_warnings(client: Client, period: ReportPeriod, shown: int = 5) -> tuple[str, ...]:
-    rows = client.query(_CONFLICTS, parameters={"start": period.start, "end": period.end}
-                        ).result_rows
+    rows = client.query(
+        _CONFLICTS, parameters={"start": period.start, "end": period.end}
+    ).result_rows
     if not rows:
         return ()
     total = sum(int(r[3]) for r in rows)
-    top = "; ".join(f"{kind} {loser} lost {int(n):,} s to {winner}"
-                    for kind, loser, winner, n in rows[:shown])
+    top = "; ".join(
+        f"{kind} {loser} lost {int(n):,} s to {winner}" for kind, loser, winner, n in rows[:shown]
+    )
     more = f"; {len(rows) - shown} more group(s)" if len(rows) > shown else ""
-    return (f"{total:,} GPU-second(s) of this period were claimed twice and settled by the "
-            f"conflict rule (the ledger holds the winners; losing claims in usage_conflicts): "
-            f"{top}{more}",)
+    return (
+        f"{total:,} GPU-second(s) of this period were claimed twice and settled by the "
+        f"conflict rule (the ledger holds the winners; losing claims in usage_conflicts): "
+        f"{top}{more}",
+    )

@@ -30,7 +30,9 @@ def build_report(
     span = parse_period(period)
     report = compute(load_facts(client, span), register, now=now)
     conflicts = conflict_warnings(client, span)
-    return dataclasses.replace(report, warnings=report.warnings + conflicts) if conflicts else report
+    return (
+        dataclasses.replace(report, warnings=report.warnings + conflicts) if conflicts else report
+    )
 
 
 def write_report(

@@ -71,8 +71,10 @@ def build_agents(fleet, root: Path, *, fsync: bool, flush: int) -> list:  # noqa
 
     shutil.rmtree(root, ignore_errors=True)
     # NoDelivery stands in for agents.kafka.Delivery: NodeAgent calls only its pump().
-    return [NodeAgent(s, Spool(root / s.node_id, fsync=fsync), NoDelivery(), flush_every_s=flush)  # type: ignore[arg-type]
-            for s in fleet.samplers()]
+    return [
+        NodeAgent(s, Spool(root / s.node_id, fsync=fsync), NoDelivery(), flush_every_s=flush)  # type: ignore[arg-type]
+        for s in fleet.samplers()
+    ]
 
 
 def generate(fleet, seconds: int, root: Path, *, fsync: bool, flush: int) -> tuple[int, float]:  # noqa: ANN001
@@ -97,7 +99,10 @@ def deliver(bootstrap: str, roots: list[Path]) -> tuple[int, float, int, int]:
 
     producer = make_producer(bootstrap)
     spools = [Spool(r) for r in roots]
-    deliveries = [Delivery(s, producer, TOPIC, key=r.name.encode()) for s, r in zip(spools, roots, strict=True)]
+    deliveries = [
+        Delivery(s, producer, TOPIC, key=r.name.encode())
+        for s, r in zip(spools, roots, strict=True)
+    ]
     n = sum(s.pending_samples for s in spools)
     records = sum(s.pending_count for s in spools)
     size = sum(len(p) for s in spools for _, p in s.pending())
@@ -176,13 +181,22 @@ def realtime_child(bootstrap: str, spool_dir: Path, seconds: float, idle: bool) 
     else:
         run_realtime(agent, should_stop=lambda: time.monotonic() >= deadline)
     wall, cpu = time.monotonic() - t0, _cpu_s() - cpu0
-    print(json.dumps({
-        "wall_s": wall, "cpu_s": cpu, "cpu_per_wall_s": cpu / wall,
-        "rss_start_mib": rss0 / 1024, "rss_end_mib": _rss_kib() / 1024,
-        "peak_rss_mib": _rss_kib("VmHWM") / 1024,
-        "samples": agent.stats.samples, "batches": agent.stats.batches,
-        "acked": agent.delivery.stats.acked, "gap_seconds": agent.stats.gap_seconds,
-    }))
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "cpu_per_wall_s": cpu / wall,
+                "rss_start_mib": rss0 / 1024,
+                "rss_end_mib": _rss_kib() / 1024,
+                "peak_rss_mib": _rss_kib("VmHWM") / 1024,
+                "samples": agent.stats.samples,
+                "batches": agent.stats.batches,
+                "acked": agent.delivery.stats.acked,
+                "gap_seconds": agent.stats.gap_seconds,
+            }
+        )
+    )
     producer.close(timeout=5)
     spool.close()
     return 0
@@ -192,8 +206,18 @@ def realtime(bootstrap: str, tmp: Path, seconds: float) -> tuple[dict, dict]:
     """The agent and the idle baseline, side by side (both use little CPU)."""
     procs = {}
     for kind in ("agent", "idle"):
-        cmd = [sys.executable, __file__, "--realtime-child", kind, "--bootstrap", bootstrap,
-               "--spool", str(tmp / f"rt-{kind}"), "--realtime", str(seconds)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--realtime-child",
+            kind,
+            "--bootstrap",
+            bootstrap,
+            "--spool",
+            str(tmp / f"rt-{kind}"),
+            "--realtime",
+            str(seconds),
+        ]
         procs[kind] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = {}
     for kind, p in procs.items():
@@ -206,42 +230,69 @@ def realtime(bootstrap: str, tmp: Path, seconds: float) -> tuple[dict, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--nodes", type=int, default=4)
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--seconds", type=int, default=3600, help="simulated seconds (default 1 h)")
     ap.add_argument("--flush", type=int, default=60, help="seconds per record (default 60)")
-    ap.add_argument("--realtime", type=float, default=30.0,
-                    help="wall seconds of the realtime 8-GPU measurement (0: skip; default 30)")
+    ap.add_argument(
+        "--realtime",
+        type=float,
+        default=30.0,
+        help="wall seconds of the realtime 8-GPU measurement (0: skip; default 30)",
+    )
     ap.add_argument("--realtime-child", choices=("agent", "idle"), help=argparse.SUPPRESS)
     ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
     ap.add_argument("--spool", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.realtime_child:
-        return realtime_child(args.bootstrap, args.spool, args.realtime,
-                              idle=args.realtime_child == "idle")
+        return realtime_child(
+            args.bootstrap, args.spool, args.realtime, idle=args.realtime_child == "idle"
+        )
 
     from agents.simulator import SimulatedFleet
     from infra.embedded.broker import EmbeddedBroker
     from schemas.topics import TopicSpec
 
     start = (int(time.time()) // 3600 - 2) * 3600 - args.seconds // 3600 * 3600
-    fleet = SimulatedFleet(nodes=args.nodes, gpus_per_node=args.gpus, start=start,
-                           duration_s=args.seconds)
+    fleet = SimulatedFleet(
+        nodes=args.nodes, gpus_per_node=args.gpus, start=start, duration_s=args.seconds
+    )
     tmp = Path(tempfile.mkdtemp(prefix="gpumeter-bench-agent-"))
     n_expected = args.nodes * args.gpus * args.seconds
-    print(f"{n_expected:,} samples per run ({args.nodes} nodes x {args.gpus} GPUs x "
-          f"{args.seconds} s, {args.flush} s per record), median of {RUNS} runs; spools in {tmp}")
+    print(
+        f"{n_expected:,} samples per run ({args.nodes} nodes x {args.gpus} GPUs x "
+        f"{args.seconds} s, {args.flush} s per record), median of {RUNS} runs; spools in {tmp}"
+    )
     try:
         # 1. generation
         gen_rows: list[tuple[str, float]] = []
-        gen_rows.append(("baseline: simulated samplers only", median_of(
-            lambda: sample_only(fleet, args.seconds))))
-        gen_rows.append(("agent: sample + encode + spool, no fsync", median_of(
-            lambda: generate(fleet, args.seconds, tmp / "gen", fsync=False, flush=args.flush))))
-        gen_rows.append(("agent: sample + encode + spool, fsync", median_of(
-            lambda: generate(fleet, args.seconds, tmp / "gen", fsync=True, flush=args.flush))))
+        gen_rows.append(
+            (
+                "baseline: simulated samplers only",
+                median_of(lambda: sample_only(fleet, args.seconds)),
+            )
+        )
+        gen_rows.append(
+            (
+                "agent: sample + encode + spool, no fsync",
+                median_of(
+                    lambda: generate(
+                        fleet, args.seconds, tmp / "gen", fsync=False, flush=args.flush
+                    )
+                ),
+            )
+        )
+        gen_rows.append(
+            (
+                "agent: sample + encode + spool, fsync",
+                median_of(
+                    lambda: generate(fleet, args.seconds, tmp / "gen", fsync=True, flush=args.flush)
+                ),
+            )
+        )
         base = gen_rows[0][1]
         print(f"\n1. generate + encode + spool{'':20} {'samples/s':>12} {'vs baseline':>12}")
         for name, rate in gen_rows:
@@ -260,35 +311,50 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(tmp / "deliver", ignore_errors=True)
                 shutil.copytree(tmp / "gen", tmp / "deliver")
                 n, dt, records, size = deliver(
-                    broker.bootstrap, sorted(p for p in (tmp / "deliver").iterdir() if p.is_dir()))
+                    broker.bootstrap, sorted(p for p in (tmp / "deliver").iterdir() if p.is_dir())
+                )
                 assert n == n_expected and records == n_records and size == n_bytes
                 del_rates.append(n / dt)
             raw, dlv = statistics.median(raw_rates), statistics.median(del_rates)
             per_rec = n_bytes / n_records
-            print(f"\n2. delivery to the embedded broker: {n_records} records of "
-                  f"{per_rec / 1024:,.0f} KiB JSON (lz4 on the wire)")
+            print(
+                f"\n2. delivery to the embedded broker: {n_records} records of "
+                f"{per_rec / 1024:,.0f} KiB JSON (lz4 on the wire)"
+            )
             print(f"   {'':44} {'samples/s':>12} {'records/s':>10} {'MB/s':>7} {'vs baseline':>12}")
-            for name, rate in (("baseline: raw kafka-python producer, same bytes", raw),
-                               ("agent: Delivery from the spool (acked, in order)", dlv)):
+            for name, rate in (
+                ("baseline: raw kafka-python producer, same bytes", raw),
+                ("agent: Delivery from the spool (acked, in order)", dlv),
+            ):
                 rec_s = rate / n_expected * n_records
-                print(f"   {name:44} {rate:12,.0f} {rec_s:10,.0f} {rec_s * per_rec / 1e6:7.1f} "
-                      f"{rate / raw:12.2f}")
+                print(
+                    f"   {name:44} {rate:12,.0f} {rec_s:10,.0f} {rec_s * per_rec / 1e6:7.1f} "
+                    f"{rate / raw:12.2f}"
+                )
 
             # 3. realtime
             if args.realtime > 0:
                 agent, idle = realtime(broker.bootstrap, tmp, args.realtime)
-                print(f"\n3. realtime: 1 node x 8 simulated GPUs at 1 Hz for {agent['wall_s']:.0f} s "
-                      f"wall (10 s per record, fsync on), separate processes")
+                print(
+                    f"\n3. realtime: 1 node x 8 simulated GPUs at 1 Hz for {agent['wall_s']:.0f} s "
+                    f"wall (10 s per record, fsync on), separate processes"
+                )
                 print(f"   {'':44} {'CPU s/wall s':>12} {'peak RSS MiB':>13} {'RSS start':>10}")
-                for name, r in (("baseline: imports + producer, idle at 1 Hz", idle),
-                                ("agent: run_realtime, 8 GPUs", agent)):
-                    print(f"   {name:44} {r['cpu_per_wall_s']:12.4f} {r['peak_rss_mib']:13.1f} "
-                          f"{r['rss_start_mib']:10.1f}")
+                for name, r in (
+                    ("baseline: imports + producer, idle at 1 Hz", idle),
+                    ("agent: run_realtime, 8 GPUs", agent),
+                ):
+                    print(
+                        f"   {name:44} {r['cpu_per_wall_s']:12.4f} {r['peak_rss_mib']:13.1f} "
+                        f"{r['rss_start_mib']:10.1f}"
+                    )
                 extra = agent["cpu_per_wall_s"] - idle["cpu_per_wall_s"]
-                print(f"   agent minus baseline: {extra * 100:.2f} % of one core, "
-                      f"{agent['peak_rss_mib'] - idle['peak_rss_mib']:+.1f} MiB peak RSS; "
-                      f"{agent['samples']} samples in {agent['batches']} records, "
-                      f"{agent['acked']} acknowledged, gaps {agent['gap_seconds']} s")
+                print(
+                    f"   agent minus baseline: {extra * 100:.2f} % of one core, "
+                    f"{agent['peak_rss_mib'] - idle['peak_rss_mib']:+.1f} MiB peak RSS; "
+                    f"{agent['samples']} samples in {agent['batches']} records, "
+                    f"{agent['acked']} acknowledged, gaps {agent['gap_seconds']} s"
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -64,8 +64,9 @@ def generate(client: object, gpus: int, days: int) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--gpus", type=int, default=32)
     ap.add_argument("--days", type=int, default=30)
     args = ap.parse_args()
@@ -76,21 +77,33 @@ def main() -> None:
     print(f"generated {rows:,} ledger rows in {time.perf_counter() - t0:.1f} s")
     book, period = load_pricebook(BOOK), Period(2026, 1)
 
-    base = timed(lambda: client.query(
-        "SELECT count(), sum(gpu_seconds) FROM usage_minutely FINAL WHERE minute >= "
-        "'2026-01-01 00:00:00' AND minute < '2026-02-01 00:00:00'").result_rows)
-    agg = timed(lambda: client.query(
-        "SELECT tenant, job, billing_class, gpu_model, gpu_uuid, toDate(minute), "
-        "sum(gpu_seconds), sum(energy_mj) FROM usage_minutely FINAL WHERE minute >= "
-        "'2026-01-01 00:00:00' AND minute < '2026-02-01 00:00:00' AND tenant != '__idle__' "
-        "GROUP BY ALL").result_rows)
+    base = timed(
+        lambda: (
+            client.query(
+                "SELECT count(), sum(gpu_seconds) FROM usage_minutely FINAL WHERE minute >= "
+                "'2026-01-01 00:00:00' AND minute < '2026-02-01 00:00:00'"
+            ).result_rows
+        )
+    )
+    agg = timed(
+        lambda: (
+            client.query(
+                "SELECT tenant, job, billing_class, gpu_model, gpu_uuid, toDate(minute), "
+                "sum(gpu_seconds), sum(energy_mj) FROM usage_minutely FINAL WHERE minute >= "
+                "'2026-01-01 00:00:00' AND minute < '2026-02-01 00:00:00' AND tenant != '__idle__' "
+                "GROUP BY ALL"
+            ).result_rows
+        )
+    )
     run = timed(lambda: run_period(client, book, period))
     t0 = time.perf_counter()
     finalize_period(client, period)
     fin = time.perf_counter() - t0
     out = Path(tempfile.mkdtemp(prefix="bench-inv-out-"))
-    exports = {fmt: timed(lambda f=fmt: export_period(client, period, f, out), runs=1)
-               for fmt in ("csv", "json", "pdf")}
+    exports = {
+        fmt: timed(lambda f=fmt: export_period(client, period, f, out), runs=1)
+        for fmt in ("csv", "json", "pdf")
+    }
     rec = timed(lambda: reconcile_period(client, period), runs=1)
     print(f"baseline  SELECT count/sum FINAL over the month       {base:7.3f} s")
     print(f"baseline  GROUP BY of the rating query (no Python)     {agg:7.3f} s")

@@ -52,15 +52,18 @@ RUNS = 3
 CHUNK_RECORDS = 100  # WorkerConfig.chunk_records
 
 
-def make_records(nodes: int, gpus: int, seconds: int, start: int, flush: int) -> list[tuple[bytes, bytes, int]]:
+def make_records(
+    nodes: int, gpus: int, seconds: int, start: int, flush: int
+) -> list[tuple[bytes, bytes, int]]:
     """(key, value, n_samples) per record, in time order across nodes (as agents publish)."""
     fleet = SimulatedFleet(nodes=nodes, gpus_per_node=gpus, start=start, duration_s=seconds)
     samplers = fleet.samplers()
     out = []
     for seq, t0 in enumerate(range(start, start + seconds, flush)):
         for sampler in samplers:
-            samples = [s for ts in range(t0, min(t0 + flush, start + seconds))
-                       for s in sampler.sample(ts)]
+            samples = [
+                s for ts in range(t0, min(t0 + flush, start + seconds)) for s in sampler.sample(ts)
+            ]
             payload = encode_batch(sampler.node_id, f"bench-{sampler.node_id}", seq, samples, [])
             out.append((sampler.node_id.encode(), payload, len(samples)))
     return out
@@ -69,8 +72,9 @@ def make_records(nodes: int, gpus: int, seconds: int, start: int, flush: int) ->
 def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes, int]]) -> None:
     from agents.kafka import make_producer
 
-    producer = make_producer(bootstrap, request_timeout_ms=30_000, delivery_timeout_ms=120_000,
-                             max_block_ms=30_000)
+    producer = make_producer(
+        bootstrap, request_timeout_ms=30_000, delivery_timeout_ms=120_000, max_block_ms=30_000
+    )
     futures = [producer.send(topic, key=k, value=v) for k, v, _ in records]
     producer.flush(timeout=120)
     for f in futures:
@@ -78,14 +82,19 @@ def publish(bootstrap: str, topic: str, records: list[tuple[bytes, bytes, int]])
     producer.close(timeout=5)
 
 
-async def consume(bootstrap: str, topic: str, n_records: int,
-                  handle: Callable[[list], None], chunk: int) -> float:
+async def consume(
+    bootstrap: str, topic: str, n_records: int, handle: Callable[[list], None], chunk: int
+) -> float:
     """Read every record of ``topic`` from the beginning, passing lists of up to ``chunk``
     messages to ``handle``; return the seconds from the first fetch to the last handle."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
     await consumer.start()
     try:
         parts = sorted(consumer.partitions_for_topic(topic) or ())
@@ -200,23 +209,38 @@ def check_event_ids(client, n: int) -> None:  # noqa: ANN001
 
     from schemas.usage import SAMPLE_NAMESPACE
 
-    rows = client.query(f"SELECT gpu_uuid, mig_uuid, toUnixTimestamp(ts), event_id "
-                        f"FROM usage_seconds LIMIT {n}").result_rows
+    rows = client.query(
+        f"SELECT gpu_uuid, mig_uuid, toUnixTimestamp(ts), event_id FROM usage_seconds LIMIT {n}"
+    ).result_rows
     assert rows, "no archived samples"
     for gpu, mig, ts, eid in rows:
         want = uuid.uuid5(SAMPLE_NAMESPACE, f"{gpu}|{mig}|{ts}")
         assert eid == want, (gpu, mig, ts, eid, want)
 
 
-def run_worker(bootstrap: str, topic: str, data_dir: Path, app_id: str, idle_s: float,
-               n_samples: int) -> dict:
+def run_worker(
+    bootstrap: str, topic: str, data_dir: Path, app_id: str, idle_s: float, n_samples: int
+) -> dict:
     env = {**os.environ, "GPUMETER_DATA_DIR": str(data_dir)}
     env.pop("GPUMETER_CLICKHOUSE_DSN", None)
-    cmd = [sys.executable, "-m", "gpumeter.cli", "worker", "--bootstrap", bootstrap,
-           "--app-id", app_id, "--topic", topic, "--exit-when-idle", str(idle_s)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gpumeter.cli",
+        "worker",
+        "--bootstrap",
+        bootstrap,
+        "--app-id",
+        app_id,
+        "--topic",
+        topic,
+        "--exit-when-idle",
+        str(idle_s),
+    ]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, env=env, timeout=600,
-                          cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        cmd, capture_output=True, env=env, timeout=600, cwd=Path(__file__).resolve().parents[1]
+    )
     wall = time.perf_counter() - t0
     stats = {}
     # Faust may redirect stdout to its logger (stderr): look in both.
@@ -230,16 +254,22 @@ def run_worker(bootstrap: str, topic: str, data_dir: Path, app_id: str, idle_s: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--nodes", type=int, default=4)
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--seconds", type=int, default=3600, help="simulated seconds (default 1 h)")
     ap.add_argument("--flush", type=int, default=60, help="seconds per record (default 60)")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--worker", action="store_true", help="also time `gpumeter worker` (Faust)")
-    ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="cProfile the in-memory processor run and print the top N functions")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cProfile the in-memory processor run and print the top N functions",
+    )
     args = ap.parse_args(argv)
 
     from infra.embedded.broker import EmbeddedBroker
@@ -251,9 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     records = make_records(args.nodes, args.gpus, args.seconds, start, args.flush)
     n_samples = sum(n for *_, n in records)
     n_bytes = sum(len(v) for _, v, _ in records)
-    print(f"{len(records):,} records, {n_samples:,} samples ({args.nodes} nodes x {args.gpus} "
-          f"GPUs x {args.seconds} s, {args.flush} s per record), {n_bytes / 1e6:.1f} MB JSON "
-          f"(built in {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"{len(records):,} records, {n_samples:,} samples ({args.nodes} nodes x {args.gpus} "
+        f"GPUs x {args.seconds} s, {args.flush} s per record), {n_bytes / 1e6:.1f} MB JSON "
+        f"(built in {time.perf_counter() - t0:.1f} s)"
+    )
     topic = "bench.usage"
     rows: list[tuple[str, float, str]] = []
     tmp = Path(tempfile.mkdtemp(prefix="gpumeter-bench-worker-"))
@@ -279,19 +311,29 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(RUNS):
             proc, client = processor_for(dsn, f"bench_kafka_{i}")
             c0 = time.process_time()
-            dt = asyncio.run(consume(broker.bootstrap, topic, len(records),
-                                     processor_handler(proc), CHUNK_RECORDS))
+            dt = asyncio.run(
+                consume(
+                    broker.bootstrap, topic, len(records), processor_handler(proc), CHUNK_RECORDS
+                )
+            )
             cpus.append(time.process_time() - c0)
             assert proc.stats.new_seconds == n_samples, proc.stats
             assert proc.stats.rejected_records == proc.stats.rejected_samples == 0, proc.stats
             rates.append(n_samples / dt)
             client.close()
-        rows.append(("processor: aiokafka + UsageProcessor + chDB", statistics.median(rates),
-                     f"CPU {statistics.median(cpus):.2f} s/run (chDB in-process)"))
+        rows.append(
+            (
+                "processor: aiokafka + UsageProcessor + chDB",
+                statistics.median(rates),
+                f"CPU {statistics.median(cpus):.2f} s/run (chDB in-process)",
+            )
+        )
 
         # (b') the processor alone, records already in memory
         mem_records = [SourceRecord(v, topic, 0, i) for i, (_, v, _) in enumerate(records)]
-        chunks = [mem_records[i:i + CHUNK_RECORDS] for i in range(0, len(mem_records), CHUNK_RECORDS)]
+        chunks = [
+            mem_records[i : i + CHUNK_RECORDS] for i in range(0, len(mem_records), CHUNK_RECORDS)
+        ]
         rates, cpus, stages = [], [], []
         for i in range(RUNS):
             proc, client = processor_for(dsn, f"bench_mem_{i}")
@@ -309,9 +351,14 @@ def main(argv: list[str] | None = None) -> int:
                 check_event_ids(client, 2000)
             client.close()
         share = {k: statistics.median(st[k] for st in stages) for k in stages[0]}
-        rows.append(("processor, in memory (no Kafka)", statistics.median(rates),
-                     f"CPU {statistics.median(cpus):.2f} s/run; " + ", ".join(
-                         f"{k} {v:.0%}" for k, v in share.items())))
+        rows.append(
+            (
+                "processor, in memory (no Kafka)",
+                statistics.median(rates),
+                f"CPU {statistics.median(cpus):.2f} s/run; "
+                + ", ".join(f"{k} {v:.0%}" for k, v in share.items()),
+            )
+        )
 
         if args.profile:
             proc, client = processor_for(dsn, "bench_profile")
@@ -328,17 +375,35 @@ def main(argv: list[str] | None = None) -> int:
         # (c) the full worker (Faust) in a subprocess, own chDB directory
         if args.worker:
             idle = 3.0
-            r = run_worker(broker.bootstrap, topic, tmp / "worker", f"bench-worker-{os.getpid()}",
-                           idle, n_samples)
-            rows.append(("worker subprocess, wall to exit", n_samples / r["wall"],
-                         f"{r['wall']:.1f} s incl. startup, group join, {idle:g} s idle wait"))
+            r = run_worker(
+                broker.bootstrap,
+                topic,
+                tmp / "worker",
+                f"bench-worker-{os.getpid()}",
+                idle,
+                n_samples,
+            )
+            rows.append(
+                (
+                    "worker subprocess, wall to exit",
+                    n_samples / r["wall"],
+                    f"{r['wall']:.1f} s incl. startup, group join, {idle:g} s idle wait",
+                )
+            )
             busy = r["wall"] - idle
-            rows.append(("worker subprocess, minus idle wait", n_samples / busy,
-                         f"{r['stats']['records']} records, {r['stats']['flushes']} chunks, "
-                         f"flush {r['stats']['flush_seconds']:.1f} s"))
+            rows.append(
+                (
+                    "worker subprocess, minus idle wait",
+                    n_samples / busy,
+                    f"{r['stats']['records']} records, {r['stats']['flushes']} chunks, "
+                    f"flush {r['stats']['flush_seconds']:.1f} s",
+                )
+            )
 
-    print(f"\nGPU-seconds (samples) per second, median of {RUNS} runs; "
-          f"ratio = figure / baseline measured in this run")
+    print(
+        f"\nGPU-seconds (samples) per second, median of {RUNS} runs; "
+        f"ratio = figure / baseline measured in this run"
+    )
     print(f"{'':46} {'samples/s':>12} {'vs baseline':>12}")
     for name, rate, note in rows:
         print(f"{name:46} {rate:12,.0f} {rate / base:12.3f}  {note}")

@@ -53,8 +53,9 @@ def _sums(lines: Iterable[InvoiceLine]) -> dict[LineKey, tuple[int, Decimal, Dec
     return out
 
 
-def differences(original: Invoice, rerated: Invoice,
-                already: Sequence[InvoiceLine] = ()) -> list[Delta]:
+def differences(
+    original: Invoice, rerated: Invoice, already: Sequence[InvoiceLine] = ()
+) -> list[Delta]:
     """rerated - (original + already), per line key; only keys that differ."""
     # The original's own adjustment lines correct *other* invoices; only ``already`` (the lines
     # that reference the original) count towards it.
@@ -67,8 +68,11 @@ def differences(original: Invoice, rerated: Invoice,
         ws, wq, wa, wd = want.get(k, (0, Decimal(0), Decimal(0), ""))
         seconds = ws - hs
         # GPU-hour quantities are derived from exact seconds, so rounding never accumulates.
-        quantity = round_quantity(Decimal(seconds) / 3600) if k[3] == "GPU-hour" and k[0] != \
-            "commitment" else wq - hq
+        quantity = (
+            round_quantity(Decimal(seconds) / 3600)
+            if k[3] == "GPU-hour" and k[0] != "commitment"
+            else wq - hq
+        )
         d = Delta(k, seconds, quantity, wa - ha, wd or hd)
         if not d.is_zero:
             deltas.append(d)
@@ -77,13 +81,26 @@ def differences(original: Invoice, rerated: Invoice,
 
 def adjustment_lines(original: Invoice, deltas: Sequence[Delta]) -> list[InvoiceLine]:
     """Lines for the next invoice (numbered by the rating that places them)."""
-    what = (f"Adjustment to {original.number} ({original.period})" if original.number else
-            f"Late usage of {original.period} (no invoice was issued for it)")
+    what = (
+        f"Adjustment to {original.number} ({original.period})"
+        if original.number
+        else f"Late usage of {original.period} (no invoice was issued for it)"
+    )
     return [
         InvoiceLine(
-            0, "adjustment", d.key[1], d.key[2], f"{what}: {d.description}",
-            d.quantity, d.key[3], d.key[4], d.amount, reference=original.number,
-            ref_period=original.period, ref_kind=d.key[0], seconds=d.seconds,
+            0,
+            "adjustment",
+            d.key[1],
+            d.key[2],
+            f"{what}: {d.description}",
+            d.quantity,
+            d.key[3],
+            d.key[4],
+            d.amount,
+            reference=original.number,
+            ref_period=original.period,
+            ref_kind=d.key[0],
+            seconds=d.seconds,
         )
         for d in deltas
     ]

@@ -27,43 +27,82 @@ next invoice: run (and finalize) the next period. See billing/README.md.
 
 def register(sub: argparse._SubParsersAction) -> None:
     inv = sub.add_parser(
-        "invoices", help="rate usage into monthly invoices; finalize, export, reconcile",
+        "invoices",
+        help="rate usage into monthly invoices; finalize, export, reconcile",
         description="Monthly billing: rate the ledger with a price book into draft invoices, "
         "finalize them (gapless numbers, content hash, immutable), export CSV/JSON/PDF, and "
         "reconcile invoices against the ledger.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s = inv.add_subparsers(dest="invoices_command", metavar="<action>", required=True)
 
-    def add(name: str, help_: str, handler: Any, *, period: bool = True,
-            pricebook: bool = False) -> argparse.ArgumentParser:
+    def add(
+        name: str, help_: str, handler: Any, *, period: bool = True, pricebook: bool = False
+    ) -> argparse.ArgumentParser:
         p = s.add_parser(name, help=help_, description=help_)
         if period:
-            p.add_argument("--period", required=True, metavar="YYYY-MM",
-                           help="billing period: a calendar month in UTC")
+            p.add_argument(
+                "--period",
+                required=True,
+                metavar="YYYY-MM",
+                help="billing period: a calendar month in UTC",
+            )
         if pricebook:
-            p.add_argument("--pricebook", type=Path, default=DEMO_PRICEBOOK,
-                           help=f"price book TOML (default: the demo's, {DEMO_PRICEBOOK.name})")
+            p.add_argument(
+                "--pricebook",
+                type=Path,
+                default=DEMO_PRICEBOOK,
+                help=f"price book TOML (default: the demo's, {DEMO_PRICEBOOK.name})",
+            )
         p.add_argument("--database", default=None, help="ClickHouse database (default: DSN's)")
         p.set_defaults(handler=handler)
         return p
 
-    add("check", "validate a price book and list every problem", _check, period=False,
-        pricebook=True)
-    add("run", "draft invoices for every tenant with usage, a commitment or pending "
-        "adjustments in the period", _run, pricebook=True)
-    fin = add("finalize", "give the period's drafts gapless numbers and a content hash; "
-              "afterwards they are immutable. Refused before the period has ended plus the "
-              "ingest grace (24 h) unless --force with a --reason (recorded)", _finalize)
-    fin.add_argument("--force", action="store_true",
-                     help="finalize a period that has not ended (plus grace); needs --reason")
-    fin.add_argument("--reason", default=None,
-                     help="why the period is finalized early (stored in billing_period_closes)")
-    exp = add("export", "write the period's invoices as CSV (accounting), JSON (documents) "
-              "or PDF (customers)", _export)
+    add(
+        "check",
+        "validate a price book and list every problem",
+        _check,
+        period=False,
+        pricebook=True,
+    )
+    add(
+        "run",
+        "draft invoices for every tenant with usage, a commitment or pending "
+        "adjustments in the period",
+        _run,
+        pricebook=True,
+    )
+    fin = add(
+        "finalize",
+        "give the period's drafts gapless numbers and a content hash; "
+        "afterwards they are immutable. Refused before the period has ended plus the "
+        "ingest grace (24 h) unless --force with a --reason (recorded)",
+        _finalize,
+    )
+    fin.add_argument(
+        "--force",
+        action="store_true",
+        help="finalize a period that has not ended (plus grace); needs --reason",
+    )
+    fin.add_argument(
+        "--reason",
+        default=None,
+        help="why the period is finalized early (stored in billing_period_closes)",
+    )
+    exp = add(
+        "export",
+        "write the period's invoices as CSV (accounting), JSON (documents) or PDF (customers)",
+        _export,
+    )
     exp.add_argument("--format", choices=["csv", "json", "pdf"], required=True)
     exp.add_argument("--out", type=Path, required=True, help="output directory")
-    add("reconcile", "re-rate the period from the ledger and prove finalized invoices plus "
-        "adjustments match it; exit 1 on any difference", _reconcile)
+    add(
+        "reconcile",
+        "re-rate the period from the ledger and prove finalized invoices plus "
+        "adjustments match it; exit 1 on any difference",
+        _reconcile,
+    )
     add("show", "list the period's invoices", _show)
 
 
@@ -92,6 +131,7 @@ def _skip_pandas_probe() -> None:
 
 def _guard(fn: Any) -> Any:
     """Billing and ClickHouse errors become one clear message and exit status 1."""
+
     def wrapped(args: argparse.Namespace, settings: Settings) -> int:
         from billing.errors import BillingError
         from kernel.clickhouse import ClickHouseError
@@ -101,6 +141,7 @@ def _guard(fn: Any) -> Any:
         except (BillingError, ClickHouseError) as exc:
             print(f"gpumeter invoices: {exc}", file=sys.stderr)
             return 1
+
     return wrapped
 
 
@@ -109,8 +150,10 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     from billing.pricebook import load_pricebook
 
     book = load_pricebook(args.pricebook)
-    print(f"{args.pricebook}: OK ({book.currency}, {len(book.rates)} rates, "
-          f"{len(book.contracts)} tenant contracts)")
+    print(
+        f"{args.pricebook}: OK ({book.currency}, {len(book.rates)} rates, "
+        f"{len(book.contracts)} tenant contracts)"
+    )
     return 0
 
 
@@ -124,14 +167,22 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     result = run_period(_client(args, settings), book, Period.parse(args.period))
     for inv in result.drafted:
         adj = sum(1 for ln in inv.lines if ln.kind == "adjustment")
-        print(f"draft  {inv.tenant:<16} {inv.gpu_hours:>12.3f} GPU-h  "
-              f"{inv.total:>14} {inv.currency}" + (f"  ({adj} adjustment lines)" if adj else ""))
+        print(
+            f"draft  {inv.tenant:<16} {inv.gpu_hours:>12.3f} GPU-h  "
+            f"{inv.total:>14} {inv.currency}" + (f"  ({adj} adjustment lines)" if adj else "")
+        )
     for tenant in result.carried:
-        print(f"carried {tenant}: {args.period} is finalized and {tenant} has no invoice there; "
-              "its usage is billed as adjustments on its next invoice", file=sys.stderr)
+        print(
+            f"carried {tenant}: {args.period} is finalized and {tenant} has no invoice there; "
+            "its usage is billed as adjustments on its next invoice",
+            file=sys.stderr,
+        )
     for tenant, number in result.refused:
-        print(f"refused {tenant}: invoice {number} for {args.period} is finalized and immutable; "
-              "late usage goes onto the next period's invoice as adjustments", file=sys.stderr)
+        print(
+            f"refused {tenant}: invoice {number} for {args.period} is finalized and immutable; "
+            "late usage goes onto the next period's invoice as adjustments",
+            file=sys.stderr,
+        )
     if not result.drafted and (result.refused or result.carried):
         return 1
     print(f"{len(result.drafted)} draft invoice(s) for {args.period}")
@@ -144,18 +195,27 @@ def _finalize(args: argparse.Namespace, settings: Settings) -> int:
     from billing.service import finalize_period
 
     if args.force and not (args.reason and args.reason.strip()):
-        print("gpumeter invoices: --force needs --reason '...' (it is recorded with the close)",
-              file=sys.stderr)
+        print(
+            "gpumeter invoices: --force needs --reason '...' (it is recorded with the close)",
+            file=sys.stderr,
+        )
         return 2
-    done = finalize_period(_client(args, settings), Period.parse(args.period),
-                           force_reason=args.reason if args.force else None)
+    done = finalize_period(
+        _client(args, settings),
+        Period.parse(args.period),
+        force_reason=args.reason if args.force else None,
+    )
     if not done:
-        print(f"no draft invoices for {args.period} (already finalized, or run first)",
-              file=sys.stderr)
+        print(
+            f"no draft invoices for {args.period} (already finalized, or run first)",
+            file=sys.stderr,
+        )
         return 1
     for inv in done:
-        print(f"{inv.number}  {inv.tenant:<16} {inv.total:>14} {inv.currency}  "
-              f"sha256 {inv.content_hash[:16]}")
+        print(
+            f"{inv.number}  {inv.tenant:<16} {inv.total:>14} {inv.currency}  "
+            f"sha256 {inv.content_hash[:16]}"
+        )
     return 0
 
 
@@ -164,8 +224,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     from billing.period import Period
     from billing.service import export_period
 
-    paths = export_period(_client(args, settings), Period.parse(args.period), args.format,
-                          args.out)
+    paths = export_period(_client(args, settings), Period.parse(args.period), args.format, args.out)
     for p in paths:
         print(p)
     return 0
@@ -187,6 +246,8 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     from billing.service import summaries
 
     for s in summaries(_client(args, settings), Period.parse(args.period)):
-        print(f"{s.number or '(draft)':<16} {s.tenant:<16} {s.status:<9} {s.gpu_hours:>12} "
-              f"GPU-h {s.total:>14} {s.currency}")
+        print(
+            f"{s.number or '(draft)':<16} {s.tenant:<16} {s.status:<9} {s.gpu_hours:>12} "
+            f"GPU-h {s.total:>14} {s.currency}"
+        )
     return 0

@@ -32,8 +32,7 @@ def days_in_month(period: Period) -> int:
     return period.last_day.day
 
 
-def active_commitment(pricing: TenantPricing, gpu_model: str,
-                      period: Period) -> Commitment | None:
+def active_commitment(pricing: TenantPricing, gpu_model: str, period: Period) -> Commitment | None:
     """The model's commitment, if the contract covers at least one day of the period."""
     if pricing.contract.days_in(period) == 0:
         return None
@@ -49,39 +48,68 @@ def proration_note(days: int, period: Period) -> str:
     return "" if days == dim else f", {days}/{dim} days of the contract"
 
 
-def commitment_lines(pricing: TenantPricing, c: Commitment, used: int,
-                     period: Period) -> list[InvoiceLine]:
+def commitment_lines(
+    pricing: TenantPricing, c: Commitment, used: int, period: Period
+) -> list[InvoiceLine]:
     from billing.rating import line, seconds_line
 
     days = pricing.contract.days_in(period)
     committed = committed_seconds(c, days, period)
     hours = Decimal(committed) / 3600
-    out = [line("commitment", c.gpu_model, "reserved",
-                f"{c.gpu_model} reserved commitment: {c.gpu_hours_per_month} GPU-hours/month"
-                f"{proration_note(days, period)} (used {round_quantity(Decimal(used) / 3600)})",
-                round_quantity(hours), "GPU-hour", c.rate,
-                round_money(committed * c.rate / 3600, pricing.minor_unit), seconds=committed)]
+    out = [
+        line(
+            "commitment",
+            c.gpu_model,
+            "reserved",
+            f"{c.gpu_model} reserved commitment: {c.gpu_hours_per_month} GPU-hours/month"
+            f"{proration_note(days, period)} (used {round_quantity(Decimal(used) / 3600)})",
+            round_quantity(hours),
+            "GPU-hour",
+            c.rate,
+            round_money(committed * c.rate / 3600, pricing.minor_unit),
+            seconds=committed,
+        )
+    ]
     if used > committed:
-        out.append(seconds_line(pricing, "overage", c.gpu_model, "reserved", used - committed,
-                                c.overage_rate, f"{c.gpu_model} reserved overage beyond "
-                                f"{round_quantity(hours)} committed GPU-hours"))
+        out.append(
+            seconds_line(
+                pricing,
+                "overage",
+                c.gpu_model,
+                "reserved",
+                used - committed,
+                c.overage_rate,
+                f"{c.gpu_model} reserved overage beyond "
+                f"{round_quantity(hours)} committed GPU-hours",
+            )
+        )
     return out
 
 
-def minimum_line(pricing: TenantPricing, period: Period,
-                 lines: list[InvoiceLine]) -> InvoiceLine | None:
+def minimum_line(
+    pricing: TenantPricing, period: Period, lines: list[InvoiceLine]
+) -> InvoiceLine | None:
     from billing.rating import line
 
     c = pricing.contract
     days = c.days_in(period)
     if not c.minimum_monthly_spend or days == 0:
         return None
-    required = round_money(c.minimum_monthly_spend * days / days_in_month(period),
-                           pricing.minor_unit)
+    required = round_money(
+        c.minimum_monthly_spend * days / days_in_month(period), pricing.minor_unit
+    )
     spent = sum((ln.amount for ln in lines if ln.kind in MINIMUM_BASE_KINDS), Decimal(0))
     if spent >= required:
         return None
     short = required - spent
-    return line("minimum", "", "", f"Minimum monthly spend {c.minimum_monthly_spend}"
-                f"{proration_note(days, period)}: required {required}, charges {spent}",
-                Decimal(1), "", short, short)
+    return line(
+        "minimum",
+        "",
+        "",
+        f"Minimum monthly spend {c.minimum_monthly_spend}"
+        f"{proration_note(days, period)}: required {required}, charges {spent}",
+        Decimal(1),
+        "",
+        short,
+        short,
+    )

@@ -33,7 +33,10 @@ def period_conflicts(store: BillingStore, period: Period, limit: int = 20) -> li
            WHERE ts >= {start:DateTime('UTC')} AND ts < {end:DateTime('UTC')}
            GROUP BY kind, loser, winner ORDER BY n DESC, kind, loser, winner
            LIMIT {limit:UInt32}""",
-        start=period.start, end=period.end, limit=limit)
+        start=period.start,
+        end=period.end,
+        limit=limit,
+    )
     return [ConflictGroup(str(k), str(lo), str(w), int(n)) for k, lo, w, n in rows]
 
 
@@ -41,7 +44,9 @@ def conflict_lines(groups: list[ConflictGroup]) -> list[str]:
     if not groups:
         return ["conflicting claims: none"]
     total = sum(g.seconds for g in groups)
-    out = [f"conflicting claims: {total} GPU-second(s) claimed twice, settled by the rule "
-           "(losing claims in usage_conflicts; the ledger holds the winners):"]
+    out = [
+        f"conflicting claims: {total} GPU-second(s) claimed twice, settled by the rule "
+        "(losing claims in usage_conflicts; the ledger holds the winners):"
+    ]
     out += [f"  {g.kind}: {g.loser} lost {g.seconds} s to {g.winner}" for g in groups]
     return out

@@ -31,8 +31,11 @@ def credit_lines(pricing: TenantPricing, lines: list[InvoiceLine]) -> list[Invoi
     order = sorted(pricing.credits_remaining, key=lambda cr: pricing.credit(cr[0]).order_key)
     for credit_id, balance in order:
         credit = pricing.credit(credit_id)
-        mine = [i for i, ln in enumerate(lines)
-                if credit.scoped and credit.covers(ln.gpu_model, ln.billing_class)]
+        mine = [
+            i
+            for i, ln in enumerate(lines)
+            if credit.scoped and credit.covers(ln.gpu_model, ln.billing_class)
+        ]
         avail = sum((scope_left[i] for i in mine), Decimal(0)) if credit.scoped else total_left
         use = min(balance, avail, total_left)
         if use <= 0:
@@ -44,12 +47,21 @@ def credit_lines(pricing: TenantPricing, lines: list[InvoiceLine]) -> list[Invoi
             left -= take
         total_left -= use
         scope = " / ".join(x for x in (credit.gpu_model, credit.billing_class) if x)
-        out.append(line(
-            "credit", credit.gpu_model, credit.billing_class,
-            f"{credit.kind.capitalize()} credit {credit_id}"
-            + (f" for {scope}" if scope else "")
-            + f" (balance before {fmt_money(balance, pricing.minor_unit)})",
-            Decimal(1), "", -use, -use, reference=credit_id))
+        out.append(
+            line(
+                "credit",
+                credit.gpu_model,
+                credit.billing_class,
+                f"{credit.kind.capitalize()} credit {credit_id}"
+                + (f" for {scope}" if scope else "")
+                + f" (balance before {fmt_money(balance, pricing.minor_unit)})",
+                Decimal(1),
+                "",
+                -use,
+                -use,
+                reference=credit_id,
+            )
+        )
     return out
 
 

@@ -21,7 +21,12 @@ class MissingRateError(BillingError):
     """Usage exists for a GPU model / billing class that has no rate in force."""
 
     def __init__(self, tenant: str, gpu_model: str, billing_class: str, at: str) -> None:
-        self.tenant, self.gpu_model, self.billing_class, self.at = tenant, gpu_model, billing_class, at
+        self.tenant, self.gpu_model, self.billing_class, self.at = (
+            tenant,
+            gpu_model,
+            billing_class,
+            at,
+        )
         super().__init__(
             f"no {billing_class} rate for GPU model {gpu_model!r} in force at {at} "
             f"(tenant {tenant!r}): add a [[rates]] entry for it to the price book"

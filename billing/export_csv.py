@@ -14,25 +14,52 @@ from billing.invoice import Invoice
 from billing.money import fmt_money
 
 COLUMNS = [
-    "invoice_number", "invoice_id", "status", "tenant", "customer_name", "period",
-    "issued_on", "due_on", "currency", "line_no", "kind", "gpu_model", "billing_class",
-    "description", "quantity", "unit", "unit_price", "amount", "reference", "ref_period",
+    "invoice_number",
+    "invoice_id",
+    "status",
+    "tenant",
+    "customer_name",
+    "period",
+    "issued_on",
+    "due_on",
+    "currency",
+    "line_no",
+    "kind",
+    "gpu_model",
+    "billing_class",
+    "description",
+    "quantity",
+    "unit",
+    "unit_price",
+    "amount",
+    "reference",
+    "ref_period",
 ]
 
 
 def rows(inv: Invoice) -> list[dict[str, str]]:
     return [
         {
-            "invoice_number": inv.number, "invoice_id": inv.invoice_id, "status": inv.status,
-            "tenant": inv.tenant, "customer_name": inv.pricing.contract.customer.name,
+            "invoice_number": inv.number,
+            "invoice_id": inv.invoice_id,
+            "status": inv.status,
+            "tenant": inv.tenant,
+            "customer_name": inv.pricing.contract.customer.name,
             "period": inv.period,
             "issued_on": inv.issued_on.isoformat() if inv.issued_on else "",
             "due_on": inv.due_on.isoformat() if inv.due_on else "",
-            "currency": inv.currency, "line_no": str(ln.line_no), "kind": ln.kind,
-            "gpu_model": ln.gpu_model, "billing_class": ln.billing_class,
-            "description": ln.description, "quantity": f"{ln.quantity:.6f}", "unit": ln.unit,
-            "unit_price": f"{ln.unit_price:.6f}", "amount": fmt_money(ln.amount, inv.minor_unit),
-            "reference": ln.reference, "ref_period": ln.ref_period,
+            "currency": inv.currency,
+            "line_no": str(ln.line_no),
+            "kind": ln.kind,
+            "gpu_model": ln.gpu_model,
+            "billing_class": ln.billing_class,
+            "description": ln.description,
+            "quantity": f"{ln.quantity:.6f}",
+            "unit": ln.unit,
+            "unit_price": f"{ln.unit_price:.6f}",
+            "amount": fmt_money(ln.amount, inv.minor_unit),
+            "reference": ln.reference,
+            "ref_period": ln.ref_period,
         }
         for ln in inv.lines
     ]

@@ -31,15 +31,17 @@ from billing.pricebook import Party
 _STYLES = getSampleStyleSheet()
 _SMALL = ParagraphStyle("small", parent=_STYLES["Normal"], fontSize=8, leading=10)
 _RIGHT = ParagraphStyle("right", parent=_SMALL, alignment=TA_RIGHT)
-_GRID = TableStyle([
-    ("FONT", (0, 0), (-1, -1), "Helvetica", 8),
-    ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8),
-    ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf3")),
-    ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.HexColor("#4a5a70")),
-    ("LINEBELOW", (0, 1), (-1, -1), 0.25, colors.HexColor("#c8d0da")),
-    ("VALIGN", (0, 0), (-1, -1), "TOP"),
-    ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
-])
+_GRID = TableStyle(
+    [
+        ("FONT", (0, 0), (-1, -1), "Helvetica", 8),
+        ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf3")),
+        ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.HexColor("#4a5a70")),
+        ("LINEBELOW", (0, 1), (-1, -1), 0.25, colors.HexColor("#c8d0da")),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
+    ]
+)
 
 
 def money(amount: Decimal, inv: Invoice) -> str:
@@ -91,73 +93,145 @@ def story(inv: Invoice) -> list[Any]:
         ["Billing period", f"{p.first_day} to {p.last_day} (UTC)"],
         ["Currency", inv.currency],
     ]
-    head = Table([[_party("From", issuer, []), _party("Bill to", customer,
-                                                      [f"Account: {_esc(inv.tenant)}"]),
-                   Table(meta, style=[("FONT", (0, 0), (-1, -1), "Helvetica", 8),
-                                      ("FONT", (0, 0), (0, -1), "Helvetica-Bold", 8)])]],
-                 colWidths=[60 * mm, 60 * mm, 62 * mm],
-                 style=[("VALIGN", (0, 0), (-1, -1), "TOP")])
+    head = Table(
+        [
+            [
+                _party("From", issuer, []),
+                _party("Bill to", customer, [f"Account: {_esc(inv.tenant)}"]),
+                Table(
+                    meta,
+                    style=[
+                        ("FONT", (0, 0), (-1, -1), "Helvetica", 8),
+                        ("FONT", (0, 0), (0, -1), "Helvetica-Bold", 8),
+                    ],
+                ),
+            ]
+        ],
+        colWidths=[60 * mm, 60 * mm, 62 * mm],
+        style=[("VALIGN", (0, 0), (-1, -1), "TOP")],
+    )
     lines: list[list[Any]] = [["#", "Description", "Quantity", "Unit", "Unit price", "Amount"]]
     for ln in inv.lines:
         if ln.kind == "tax":
             continue
-        lines.append([str(ln.line_no), Paragraph(_esc(ln.description), _SMALL),
-                      _trim(ln.quantity, 0) if ln.unit else "",
-                      ln.unit, _trim(ln.unit_price, inv.minor_unit) if ln.unit else "",
-                      money(ln.amount, inv)])
-    table = Table(lines, colWidths=[8 * mm, 84 * mm, 22 * mm, 16 * mm, 24 * mm, 28 * mm],
-                  repeatRows=1, style=_GRID)
+        lines.append(
+            [
+                str(ln.line_no),
+                Paragraph(_esc(ln.description), _SMALL),
+                _trim(ln.quantity, 0) if ln.unit else "",
+                ln.unit,
+                _trim(ln.unit_price, inv.minor_unit) if ln.unit else "",
+                money(ln.amount, inv),
+            ]
+        )
+    table = Table(
+        lines,
+        colWidths=[8 * mm, 84 * mm, 22 * mm, 16 * mm, 24 * mm, 28 * mm],
+        repeatRows=1,
+        style=_GRID,
+    )
     tax_label = next((ln.description for ln in inv.lines if ln.kind == "tax"), "Tax")
-    totals = Table([["Subtotal", money(inv.subtotal, inv)],
-                    [tax_label, money(inv.tax, inv)],
-                    [f"Total due ({inv.currency})", money(inv.total, inv)]],
-                   colWidths=[50 * mm, 32 * mm], hAlign="RIGHT",
-                   style=[("FONT", (0, 0), (-1, -1), "Helvetica", 9),
-                          ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 10),
-                          ("LINEABOVE", (0, -1), (-1, -1), 0.8, colors.black),
-                          ("ALIGN", (1, 0), (1, -1), "RIGHT")])
-    jobs: list[list[Any]] = [["Job", "GPU model", "Class", "GPUs", "First minute (UTC)",
-                              "Last minute (UTC)", "GPU-hours", "Billed GPU-h"]]
+    totals = Table(
+        [
+            ["Subtotal", money(inv.subtotal, inv)],
+            [tax_label, money(inv.tax, inv)],
+            [f"Total due ({inv.currency})", money(inv.total, inv)],
+        ],
+        colWidths=[50 * mm, 32 * mm],
+        hAlign="RIGHT",
+        style=[
+            ("FONT", (0, 0), (-1, -1), "Helvetica", 9),
+            ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 10),
+            ("LINEABOVE", (0, -1), (-1, -1), 0.8, colors.black),
+            ("ALIGN", (1, 0), (1, -1), "RIGHT"),
+        ],
+    )
+    jobs: list[list[Any]] = [
+        [
+            "Job",
+            "GPU model",
+            "Class",
+            "GPUs",
+            "First minute (UTC)",
+            "Last minute (UTC)",
+            "GPU-hours",
+            "Billed GPU-h",
+        ]
+    ]
     for j in inv.jobs:
-        jobs.append([_wrapped(j.job, _JOB_COLS[0]), _wrapped(j.gpu_model, _JOB_COLS[1]),
-                     j.billing_class, str(j.gpus), j.first_minute.strftime("%Y-%m-%d %H:%M"),
-                     j.last_minute.strftime("%Y-%m-%d %H:%M"),
-                     f"{Decimal(j.gpu_seconds) / 3600:,.3f}",
-                     f"{Decimal(j.billable_seconds) / 3600:,.3f}"])
-    jobs.append(["Total", "", "", "", "", "", f"{inv.gpu_hours:,.3f}",
-                 f"{Decimal(sum(j.billable_seconds for j in inv.jobs)) / 3600:,.3f}"])
+        jobs.append(
+            [
+                _wrapped(j.job, _JOB_COLS[0]),
+                _wrapped(j.gpu_model, _JOB_COLS[1]),
+                j.billing_class,
+                str(j.gpus),
+                j.first_minute.strftime("%Y-%m-%d %H:%M"),
+                j.last_minute.strftime("%Y-%m-%d %H:%M"),
+                f"{Decimal(j.gpu_seconds) / 3600:,.3f}",
+                f"{Decimal(j.billable_seconds) / 3600:,.3f}",
+            ]
+        )
+    jobs.append(
+        [
+            "Total",
+            "",
+            "",
+            "",
+            "",
+            "",
+            f"{inv.gpu_hours:,.3f}",
+            f"{Decimal(sum(j.billable_seconds for j in inv.jobs)) / 3600:,.3f}",
+        ]
+    )
     job_table = Table(jobs, colWidths=list(_JOB_COLS), repeatRows=1, style=_GRID)
-    job_table.setStyle([("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 8),
-                        ("LEADING", (0, 1), (1, -1), _SMALL.leading)])
-    terms = (f"Payment due within {issuer.payment_terms_days} days of the issue date. Prices are "
-             "per GPU-hour, metered per second of allocation; each line is rounded half-even "
-             "to the currency's minor unit and totals are sums of lines.")
+    job_table.setStyle(
+        [
+            ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 8),
+            ("LEADING", (0, 1), (1, -1), _SMALL.leading),
+        ]
+    )
+    terms = (
+        f"Payment due within {issuer.payment_terms_days} days of the issue date. Prices are "
+        "per GPU-hour, metered per second of allocation; each line is rounded half-even "
+        "to the currency's minor unit and totals are sums of lines."
+    )
     if inv.number:
         terms += f" Document hash (SHA-256): {inv.content_hash}"
     return [
         Paragraph(_esc(issuer.name), _STYLES["Title"]),
         Paragraph(title, _STYLES["Heading2"]),
-        head, Spacer(1, 6 * mm),
-        Paragraph("Charges", _STYLES["Heading3"]), table, Spacer(1, 3 * mm), totals,
+        head,
+        Spacer(1, 6 * mm),
+        Paragraph("Charges", _STYLES["Heading3"]),
+        table,
+        Spacer(1, 3 * mm),
+        totals,
         Spacer(1, 6 * mm),
         Paragraph("Usage summary by job", _STYLES["Heading3"]),
         job_table if inv.jobs else Paragraph("No metered usage in this period.", _SMALL),
-        Spacer(1, 6 * mm), Paragraph(terms, _SMALL),
+        Spacer(1, 6 * mm),
+        Paragraph(terms, _SMALL),
     ]
 
 
 def write_pdf(inv: Invoice, out_dir: Path) -> Path:
     path = out_dir / f"{file_stem(inv)}.pdf"
-    doc = SimpleDocTemplate(str(path), pagesize=A4, leftMargin=14 * mm, rightMargin=14 * mm,
-                            topMargin=12 * mm, bottomMargin=14 * mm,
-                            title=f"Invoice {inv.number or 'draft'} {inv.tenant} {inv.period}",
-                            author=inv.pricing.issuer.name, invariant=1)
+    doc = SimpleDocTemplate(
+        str(path),
+        pagesize=A4,
+        leftMargin=14 * mm,
+        rightMargin=14 * mm,
+        topMargin=12 * mm,
+        bottomMargin=14 * mm,
+        title=f"Invoice {inv.number or 'draft'} {inv.tenant} {inv.period}",
+        author=inv.pricing.issuer.name,
+        invariant=1,
+    )
 
     def footer(canvas: Any, d: Any) -> None:
         canvas.saveState()
         canvas.setFont("Helvetica", 7)
-        canvas.drawString(14 * mm, 8 * mm, f"{inv.number or 'DRAFT'} - {inv.tenant} - "
-                          f"{inv.period}")
+        canvas.drawString(14 * mm, 8 * mm, f"{inv.number or 'DRAFT'} - {inv.tenant} - {inv.period}")
         canvas.drawRightString(A4[0] - 14 * mm, 8 * mm, f"page {d.page}")
         if not inv.number:
             canvas.setFont("Helvetica-Bold", 60)
@@ -171,8 +245,9 @@ def write_pdf(inv: Invoice, out_dir: Path) -> Path:
     return path
 
 
-def write_pdfs(documents: Iterable[str], out_dir: Path, *,
-               processes: int | None = None) -> list[Path]:
+def write_pdfs(
+    documents: Iterable[str], out_dir: Path, *, processes: int | None = None
+) -> list[Path]:
     """One PDF per stored document, rendered by ``processes`` worker processes (default: one
     per available core), in the documents' order. Rendering is pure CPU (reportlab), so the
     pool is what uses every core; documents are handed over as their JSON text.
@@ -185,8 +260,7 @@ def write_pdfs(documents: Iterable[str], out_dir: Path, *,
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([__name__])
     with ctx.Pool(n) as pool:
-        return list(pool.imap(_render_in, ((doc, str(out_dir)) for doc in documents),
-                              chunksize=4))
+        return list(pool.imap(_render_in, ((doc, str(out_dir)) for doc in documents), chunksize=4))
 
 
 def _render_in(args: tuple[str, str]) -> Path:

@@ -25,13 +25,21 @@ from billing.pricing import TenantPricing, _plain
 SCHEMA_VERSION = "invoice.v1"
 Status = Literal["draft", "finalized"]
 LineKind = Literal[
-    "usage", "commitment", "overage", "discount", "minimum", "credit", "energy", "tax",
+    "usage",
+    "commitment",
+    "overage",
+    "discount",
+    "minimum",
+    "credit",
+    "energy",
+    "tax",
     "adjustment",
 ]
 #: Kinds that follow from usage and prices, so a re-rating can prove or correct them. Credits
 #: depend on other invoices' consumption and tax on the invoice it sits on: neither is re-rated.
-RATED_KINDS: frozenset[str] = frozenset({"usage", "commitment", "overage", "discount", "minimum",
-                                         "energy"})
+RATED_KINDS: frozenset[str] = frozenset(
+    {"usage", "commitment", "overage", "discount", "minimum", "energy"}
+)
 _ID_NAMESPACE = uuid.UUID("6f1c7a52-2f0e-4b8e-9a57-3c1b0c7e4d10")
 
 
@@ -170,19 +178,32 @@ class Invoice:
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> Invoice:
         lines = tuple(
-            InvoiceLine(**{**ln, **{k: Decimal(ln[k]) for k in ("quantity", "unit_price", "amount")}})
+            InvoiceLine(
+                **{**ln, **{k: Decimal(ln[k]) for k in ("quantity", "unit_price", "amount")}}
+            )
             for ln in doc["lines"]
         )
         jobs = tuple(
-            JobUsage(**{**j, "first_minute": datetime.fromisoformat(j["first_minute"]),
-                        "last_minute": datetime.fromisoformat(j["last_minute"])})
+            JobUsage(
+                **{
+                    **j,
+                    "first_minute": datetime.fromisoformat(j["first_minute"]),
+                    "last_minute": datetime.fromisoformat(j["last_minute"]),
+                }
+            )
             for j in doc["usage"]["jobs"]
         )
         return cls(
-            invoice_id=doc["invoice_id"], tenant=doc["tenant"], period=doc["period"],
-            currency=doc["currency"], minor_unit=doc["minor_unit"],
-            pricing=TenantPricing.from_dict(doc["pricing"]), lines=lines, jobs=jobs,
-            status=doc["status"], number=doc["number"],
+            invoice_id=doc["invoice_id"],
+            tenant=doc["tenant"],
+            period=doc["period"],
+            currency=doc["currency"],
+            minor_unit=doc["minor_unit"],
+            pricing=TenantPricing.from_dict(doc["pricing"]),
+            lines=lines,
+            jobs=jobs,
+            status=doc["status"],
+            number=doc["number"],
             issued_on=date.fromisoformat(doc["issued_on"]) if doc["issued_on"] else None,
             due_on=date.fromisoformat(doc["due_on"]) if doc["due_on"] else None,
         )
@@ -190,19 +211,35 @@ class Invoice:
 
 def _line_dict(ln: InvoiceLine) -> dict[str, Any]:
     """``_plain(ln)`` spelled out (the document is built for every invoice of a run)."""
-    return {"line_no": ln.line_no, "kind": ln.kind, "gpu_model": ln.gpu_model,
-            "billing_class": ln.billing_class, "description": ln.description,
-            "quantity": format(ln.quantity, "f"), "unit": ln.unit,
-            "unit_price": format(ln.unit_price, "f"), "amount": format(ln.amount, "f"),
-            "reference": ln.reference, "ref_period": ln.ref_period, "ref_kind": ln.ref_kind,
-            "seconds": ln.seconds}
+    return {
+        "line_no": ln.line_no,
+        "kind": ln.kind,
+        "gpu_model": ln.gpu_model,
+        "billing_class": ln.billing_class,
+        "description": ln.description,
+        "quantity": format(ln.quantity, "f"),
+        "unit": ln.unit,
+        "unit_price": format(ln.unit_price, "f"),
+        "amount": format(ln.amount, "f"),
+        "reference": ln.reference,
+        "ref_period": ln.ref_period,
+        "ref_kind": ln.ref_kind,
+        "seconds": ln.seconds,
+    }
 
 
 def _job_dict(j: JobUsage) -> dict[str, Any]:
-    return {"job": j.job, "gpu_model": j.gpu_model, "billing_class": j.billing_class,
-            "gpus": j.gpus, "first_minute": _ts(j.first_minute),
-            "last_minute": _ts(j.last_minute), "gpu_seconds": j.gpu_seconds,
-            "billable_seconds": j.billable_seconds, "energy_mj": j.energy_mj}
+    return {
+        "job": j.job,
+        "gpu_model": j.gpu_model,
+        "billing_class": j.billing_class,
+        "gpus": j.gpus,
+        "first_minute": _ts(j.first_minute),
+        "last_minute": _ts(j.last_minute),
+        "gpu_seconds": j.gpu_seconds,
+        "billable_seconds": j.billable_seconds,
+        "energy_mj": j.energy_mj,
+    }
 
 
 def canonical_json(doc: Mapping[str, Any]) -> bytes:

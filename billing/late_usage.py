@@ -32,8 +32,9 @@ from billing.store import (
 )
 
 
-def pending_adjustments(store: BillingStore, book: PriceBook,
-                        period: Period) -> dict[str, list[InvoiceLine]]:
+def pending_adjustments(
+    store: BillingStore, book: PriceBook, period: Period
+) -> dict[str, list[InvoiceLine]]:
     """Adjustment lines that belong on ``period``'s invoices, per tenant.
 
     Bulk: per earlier period with finalized invoices, one query for the ledger's write times,
@@ -47,17 +48,25 @@ def pending_adjustments(store: BillingStore, book: PriceBook,
     for p in sorted(heads):
         ref = Period.parse(p)
         writes = store.last_ledger_writes(ref)
-        late = {h.tenant for h in heads[p] if h.tenant in writes and h.created_at is not None
-                and writes[h.tenant] >= h.created_at - CLOCK_SLACK}
+        late = {
+            h.tenant
+            for h in heads[p]
+            if h.tenant in writes
+            and h.created_at is not None
+            and writes[h.tenant] >= h.created_at - CLOCK_SLACK
+        }
         if not late:
             continue  # nothing written since rating: cannot differ
-        originals = {s.invoice.tenant: s for s in store.invoices(period=ref, status="finalized",
-                                                                 tenants=late)}
+        originals = {
+            s.invoice.tenant: s
+            for s in store.invoices(period=ref, status="finalized", tenants=late)
+        }
         holders = store.adjustment_holders_by_tenant(p, tenants=late)
         for tenant, rows in with_tenants(store.usage_by_tenant(ref, tenants=late), late):
             inv = originals[tenant].invoice
-            already = lines_correcting(holders.get(tenant, []), p,
-                                       exclude_invoice=targets.get(tenant))
+            already = lines_correcting(
+                holders.get(tenant, []), p, exclude_invoice=targets.get(tenant)
+            )
             deltas = differences(inv, _rate_again(inv, rows), already)
             if deltas:
                 out.setdefault(tenant, []).extend(adjustment_lines(inv, deltas))
@@ -67,8 +76,9 @@ def pending_adjustments(store: BillingStore, book: PriceBook,
     return out
 
 
-def carried_forward(store: BillingStore, book: PriceBook, closed: Period,
-                    target: Period | None = None) -> list[tuple[str, list[Delta], Invoice]]:
+def carried_forward(
+    store: BillingStore, book: PriceBook, closed: Period, target: Period | None = None
+) -> list[tuple[str, list[Delta], Invoice]]:
     """(tenant, deltas, empty original) for tenants with usage but no invoice in ``closed``."""
     invoiced = set(store.states(closed))
     candidates = store.tenants_with_usage(closed) - invoiced
@@ -78,14 +88,22 @@ def carried_forward(store: BillingStore, book: PriceBook, closed: Period,
     holders = store.adjustment_holders_by_tenant(str(closed), tenants=candidates)
     list_rates = book.rates_for_period(closed)
     out = []
-    for tenant, rows in with_tenants(store.usage_by_tenant(closed, tenants=candidates),
-                                     candidates):
+    for tenant, rows in with_tenants(store.usage_by_tenant(closed, tenants=candidates), candidates):
         pricing = TenantPricing.from_pricebook(book, tenant, closed, list_rates=list_rates)
         rated = rate_invoice(pricing, tenant, closed, rows)
-        empty = Invoice(invoice_id_for(book.issuer.number_prefix, tenant, str(closed)), tenant,
-                        str(closed), book.currency, book.minor_unit, pricing, (), ())
-        already = lines_correcting(holders.get(tenant, []), str(closed),
-                                   exclude_invoice=targets.get(tenant))
+        empty = Invoice(
+            invoice_id_for(book.issuer.number_prefix, tenant, str(closed)),
+            tenant,
+            str(closed),
+            book.currency,
+            book.minor_unit,
+            pricing,
+            (),
+            (),
+        )
+        already = lines_correcting(
+            holders.get(tenant, []), str(closed), exclude_invoice=targets.get(tenant)
+        )
         deltas = differences(empty, rated, already)
         if deltas:
             out.append((tenant, deltas, empty))
@@ -102,8 +120,9 @@ def _rate_again(original: Invoice, rows: Sequence[UsageRow]) -> Invoice:
     return rate_invoice(original.pricing, original.tenant, Period.parse(original.period), rows)
 
 
-def rerate_differences(store: BillingStore, original: StoredInvoice, *,
-                       exclude_invoice: str | None = None) -> list[Delta]:
+def rerate_differences(
+    store: BillingStore, original: StoredInvoice, *, exclude_invoice: str | None = None
+) -> list[Delta]:
     inv = original.invoice
     already = store.adjustment_lines(inv.tenant, inv.period, exclude_invoice=exclude_invoice)
     return differences(inv, rerate(store, inv), already)

@@ -56,17 +56,43 @@ def mig_parent(gpu_model: str) -> tuple[str, int] | None:
     m = MIG_NAME.match(gpu_model)
     return (m.group("parent"), int(m.group("g"))) if m else None
 
+
 #: GPU model names exactly as NVML's nvmlDeviceGetName reports them. A rate for any other name
 #: is a typo until proven otherwise; a price book may declare new hardware in ``extra_gpu_models``.
-KNOWN_GPU_MODELS: frozenset[str] = frozenset({
-    "NVIDIA B200", "NVIDIA B100", "NVIDIA GB200", "NVIDIA GH200 480GB", "NVIDIA H200",
-    "NVIDIA H200 NVL", "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL",
-    "NVIDIA H800", "NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB",
-    "NVIDIA A100 80GB PCIe", "NVIDIA A800-SXM4-80GB", "NVIDIA A40", "NVIDIA A30", "NVIDIA A10",
-    "NVIDIA A10G", "NVIDIA L40S", "NVIDIA L40", "NVIDIA L4", "NVIDIA RTX 6000 Ada Generation",
-    "NVIDIA RTX A6000", "NVIDIA GeForce RTX 4090", "Tesla V100-SXM2-32GB",
-    "Tesla V100-SXM2-16GB", "Tesla V100-PCIE-16GB", "Tesla T4", "Tesla P100-PCIE-16GB",
-})
+KNOWN_GPU_MODELS: frozenset[str] = frozenset(
+    {
+        "NVIDIA B200",
+        "NVIDIA B100",
+        "NVIDIA GB200",
+        "NVIDIA GH200 480GB",
+        "NVIDIA H200",
+        "NVIDIA H200 NVL",
+        "NVIDIA H100 80GB HBM3",
+        "NVIDIA H100 PCIe",
+        "NVIDIA H100 NVL",
+        "NVIDIA H800",
+        "NVIDIA A100-SXM4-80GB",
+        "NVIDIA A100-SXM4-40GB",
+        "NVIDIA A100-PCIE-40GB",
+        "NVIDIA A100 80GB PCIe",
+        "NVIDIA A800-SXM4-80GB",
+        "NVIDIA A40",
+        "NVIDIA A30",
+        "NVIDIA A10",
+        "NVIDIA A10G",
+        "NVIDIA L40S",
+        "NVIDIA L40",
+        "NVIDIA L4",
+        "NVIDIA RTX 6000 Ada Generation",
+        "NVIDIA RTX A6000",
+        "NVIDIA GeForce RTX 4090",
+        "Tesla V100-SXM2-32GB",
+        "Tesla V100-SXM2-16GB",
+        "Tesla V100-PCIE-16GB",
+        "Tesla T4",
+        "Tesla P100-PCIE-16GB",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -224,12 +250,20 @@ def rates_in(rates: tuple[Rate, ...], period: Period) -> tuple[Rate, ...]:
     """Rates in force at some instant of the period, in a stable order."""
 
     def superseded_before(rate: Rate, day: date) -> bool:
-        return any(o.gpu_model == rate.gpu_model and o.billing_class == rate.billing_class
-                   and rate.effective_from < o.effective_from <= day for o in rates)
+        return any(
+            o.gpu_model == rate.gpu_model
+            and o.billing_class == rate.billing_class
+            and rate.effective_from < o.effective_from <= day
+            for o in rates
+        )
 
-    keep = [r for r in rates
-            if r.effective_from <= period.last_day and not superseded_before(r, period.first_day)
-            and (r.effective_until is None or r.effective_until > period.first_day)]
+    keep = [
+        r
+        for r in rates
+        if r.effective_from <= period.last_day
+        and not superseded_before(r, period.first_day)
+        and (r.effective_until is None or r.effective_until > period.first_day)
+    ]
     return tuple(sorted(keep, key=lambda r: (r.gpu_model, r.billing_class, r.effective_from)))
 
 

@@ -37,8 +37,7 @@ def parse_contracts(p: Parser, table: Any, plans: Mapping[str, Plan]) -> dict[st
     return {tenant: _contract(p, tenant, t, plans) for tenant, t in table.items()}
 
 
-def _contract(p: Parser, tenant: str, t: Mapping[str, Any],
-              plans: Mapping[str, Plan]) -> Contract:
+def _contract(p: Parser, tenant: str, t: Mapping[str, Any], plans: Mapping[str, Plan]) -> Contract:
     where = f"tenants.{tenant}"
     if tenant == IDLE_TENANT:
         p.bad(where, "idle capacity is never invoiced; remove this contract")
@@ -51,36 +50,54 @@ def _contract(p: Parser, tenant: str, t: Mapping[str, Any],
     ends = p.day(where, t, "ends_on", required=False)
     if starts and ends and ends < starts:
         p.bad(where, f"ends_on {ends} is before starts_on {starts}")
-    commitments = tuple(_commitment(p, f"{where}.commitments[{j}]", c)
-                        for j, c in enumerate(t.get("commitments", [])))
+    commitments = tuple(
+        _commitment(p, f"{where}.commitments[{j}]", c)
+        for j, c in enumerate(t.get("commitments", []))
+    )
     minimum = p.money(where, t, "minimum_monthly_spend", required=False)
     if (commitments or minimum) and starts is None:
-        p.bad(where, "starts_on is required with commitments or minimum_monthly_spend (they "
-              "are billed only for the contract's days)")
+        p.bad(
+            where,
+            "starts_on is required with commitments or minimum_monthly_spend (they "
+            "are billed only for the contract's days)",
+        )
     energy = None
     if "energy" in t:
         ew = f"{where}.energy"
-        energy = Energy(p.dec(ew, t["energy"], "pue", min_=Decimal(1), places=PRICE_DECIMALS),
-                        p.price(ew, t["energy"], "price_per_kwh"))
-    credits = tuple(_credit(p, f"{where}.credits[{j}] (id={c.get('id')!r})", c)
-                    for j, c in enumerate(t.get("credits", [])))
+        energy = Energy(
+            p.dec(ew, t["energy"], "pue", min_=Decimal(1), places=PRICE_DECIMALS),
+            p.price(ew, t["energy"], "price_per_kwh"),
+        )
+    credits = tuple(
+        _credit(p, f"{where}.credits[{j}] (id={c.get('id')!r})", c)
+        for j, c in enumerate(t.get("credits", []))
+    )
     if len({c.id for c in credits}) != len(credits):
         p.bad(where, "credit ids must be unique")
     return Contract(
         tenant=tenant,
-        customer=Party(p.text(where, t, "name", tenant), tuple(t.get("address", ())),
-                       p.text(where, t, "tax_id"), p.text(where, t, "email")),
+        customer=Party(
+            p.text(where, t, "name", tenant),
+            tuple(t.get("address", ())),
+            p.text(where, t, "tax_id"),
+            p.text(where, t, "email"),
+        ),
         plan=plan,
         default_class=p.klass(where, t.get("default_class", "on_demand")),
-        discount_pct=p.dec(where, t, "discount_pct", required=False, max_=Decimal(100),
-                           places=PCT_DECIMALS),
-        commitments=commitments, energy=energy, credits=credits,
-        tax_rate=p.dec(where, t, "tax_rate", required=False, max_=Decimal(1),
-                       places=PRICE_DECIMALS),
+        discount_pct=p.dec(
+            where, t, "discount_pct", required=False, max_=Decimal(100), places=PCT_DECIMALS
+        ),
+        commitments=commitments,
+        energy=energy,
+        credits=credits,
+        tax_rate=p.dec(
+            where, t, "tax_rate", required=False, max_=Decimal(1), places=PRICE_DECIMALS
+        ),
         tax_label=p.text(where, t, "tax_label", "Tax"),
-        starts_on=starts, ends_on=ends, minimum_monthly_spend=minimum,
-        rates=p.rates(t.get("rates", []), prefix=f"{where}.rates", tenant=tenant,
-                      required=False),
+        starts_on=starts,
+        ends_on=ends,
+        minimum_monthly_spend=minimum,
+        rates=p.rates(t.get("rates", []), prefix=f"{where}.rates", tenant=tenant, required=False),
         tax_rates=_tax_rates(p, where, t.get("tax_rates", [])),
     )
 
@@ -92,8 +109,9 @@ def _commitment(p: Parser, where: str, c: Mapping[str, Any]) -> Commitment:
     hours = p.dec(cw, c, "gpu_hours_per_month", positive=True)
     if (hours * 3600) % 1:
         p.bad(cw, f"gpu_hours_per_month {hours} must be a whole number of seconds")
-    return Commitment(c.get("gpu_model", ""), hours, p.price(cw, c, "rate"),
-                      p.price(cw, c, "overage_rate"))
+    return Commitment(
+        c.get("gpu_model", ""), hours, p.price(cw, c, "rate"), p.price(cw, c, "overage_rate")
+    )
 
 
 def _credit(p: Parser, where: str, c: Mapping[str, Any]) -> Credit:
@@ -105,12 +123,21 @@ def _credit(p: Parser, where: str, c: Mapping[str, Any]) -> Credit:
         p.bad(where, f"gpu_model {model!r} (the credit's scope) is not a known GPU model")
     klass = p.text(where, c, "billing_class")
     if klass and klass not in BILLING_CLASSES:
-        p.bad(where, f"billing_class {klass!r} (the credit's scope) is not one of "
-              f"{', '.join(BILLING_CLASSES)}")
+        p.bad(
+            where,
+            f"billing_class {klass!r} (the credit's scope) is not one of "
+            f"{', '.join(BILLING_CLASSES)}",
+        )
     start = p.day(where, c, "valid_from") or date.min
-    return Credit(p.text(where, c, "id", required=True), kind,
-                  p.money(where, c, "amount", positive=True), start,
-                  p.day(where, c, "valid_until", required=False), model, klass)
+    return Credit(
+        p.text(where, c, "id", required=True),
+        kind,
+        p.money(where, c, "amount", positive=True),
+        start,
+        p.day(where, c, "valid_until", required=False),
+        model,
+        klass,
+    )
 
 
 def _tax_rates(p: Parser, where: str, entries: Any) -> tuple[TaxRate, ...]:

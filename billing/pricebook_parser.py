@@ -63,10 +63,20 @@ class Parser:
     def bad(self, where: str, what: str) -> None:
         self.problems.add(where, what)
 
-    def dec(self, where: str, table: Mapping[str, Any], key: str, *, required: bool = True,
-            default: Decimal | None = None, min_: Decimal | None = Decimal(0),
-            max_: Decimal | None = None, positive: bool = False,
-            places: int | None = None, what: str = "") -> Decimal:
+    def dec(
+        self,
+        where: str,
+        table: Mapping[str, Any],
+        key: str,
+        *,
+        required: bool = True,
+        default: Decimal | None = None,
+        min_: Decimal | None = Decimal(0),
+        max_: Decimal | None = None,
+        positive: bool = False,
+        places: int | None = None,
+        what: str = "",
+    ) -> Decimal:
         if key not in table:
             if required:
                 self.bad(where, f"{key} is required")
@@ -84,32 +94,42 @@ class Parser:
         if positive and d <= 0:
             self.bad(where, f"{key} = {d} must be positive")
         elif min_ is not None and d < min_:
-            self.bad(where, f"{key} = {d} must not be negative" if min_ == 0
-                     else f"{key} = {d} must be at least {min_}")
+            self.bad(
+                where,
+                f"{key} = {d} must not be negative"
+                if min_ == 0
+                else f"{key} = {d} must be at least {min_}",
+            )
         if max_ is not None and d > max_:
             self.bad(where, f"{key} = {d} must be at most {max_}")
         if places is not None and decimals(d) > places:
-            self.bad(where, f"{key} = {d} has {decimals(d)} decimals; at most {places} "
-                     f"allowed{what} (the price shown on an invoice is the price used)")
+            self.bad(
+                where,
+                f"{key} = {d} has {decimals(d)} decimals; at most {places} "
+                f"allowed{what} (the price shown on an invoice is the price used)",
+            )
         return d
 
     def money(self, where: str, table: Mapping[str, Any], key: str, **kw: Any) -> Decimal:
-        return self.dec(where, table, key, places=self.minor_unit,
-                        what=" (the currency's minor unit)", **kw)
+        return self.dec(
+            where, table, key, places=self.minor_unit, what=" (the currency's minor unit)", **kw
+        )
 
     def price(self, where: str, table: Mapping[str, Any], key: str, **kw: Any) -> Decimal:
         return self.dec(where, table, key, places=PRICE_DECIMALS, **kw)
 
-    def integer(self, where: str, table: Mapping[str, Any], key: str, default: int,
-                min_: int = 0) -> int:
+    def integer(
+        self, where: str, table: Mapping[str, Any], key: str, default: int, min_: int = 0
+    ) -> int:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < min_:
             self.bad(where, f"{key} = {value!r} must be an integer >= {min_}")
             return default
         return value
 
-    def day(self, where: str, table: Mapping[str, Any], key: str, *,
-            required: bool = True) -> date | None:
+    def day(
+        self, where: str, table: Mapping[str, Any], key: str, *, required: bool = True
+    ) -> date | None:
         value = table.get(key)
         if value is None:
             if required:
@@ -123,8 +143,14 @@ class Parser:
             return None
         return value
 
-    def text(self, where: str, table: Mapping[str, Any], key: str, default: str = "",
-             required: bool = False) -> str:
+    def text(
+        self,
+        where: str,
+        table: Mapping[str, Any],
+        key: str,
+        default: str = "",
+        required: bool = False,
+    ) -> str:
         value = table.get(key, default)
         if required and key not in table:
             self.bad(where, f"{key} is required")
@@ -156,8 +182,11 @@ class Parser:
             minor = 2
         self.minor_unit = minor
         if "minor_unit" in raw and raw["minor_unit"] != minor:
-            self.bad("minor_unit", f"{raw['minor_unit']!r} does not match {currency}'s ISO 4217 "
-                     f"minor unit ({minor} digits)")
+            self.bad(
+                "minor_unit",
+                f"{raw['minor_unit']!r} does not match {currency}'s ISO 4217 "
+                f"minor unit ({minor} digits)",
+            )
         extra = raw.get("extra_gpu_models", [])
         if not isinstance(extra, list) or not all(isinstance(m, str) for m in extra):
             self.bad("extra_gpu_models", "must be a list of NVML GPU model names")
@@ -167,14 +196,26 @@ class Parser:
         rates = self.rates(raw.get("rates", []))
         plans = self.plans(raw.get("plans", {}))
         contracts = parse_contracts(self, raw.get("tenants", {}), plans)
-        unknown = sorted(set(raw) - {"schema_version", "currency", "minor_unit", "issuer", "rates",
-                                     "plans", "tenants", "extra_gpu_models"})
+        unknown = sorted(
+            set(raw)
+            - {
+                "schema_version",
+                "currency",
+                "minor_unit",
+                "issuer",
+                "rates",
+                "plans",
+                "tenants",
+                "extra_gpu_models",
+            }
+        )
         for key in unknown:
             self.bad(key, "unknown top-level key")
         if self.problems:
             raise PriceBookError(self.source, self.problems.items)
-        return PriceBook(cast(str, currency), minor, issuer, rates, plans, contracts,
-                         self.models, self.source)
+        return PriceBook(
+            cast(str, currency), minor, issuer, rates, plans, contracts, self.models, self.source
+        )
 
     def issuer(self, t: Any) -> Issuer:
         if not isinstance(t, dict) or "name" not in t:
@@ -184,26 +225,38 @@ class Parser:
         if not prefix.isalnum():
             self.bad("issuer", f"number_prefix {prefix!r} must be letters and digits")
         return Issuer(
-            name=self.text("issuer", t, "name"), address=tuple(t.get("address", ())),
-            tax_id=self.text("issuer", t, "tax_id"), email=self.text("issuer", t, "email"),
+            name=self.text("issuer", t, "name"),
+            address=tuple(t.get("address", ())),
+            tax_id=self.text("issuer", t, "tax_id"),
+            email=self.text("issuer", t, "email"),
             number_prefix=prefix,
             payment_terms_days=self.integer("issuer", t, "payment_terms_days", 30),
         )
 
-    def rates(self, entries: Any, *, prefix: str = "rates", tenant: str = "",
-              required: bool = True) -> tuple[Rate, ...]:
+    def rates(
+        self, entries: Any, *, prefix: str = "rates", tenant: str = "", required: bool = True
+    ) -> tuple[Rate, ...]:
         if not isinstance(entries, list) or (required and not entries):
-            self.bad(prefix, f"at least one [[{prefix}]] entry is required" if required
-                     else "must be a list of rate entries")
+            self.bad(
+                prefix,
+                f"at least one [[{prefix}]] entry is required"
+                if required
+                else "must be a list of rate entries",
+            )
             return ()
         parsed: list[tuple[int, Rate]] = []
         for i, t in enumerate(entries):
             model = t.get("gpu_model", "")
-            where = f"{prefix}[{i}] (gpu_model={model!r}, {t.get('billing_class', '?')}, " \
-                    f"from {t.get('effective_from', '?')})"
+            where = (
+                f"{prefix}[{i}] (gpu_model={model!r}, {t.get('billing_class', '?')}, "
+                f"from {t.get('effective_from', '?')})"
+            )
             if not self.known_model(model):
-                self.bad(where, f"unknown GPU model {model!r}: use the NVML name (e.g. "
-                         "'NVIDIA H100 80GB HBM3') or declare it in extra_gpu_models")
+                self.bad(
+                    where,
+                    f"unknown GPU model {model!r}: use the NVML name (e.g. "
+                    "'NVIDIA H100 80GB HBM3') or declare it in extra_gpu_models",
+                )
             klass = self.klass(where, t.get("billing_class"))
             price = self.price(where, t, "price_per_gpu_hour")
             start = self.day(where, t, "effective_from")
@@ -224,10 +277,12 @@ class Parser:
                     r0.effective_until is not None and r0.effective_until > r1.effective_from
                 ):
                     end = r0.effective_until or "open end"
-                    self.bad(f"{prefix}[{i1}] (gpu_model={r1.gpu_model!r}, {r1.billing_class}, "
-                             f"from {r1.effective_from})",
-                             f"overlaps {prefix}[{i0}] ({r0.effective_from} to {end}) for the "
-                             "same GPU model and billing class")
+                    self.bad(
+                        f"{prefix}[{i1}] (gpu_model={r1.gpu_model!r}, {r1.billing_class}, "
+                        f"from {r1.effective_from})",
+                        f"overlaps {prefix}[{i0}] ({r0.effective_from} to {end}) for the "
+                        "same GPU model and billing class",
+                    )
         return tuple(r for _, r in parsed)
 
     def plans(self, table: Any) -> dict[str, Plan]:
@@ -249,8 +304,11 @@ class Parser:
                 if "up_to_gpu_hours" in tt:
                     up_to = self.dec(tw, tt, "up_to_gpu_hours", positive=True)
                     if up_to <= previous:
-                        self.bad(tw, f"up_to_gpu_hours {up_to} must exceed the previous tier's "
-                                 f"bound {previous}")
+                        self.bad(
+                            tw,
+                            f"up_to_gpu_hours {up_to} must exceed the previous tier's "
+                            f"bound {previous}",
+                        )
                     if (up_to * 3600) % 1:
                         self.bad(tw, f"up_to_gpu_hours {up_to} must be a whole number of seconds")
                     previous = up_to
@@ -261,4 +319,3 @@ class Parser:
                 self.bad(where, "the last tier must omit up_to_gpu_hours (unbounded)")
             plans[name] = Plan(name, minimum, inc, tuple(tiers))
         return plans
-

@@ -74,12 +74,22 @@ class _Job:
 _CLASS_ORDER = {c: i for i, c in enumerate(BILLING_CLASSES)}
 
 
-def rate_invoice(pricing: TenantPricing, tenant: str, period: Period,
-                 rows: Iterable[UsageRow],
-                 adjustments: Sequence[InvoiceLine] = ()) -> Invoice:
+def rate_invoice(
+    pricing: TenantPricing,
+    tenant: str,
+    period: Period,
+    rows: Iterable[UsageRow],
+    adjustments: Sequence[InvoiceLine] = (),
+) -> Invoice:
     """The draft invoice of ``tenant`` for ``period``; rows of other tenants/periods are ignored."""
-    mine = [r for r in rows if r.tenant == tenant and r.tenant != IDLE_TENANT
-            and period.contains(r.start) and r.gpu_seconds > 0]
+    mine = [
+        r
+        for r in rows
+        if r.tenant == tenant
+        and r.tenant != IDLE_TENANT
+        and period.contains(r.start)
+        and r.gpu_seconds > 0
+    ]
     jobs = _jobs(pricing, tenant, period, mine)
     minor = pricing.minor_unit
     lines = _usage_lines(pricing, period, jobs)
@@ -87,17 +97,34 @@ def rate_invoice(pricing: TenantPricing, tenant: str, period: Period,
     c = pricing.contract
     if c.discount_pct and usage_base:
         fraction = _CTX.divide(c.discount_pct, Decimal(100))
-        lines.append(line("discount", "", "", f"Discount {c.discount_pct}% on usage",
-                          usage_base, "", -fraction, round_money(-usage_base * fraction, minor)))
+        lines.append(
+            line(
+                "discount",
+                "",
+                "",
+                f"Discount {c.discount_pct}% on usage",
+                usage_base,
+                "",
+                -fraction,
+                round_money(-usage_base * fraction, minor),
+            )
+        )
     if c.energy is not None:
         mj = sum(r.energy_mj for r in mine)
         facility_kwh = _CTX.divide(mj * c.energy.pue, Decimal(MJ_PER_KWH))
-        lines.append(line(
-            "energy", "", "",
-            f"Energy pass-through: {round_quantity(_CTX.divide(Decimal(mj), Decimal(MJ_PER_KWH)))}"
-            f" kWh measured x PUE {c.energy.pue}",
-            round_quantity(facility_kwh), "kWh", c.energy.price_per_kwh,
-            round_money(_CTX.multiply(facility_kwh, c.energy.price_per_kwh), minor)))
+        lines.append(
+            line(
+                "energy",
+                "",
+                "",
+                f"Energy pass-through: {round_quantity(_CTX.divide(Decimal(mj), Decimal(MJ_PER_KWH)))}"
+                f" kWh measured x PUE {c.energy.pue}",
+                round_quantity(facility_kwh),
+                "kWh",
+                c.energy.price_per_kwh,
+                round_money(_CTX.multiply(facility_kwh, c.energy.price_per_kwh), minor),
+            )
+        )
     minimum = minimum_line(pricing, period, lines)
     if minimum is not None:
         lines.append(minimum)
@@ -106,13 +133,28 @@ def rate_invoice(pricing: TenantPricing, tenant: str, period: Period,
     tax_rate = c.tax_rate_on(period.last_day)
     if tax_rate:
         base = sum((ln.amount for ln in lines), Decimal(0))
-        lines.append(line("tax", "", "", f"{c.tax_label} {format((tax_rate * 100).normalize(), 'f')}%",
-                          base, "", tax_rate, round_money(base * tax_rate, minor)))
+        lines.append(
+            line(
+                "tax",
+                "",
+                "",
+                f"{c.tax_label} {format((tax_rate * 100).normalize(), 'f')}%",
+                base,
+                "",
+                tax_rate,
+                round_money(base * tax_rate, minor),
+            )
+        )
     numbered = tuple(InvoiceLine(**{**ln.__dict__, "line_no": i + 1}) for i, ln in enumerate(lines))
     return Invoice(
         invoice_id=invoice_id_for(pricing.issuer.number_prefix, tenant, str(period)),
-        tenant=tenant, period=str(period), currency=pricing.currency, minor_unit=minor,
-        pricing=pricing, lines=numbered, jobs=_job_usage(jobs),
+        tenant=tenant,
+        period=str(period),
+        currency=pricing.currency,
+        minor_unit=minor,
+        pricing=pricing,
+        lines=numbered,
+        jobs=_job_usage(jobs),
     )
 
 
@@ -126,13 +168,16 @@ def billable_seconds(raw: int, minimum: int, increment: int) -> int:
 def resolve_class(row_class: str, pricing: TenantPricing, tenant: str) -> BillingClass:
     klass = row_class or pricing.contract.default_class
     if klass not in BILLING_CLASSES:
-        raise BillingError(f"tenant {tenant!r} has usage with unknown billing class {klass!r} "
-                           f"(known: {', '.join(BILLING_CLASSES)})")
+        raise BillingError(
+            f"tenant {tenant!r} has usage with unknown billing class {klass!r} "
+            f"(known: {', '.join(BILLING_CLASSES)})"
+        )
     return klass  # type: ignore[return-value]
 
 
-def _jobs(pricing: TenantPricing, tenant: str, period: Period,
-          rows: Sequence[UsageRow]) -> dict[tuple[str, str, BillingClass], _Job]:
+def _jobs(
+    pricing: TenantPricing, tenant: str, period: Period, rows: Sequence[UsageRow]
+) -> dict[tuple[str, str, BillingClass], _Job]:
     jobs: dict[tuple[str, str, BillingClass], _Job] = {}
     for r in sorted(rows, key=lambda r: r.start):
         klass = resolve_class(r.billing_class, pricing, tenant)
@@ -157,8 +202,9 @@ def _jobs(pricing: TenantPricing, tenant: str, period: Period,
     return jobs
 
 
-def _usage_lines(pricing: TenantPricing, period: Period,
-                 jobs: dict[tuple[str, str, BillingClass], _Job]) -> list[InvoiceLine]:
+def _usage_lines(
+    pricing: TenantPricing, period: Period, jobs: dict[tuple[str, str, BillingClass], _Job]
+) -> list[InvoiceLine]:
     per_group: dict[tuple[str, BillingClass], dict[Rate | None, int]] = {}
     for (_, model, klass), j in jobs.items():
         acc = per_group.setdefault((model, klass), {})
@@ -168,25 +214,36 @@ def _usage_lines(pricing: TenantPricing, period: Period,
         if active_commitment(pricing, c.gpu_model, period) is not None:
             per_group.setdefault((c.gpu_model, "reserved"), {})
     lines: list[InvoiceLine] = []
-    for (model, klass) in sorted(per_group, key=lambda k: (k[0], _CLASS_ORDER[k[1]])):
-        segments = sorted(per_group[(model, klass)].items(),
-                          key=lambda kv: kv[0].effective_from if kv[0] else datetime.min.date())
+    for model, klass in sorted(per_group, key=lambda k: (k[0], _CLASS_ORDER[k[1]])):
+        segments = sorted(
+            per_group[(model, klass)].items(),
+            key=lambda kv: kv[0].effective_from if kv[0] else datetime.min.date(),
+        )
         commitment = active_commitment(pricing, model, period) if klass == "reserved" else None
         if commitment is not None:
-            lines.extend(commitment_lines(pricing, commitment, sum(s for _, s in segments),
-                                          period))
+            lines.extend(commitment_lines(pricing, commitment, sum(s for _, s in segments), period))
         elif klass == "on_demand" and pricing.contract.plan.tiers:
             lines.extend(_tiered_lines(pricing, model, segments))
         else:
             for rate, s in segments:
                 assert rate is not None
-                lines.append(seconds_line(pricing, "usage", model, klass, s,
-                                           rate.price_per_gpu_hour, _rate_label(model, klass, rate)))
+                lines.append(
+                    seconds_line(
+                        pricing,
+                        "usage",
+                        model,
+                        klass,
+                        s,
+                        rate.price_per_gpu_hour,
+                        _rate_label(model, klass, rate),
+                    )
+                )
     return lines
 
 
-def _tiered_lines(pricing: TenantPricing, model: str,
-                  segments: list[tuple[Rate | None, int]]) -> list[InvoiceLine]:
+def _tiered_lines(
+    pricing: TenantPricing, model: str, segments: list[tuple[Rate | None, int]]
+) -> list[InvoiceLine]:
     """Graduated: the model's on-demand seconds fill tiers in time order (segment by segment)."""
     tiers = pricing.contract.plan.tiers
     lines = []
@@ -209,10 +266,18 @@ def _tiered_lines(pricing: TenantPricing, model: str,
                 continue
             price = round_price(rate.price_per_gpu_hour * (100 - tier.discount_pct) / 100)
             span = f"{lo}-{tier.up_to_gpu_hours}" if tier.up_to_gpu_hours else f"over {lo}"
-            lines.append(seconds_line(
-                pricing, "usage", model, "on_demand", take, price,
-                f"{_rate_label(model, 'on_demand', rate)}, tier {i + 1} ({span} GPU-h, "
-                f"{tier.discount_pct}% off)"))
+            lines.append(
+                seconds_line(
+                    pricing,
+                    "usage",
+                    model,
+                    "on_demand",
+                    take,
+                    price,
+                    f"{_rate_label(model, 'on_demand', rate)}, tier {i + 1} ({span} GPU-h, "
+                    f"{tier.discount_pct}% off)",
+                )
+            )
             filled += take
             left -= take
     return lines
@@ -222,30 +287,82 @@ def _job_usage(jobs: dict[tuple[str, str, BillingClass], _Job]) -> tuple[JobUsag
     out = []
     for (job, model, klass), j in sorted(jobs.items()):
         assert j.first is not None and j.last is not None
-        out.append(JobUsage(job, model, klass, len(j.gpus), j.first, j.last, j.raw_seconds,
-                            j.seconds, j.energy_mj))
+        out.append(
+            JobUsage(
+                job,
+                model,
+                klass,
+                len(j.gpus),
+                j.first,
+                j.last,
+                j.raw_seconds,
+                j.seconds,
+                j.energy_mj,
+            )
+        )
     return tuple(out)
 
 
-def seconds_line(pricing: TenantPricing, kind: str, model: str, klass: str, seconds: int,
-                 unit_price: Decimal, description: str) -> InvoiceLine:
+def seconds_line(
+    pricing: TenantPricing,
+    kind: str,
+    model: str,
+    klass: str,
+    seconds: int,
+    unit_price: Decimal,
+    description: str,
+) -> InvoiceLine:
     amount = round_money(_CTX.divide(seconds * unit_price, Decimal(3600)), pricing.minor_unit)
-    return line(kind, model, klass, description, round_quantity(Decimal(seconds) / 3600),
-                "GPU-hour", unit_price, amount, seconds=seconds)
+    return line(
+        kind,
+        model,
+        klass,
+        description,
+        round_quantity(Decimal(seconds) / 3600),
+        "GPU-hour",
+        unit_price,
+        amount,
+        seconds=seconds,
+    )
 
 
-def line(kind: str, model: str, klass: str, description: str, quantity: Decimal, unit: str,
-         unit_price: Decimal, amount: Decimal, *, reference: str = "",
-         seconds: int = 0) -> InvoiceLine:
+def line(
+    kind: str,
+    model: str,
+    klass: str,
+    description: str,
+    quantity: Decimal,
+    unit: str,
+    unit_price: Decimal,
+    amount: Decimal,
+    *,
+    reference: str = "",
+    seconds: int = 0,
+) -> InvoiceLine:
     if round_price(unit_price) != unit_price:
         # The price shown is the price used: a price with more digits than documents show
         # would bill one amount and show another. The price book's validation prevents it.
-        raise BillingError(f"{kind} line {description!r}: unit price {unit_price} has more "
-                           "than 6 decimals; fix the price book entry")
-    return InvoiceLine(0, kind, model, klass, description, quantity, unit,  # type: ignore[arg-type]
-                       unit_price, amount, reference=reference, seconds=seconds)
+        raise BillingError(
+            f"{kind} line {description!r}: unit price {unit_price} has more "
+            "than 6 decimals; fix the price book entry"
+        )
+    return InvoiceLine(
+        0,
+        kind,  # type: ignore[arg-type]
+        model,
+        klass,
+        description,
+        quantity,
+        unit,  # type: ignore[arg-type]
+        unit_price,
+        amount,
+        reference=reference,
+        seconds=seconds,
+    )
 
 
 def _rate_label(model: str, klass: str, rate: Rate) -> str:
-    return f"{model} {klass.replace('_', '-')} at {rate.price_per_gpu_hour}/GPU-h " \
-           f"(price from {rate.effective_from})"
+    return (
+        f"{model} {klass.replace('_', '-')} at {rate.price_per_gpu_hour}/GPU-h "
+        f"(price from {rate.effective_from})"
+    )

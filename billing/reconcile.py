@@ -65,12 +65,17 @@ class ReconcileReport:
         idle = sum(g.idle for g in self.gpus)
         observed = sum(g.observed for g in self.gpus)
         sources = sorted({g.source for g in self.gpus}) or ["no usage"]
-        out.append(f"conservation over {len(self.gpus)} GPU(s): billed {billed} + idle {idle} "
-                   f"= {billed + idle} GPU-seconds; observed {observed} (from {'; '.join(sources)})")
+        out.append(
+            f"conservation over {len(self.gpus)} GPU(s): billed {billed} + idle {idle} "
+            f"= {billed + idle} GPU-seconds; observed {observed} (from {'; '.join(sources)})"
+        )
         out += conflict_lines(self.conflicts)
         out += [f"  DIFFERENCE: {d}" for d in self.differences]
-        out.append("OK: invoices match the ledger" if self.ok else
-                   f"FAILED: {len(self.differences)} difference(s)")
+        out.append(
+            "OK: invoices match the ledger"
+            if self.ok
+            else f"FAILED: {len(self.differences)} difference(s)"
+        )
         return out
 
 
@@ -91,14 +96,17 @@ def reconcile_period(client: QueryClient, period: Period) -> ReconcileReport:
             continue
         number = stored.invoice.number
         if hashlib.sha256(stored.document.encode()).hexdigest() != stored.content_hash:
-            report.differences.append(f"{number} ({tenant}): stored document does not match "
-                                      "its content hash")
+            report.differences.append(
+                f"{number} ({tenant}): stored document does not match its content hash"
+            )
         mine = holders.get(tenant, [])
         for holder in mine:
             if holder.status == "draft":
-                report.pending.append(f"adjustments for {number} are on the draft invoice of "
-                                      f"{holder.invoice.tenant} {holder.invoice.period}; "
-                                      "finalize it")
+                report.pending.append(
+                    f"adjustments for {number} are on the draft invoice of "
+                    f"{holder.invoice.tenant} {holder.invoice.period}; "
+                    "finalize it"
+                )
         inv = stored.invoice
         rerated = rate_invoice(inv.pricing, tenant, period, rows)
         for d in differences(inv, rerated, lines_correcting(mine, inv.period)):
@@ -106,24 +114,32 @@ def reconcile_period(client: QueryClient, period: Period) -> ReconcileReport:
             report.differences.append(
                 f"{number} ({tenant}): {kind} {model} {klass} at {price}/{unit or 'unit'}: "
                 f"ledger says {d.amount:+} {stored.invoice.currency} ({d.seconds:+} GPU-s) "
-                "more than invoiced + adjusted; run the next period to bill it")
+                "more than invoiced + adjusted; run the next period to bill it"
+            )
         report.checked.append(number)
     for tenant in sorted(with_usage - set(finalized)):
         state = next((s.status for s in invoices if s.invoice.tenant == tenant), "none")
         mine = holders.get(tenant, []) if state == "none" else []
         if mine:  # late usage carried forward onto a later invoice (billing.late_usage)
-            report.pending += [f"{tenant}: usage of {period} carried forward to "
-                               f"{h.invoice.number or 'the draft'} of {h.invoice.period}"
-                               for h in mine if h.status == "draft"]
+            report.pending += [
+                f"{tenant}: usage of {period} carried forward to "
+                f"{h.invoice.number or 'the draft'} of {h.invoice.period}"
+                for h in mine
+                if h.status == "draft"
+            ]
             continue
-        report.differences.append(f"{tenant} has usage in {period} but no finalized invoice "
-                                  f"(invoice: {state}); if {period} is closed, run the next "
-                                  "period to carry it forward")
+        report.differences.append(
+            f"{tenant} has usage in {period} but no finalized invoice "
+            f"(invoice: {state}); if {period} is closed, run the next "
+            "period to carry it forward"
+        )
     report.gpus = conservation(store, period)
     report.conflicts = period_conflicts(store, period)
     report.differences += [
         f"GPU {g.gpu}: billed {g.billed} + idle {g.idle} = {g.billed + g.idle} GPU-seconds, "
-        f"but {g.observed} observed ({g.source})" for g in report.gpus if not g.ok
+        f"but {g.observed} observed ({g.source})"
+        for g in report.gpus
+        if not g.ok
     ]
     return report
 
@@ -138,7 +154,7 @@ def conservation(store: BillingStore, period: Period) -> list[GpuBalance]:
     ledger = []
     masks = {}
     for gpu, billed, idle, first_minute, observed in store._query(
-            f"""SELECT any(g) AS gpu, sum(b), sum(i), min(minute), sum(bitCount(m)) FROM (
+        f"""SELECT any(g) AS gpu, sum(b), sum(i), min(minute), sum(bitCount(m)) FROM (
                   SELECT minute, gpu_uuid, mig_uuid,
                          any(if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid))) AS g,
                          sumIf(gpu_seconds, tenant != {{idle:String}}) AS b,
@@ -147,22 +163,27 @@ def conservation(store: BillingStore, period: Period) -> list[GpuBalance]:
                   FROM usage_minutely FINAL WHERE {span}
                   GROUP BY minute, gpu_uuid, mig_uuid)
                GROUP BY gpu_uuid, mig_uuid
-               SETTINGS optimize_aggregation_in_order = 1""", **params):
+               SETTINGS optimize_aggregation_in_order = 1""",
+        **params,
+    ):
         ledger.append((gpu, billed, idle, first_minute))
         masks[gpu] = observed
-    raw = {g: (int(n), first) for g, n, first in store._query(
-        """SELECT if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid)) AS gpu,
+    raw = {
+        g: (int(n), first)
+        for g, n, first in store._query(
+            """SELECT if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid)) AS gpu,
                   uniqExact(ts), min(ts)
            FROM usage_seconds FINAL
            WHERE ts >= {start:DateTime('UTC')} AND ts < {end:DateTime('UTC')} GROUP BY gpu""",
-        **params)}
+            **params,
+        )
+    }
     earliest_raw = store._query("SELECT min(ts), count() FROM usage_seconds")
     out = []
     for gpu, billed, idle, first_minute in sorted(ledger):
         # The raw archive is authoritative only if it still holds this GPU's first ledger minute.
         r = raw.get(gpu)
-        covers = r is not None and earliest_raw[0][1] and r[1] <= first_minute.replace(
-            second=59)
+        covers = r is not None and earliest_raw[0][1] and r[1] <= first_minute.replace(second=59)
         observed, source = (r[0], RAW) if covers and r else (int(masks.get(gpu, 0)), LEDGER)
         out.append(GpuBalance(gpu, int(billed), int(idle), observed, source))
     return out

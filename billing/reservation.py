@@ -48,7 +48,8 @@ class ReservationError(BillingError):
             f"another billing run or finalization is in progress ({scope!r} reserved by "
             f"{', '.join(others)}); nothing was changed. Wait for it to finish and try again "
             f"(a crashed writer's reservation expires after {int(DEFAULT_TTL.total_seconds() // 60)} "
-            "minutes)")
+            "minutes)"
+        )
 
 
 @dataclass
@@ -85,15 +86,20 @@ class Reservation:
     def live(self) -> list[tuple[str, str]]:
         rows = BillingStore(self.client)._query(
             """SELECT token, holder, expires_at FROM billing_reservations FINAL
-               WHERE scope = {scope:String} AND released = 0""", scope=self.scope)
+               WHERE scope = {scope:String} AND released = 0""",
+            scope=self.scope,
+        )
         now = self.now()
         return [(t, h) for t, h, exp in rows if _utc(exp) > now]
 
     def _write(self, at: datetime, *, released: int) -> None:
         holder = f"{socket.gethostname()}/{os.getpid()}"
-        _insert(self.client, "billing_reservations", [
-            self.scope, self.token, at, at + self.ttl, holder, time.time_ns(), released],
-            COLUMNS)
+        _insert(
+            self.client,
+            "billing_reservations",
+            [self.scope, self.token, at, at + self.ttl, holder, time.time_ns(), released],
+            COLUMNS,
+        )
 
     def __enter__(self) -> Reservation:
         self.acquire()
@@ -106,17 +112,30 @@ class Reservation:
 # -- closed periods ---------------------------------------------------------------------------
 
 
-def record_close(client: QueryClient, period: Period, *, at: datetime, forced: bool,
-                 reason: str, invoices: int, holder: str) -> None:
-    _insert(client, "billing_period_closes", [str(period), at, int(forced), reason, invoices,
-                                              holder],
-            ["period", "closed_at", "forced", "reason", "invoices", "holder"])
+def record_close(
+    client: QueryClient,
+    period: Period,
+    *,
+    at: datetime,
+    forced: bool,
+    reason: str,
+    invoices: int,
+    holder: str,
+) -> None:
+    _insert(
+        client,
+        "billing_period_closes",
+        [str(period), at, int(forced), reason, invoices, holder],
+        ["period", "closed_at", "forced", "reason", "invoices", "holder"],
+    )
 
 
 def closes(client: QueryClient, period: Period) -> list[tuple[datetime, bool, str]]:
     rows = BillingStore(client)._query(
         """SELECT closed_at, forced, reason FROM billing_period_closes
-           WHERE period = {period:String} ORDER BY closed_at""", period=str(period))
+           WHERE period = {period:String} ORDER BY closed_at""",
+        period=str(period),
+    )
     return [(_utc(at), bool(f), r) for at, f, r in rows]
 
 
@@ -126,7 +145,9 @@ def closed_periods(client: QueryClient, before: Period) -> list[Period]:
         """SELECT period FROM billing_period_closes WHERE period < {before:String}
            UNION DISTINCT
            SELECT period FROM invoices FINAL
-           WHERE status = 'finalized' AND period < {before:String}""", before=str(before))
+           WHERE status = 'finalized' AND period < {before:String}""",
+        before=str(before),
+    )
     return sorted(Period.parse(r[0]) for r in rows)
 
 

@@ -32,8 +32,15 @@ from billing.rating import rate_invoice
 from billing.reservation import Reservation, closed_periods, closes, record_close
 from billing.store import BillingStore, QueryClient, with_tenants
 
-__all__ = ["rerate", "rerate_differences", "run_period", "finalize_period", "export_period",
-           "invoice_month", "pending_adjustments"]
+__all__ = [
+    "rerate",
+    "rerate_differences",
+    "run_period",
+    "finalize_period",
+    "export_period",
+    "invoice_month",
+    "pending_adjustments",
+]
 
 ExportFormat = Literal["csv", "json", "pdf"]
 #: The reason ``invoice_month`` (the demo's one-call path) records when it finalizes a period
@@ -47,7 +54,8 @@ class PeriodOpenError(BillingError):
         super().__init__(
             f"{period} has not ended (plus the ingest grace): it can be finalized from "
             f"{closes_at:%Y-%m-%d %H:%M} UTC. To finalize earlier, force it with a reason "
-            "(`--force --reason '...'`); the reason is recorded with the close")
+            "(`--force --reason '...'`); the reason is recorded with the close"
+        )
 
 
 @dataclass(frozen=True)
@@ -77,15 +85,22 @@ def _now() -> datetime:
 
 
 def summarize(inv: Invoice) -> InvoiceSummary:
-    return InvoiceSummary(inv.tenant, inv.number, inv.status,
-                          (inv.gpu_hours).quantize(Decimal("0.001")), inv.total, inv.currency)
+    return InvoiceSummary(
+        inv.tenant,
+        inv.number,
+        inv.status,
+        (inv.gpu_hours).quantize(Decimal("0.001")),
+        inv.total,
+        inv.currency,
+    )
 
 
 # -- run -------------------------------------------------------------------------------------
 
 
-def run_period(client: QueryClient, book: PriceBook, period: Period, *,
-               now: Callable[[], datetime] = _now) -> RunResult:
+def run_period(
+    client: QueryClient, book: PriceBook, period: Period, *, now: Callable[[], datetime] = _now
+) -> RunResult:
     """Draft (or re-draft) the invoice of every tenant with usage, a commitment or minimum spend
     in force, or pending adjustments in ``period``. Finalized invoices are never touched (they
     are reported in ``refused``); a closed period gets no new drafts (``carried``)."""
@@ -107,8 +122,11 @@ def _run(client: QueryClient, book: PriceBook, period: Period, at: datetime) -> 
     closed = period in closed_periods(client, before=period.next())
     credits = store.credits_used_by_tenant(exclude_period=period)
     list_rates = book.rates_for_period(period)
-    always = {t for t, c in book.contracts.items()
-              if (c.commitments or c.minimum_monthly_spend) and c.days_in(period)}
+    always = {
+        t
+        for t, c in book.contracts.items()
+        if (c.commitments or c.minimum_monthly_spend) and c.days_in(period)
+    }
     result = RunResult(period)
     # Usage streams in tenant order; each tenant is rated as soon as its rows are complete.
     for tenant, rows in with_tenants(store.usage_by_tenant(period), set(pending) | always):
@@ -119,10 +137,12 @@ def _run(client: QueryClient, book: PriceBook, period: Period, at: datetime) -> 
         if closed and current is None:
             result.carried.append(tenant)  # billed as adjustments on its next invoice
             continue
-        pricing = TenantPricing.from_pricebook(book, tenant, period, credits.get(tenant, {}),
-                                               list_rates=list_rates)
-        result.drafted.append(rate_invoice(pricing, tenant, period, rows,
-                                           adjustments=pending.get(tenant, [])))
+        pricing = TenantPricing.from_pricebook(
+            book, tenant, period, credits.get(tenant, {}), list_rates=list_rates
+        )
+        result.drafted.append(
+            rate_invoice(pricing, tenant, period, rows, adjustments=pending.get(tenant, []))
+        )
     # Every tenant rated without error: only now write, all in one commit.
     store.save_all([(inv, at, None) for inv in result.drafted])
     return result
@@ -131,10 +151,15 @@ def _run(client: QueryClient, book: PriceBook, period: Period, at: datetime) -> 
 # -- finalize --------------------------------------------------------------------------------
 
 
-def finalize_period(client: QueryClient, period: Period, *,
-                    now: Callable[[], datetime] = _now, grace: timedelta = INGEST_GRACE,
-                    force_reason: str | None = None,
-                    reservation: Reservation | None = None) -> list[Invoice]:
+def finalize_period(
+    client: QueryClient,
+    period: Period,
+    *,
+    now: Callable[[], datetime] = _now,
+    grace: timedelta = INGEST_GRACE,
+    force_reason: str | None = None,
+    reservation: Reservation | None = None,
+) -> list[Invoice]:
     """Number, hash and freeze every draft of the period, all or none. Numbers: gapless per
     issuer and issue year, allocated in tenant order, under the finalize reservation.
 
@@ -152,43 +177,63 @@ def finalize_period(client: QueryClient, period: Period, *,
         invoiced = {s.invoice.tenant for s in stored}
         missing = sorted(store.tenants_with_usage(period) - invoiced)
         if missing and not closes(client, period):
-            raise BillingError(f"{period}: tenants {', '.join(missing)} have usage but no draft "
-                               f"invoice; run `gpumeter invoices run --period {period}` first. "
-                               "Nothing was finalized")
+            raise BillingError(
+                f"{period}: tenants {', '.join(missing)} have usage but no draft "
+                f"invoice; run `gpumeter invoices run --period {period}` first. "
+                "Nothing was finalized"
+            )
         batch = []
         for prefix in sorted({d.invoice.pricing.issuer.number_prefix for d in drafts}):
             mine = [d for d in drafts if d.invoice.pricing.issuer.number_prefix == prefix]
             numbers = next_numbers(store.finalized_numbers(prefix), prefix, at.year, len(mine))
-            batch += [(s.invoice.finalized(n, at.date()), s.created_at, at)
-                      for s, n in zip(mine, numbers, strict=True)]
+            batch += [
+                (s.invoice.finalized(n, at.date()), s.created_at, at)
+                for s, n in zip(mine, numbers, strict=True)
+            ]
         if not held.still_held():  # expired while we worked: another may have taken over
-            raise BillingError("the finalize reservation expired before the write; nothing "
-                               "was finalized; run finalize again")
+            raise BillingError(
+                "the finalize reservation expired before the write; nothing "
+                "was finalized; run finalize again"
+            )
         store.save_all(batch)
         forced = at < period.closes_at(grace)
-        record_close(client, period, at=at, forced=forced,
-                     reason=(force_reason or "").strip() if forced else "",
-                     invoices=len(batch), holder=held.token)
+        record_close(
+            client,
+            period,
+            at=at,
+            forced=forced,
+            reason=(force_reason or "").strip() if forced else "",
+            invoices=len(batch),
+            holder=held.token,
+        )
     return [inv for inv, _, _ in batch]
 
 
 # -- export ----------------------------------------------------------------------------------
 
 
-def export_period(client: QueryClient, period: Period, fmt: ExportFormat,
-                  out_dir: Path, *, processes: int | None = None) -> list[Path]:
+def export_period(
+    client: QueryClient,
+    period: Period,
+    fmt: ExportFormat,
+    out_dir: Path,
+    *,
+    processes: int | None = None,
+) -> list[Path]:
     """Write the period's invoices. Documents stream from ClickHouse (one block in memory);
     PDFs are rendered by a pool of ``processes`` (default: one per available core)."""
     from billing import export_csv, export_json, export_pdf
 
     store = BillingStore(client)
     if not store.states(period):
-        raise BillingError(f"no invoices for {period}: run `gpumeter invoices run --period "
-                           f"{period}` first")
+        raise BillingError(
+            f"no invoices for {period}: run `gpumeter invoices run --period {period}` first"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
-        invoices = (Invoice.from_document(json.loads(d))
-                    for d in store.documents(period, by_number=True))
+        invoices = (
+            Invoice.from_document(json.loads(d)) for d in store.documents(period, by_number=True)
+        )
         return [export_csv.write_csv_sorted(invoices, out_dir / f"invoices-{period}.csv")]
     if fmt == "json":
         return [export_json.write_document(d, out_dir) for d in store.documents(period)]
@@ -198,9 +243,14 @@ def export_period(client: QueryClient, period: Period, fmt: ExportFormat,
 # -- the whole month -------------------------------------------------------------------------
 
 
-def invoice_month(client: QueryClient, pricebook_path: Path | str, period: str,
-                  out_dir: Path, *, force_reason: str | None = DEMO_FORCE_REASON
-                  ) -> list[InvoiceSummary]:
+def invoice_month(
+    client: QueryClient,
+    pricebook_path: Path | str,
+    period: str,
+    out_dir: Path,
+    *,
+    force_reason: str | None = DEMO_FORCE_REASON,
+) -> list[InvoiceSummary]:
     """Run, finalize and export (csv, json, pdf) one month; one summary row per tenant.
 
     The demo's path: it bills the simulated fleet's month while it is still open, so it

@@ -29,14 +29,43 @@ from billing.pricebook import IDLE_TENANT
 from billing.rating import UsageRow
 
 INVOICE_COLUMNS = [
-    "invoice_id", "tenant", "period", "status", "number", "issuer", "currency", "subtotal",
-    "tax", "total", "gpu_seconds", "created_at", "finalized_at", "content_hash", "document",
+    "invoice_id",
+    "tenant",
+    "period",
+    "status",
+    "number",
+    "issuer",
+    "currency",
+    "subtotal",
+    "tax",
+    "total",
+    "gpu_seconds",
+    "created_at",
+    "finalized_at",
+    "content_hash",
+    "document",
     "revision",
 ]
 LINE_COLUMNS = [
-    "invoice_id", "tenant", "period", "line_no", "kind", "gpu_model", "billing_class",
-    "description", "quantity", "unit", "unit_price", "amount", "reference", "ref_period",
-    "ref_kind", "gpu_seconds", "status", "revision", "is_deleted",
+    "invoice_id",
+    "tenant",
+    "period",
+    "line_no",
+    "kind",
+    "gpu_model",
+    "billing_class",
+    "description",
+    "quantity",
+    "unit",
+    "unit_price",
+    "amount",
+    "reference",
+    "ref_period",
+    "ref_kind",
+    "gpu_seconds",
+    "status",
+    "revision",
+    "is_deleted",
 ]
 
 
@@ -44,8 +73,9 @@ class QueryClient(Protocol):
     """The part of clickhouse-connect's Client billing uses (so fakes type-check)."""
 
     def query(self, query: str, parameters: dict[str, Any] | None = ...) -> Any: ...
-    def insert(self, table: str, data: Sequence[Sequence[Any]],
-               column_names: Sequence[str] = ...) -> Any: ...
+    def insert(
+        self, table: str, data: Sequence[Sequence[Any]], column_names: Sequence[str] = ...
+    ) -> Any: ...
     def command(self, cmd: str, parameters: dict[str, Any] | None = ...) -> Any: ...
 
 
@@ -108,8 +138,9 @@ class BillingStore:
         """The period's allocated usage (see :data:`RATING_QUERY`) as one list."""
         return [r for _, rows in self.usage_by_tenant(period, tenants) for r in rows]
 
-    def usage_by_tenant(self, period: Period, tenants: Iterable[str] | None = None
-                        ) -> Iterator[tuple[str, list[UsageRow]]]:
+    def usage_by_tenant(
+        self, period: Period, tenants: Iterable[str] | None = None
+    ) -> Iterator[tuple[str, list[UsageRow]]]:
         """The period's allocated usage, aggregated per (tenant, job, class, GPU, UTC day),
         one tenant at a time in ascending tenant order, streamed from ClickHouse in blocks.
 
@@ -126,7 +157,8 @@ class BillingStore:
         current: str | None = None
         rows: list[UsageRow] = []
         for t, j, c, m, g, first, last, sec, e in self._stream(
-                RATING_QUERY.format(where=where), **params):
+            RATING_QUERY.format(where=where), **params
+        ):
             if t != current:
                 if current is not None:
                     yield current, rows
@@ -156,7 +188,10 @@ class BillingStore:
             """SELECT DISTINCT tenant FROM usage_minutely FINAL
                WHERE minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')}
                  AND tenant != {idle:String} AND gpu_seconds > 0""",
-            start=period.start, end=period.end, idle=IDLE_TENANT)
+            start=period.start,
+            end=period.end,
+            idle=IDLE_TENANT,
+        )
         return {r[0] for r in rows}
 
     def last_ledger_writes(self, period: Period) -> dict[str, datetime]:
@@ -166,7 +201,9 @@ class BillingStore:
             """SELECT tenant, max(updated_at) FROM usage_minutely FINAL
                WHERE minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')}
                GROUP BY tenant""",
-            start=period.start, end=period.end)
+            start=period.start,
+            end=period.end,
+        )
         return {t: _utc(at) for t, at in rows}
 
     def last_ledger_write(self, tenant: str, period: Period) -> datetime | None:
@@ -174,10 +211,17 @@ class BillingStore:
 
     # -- invoices ----------------------------------------------------------------------------
 
-    def invoices(self, *, period: Period | None = None, tenant: str | None = None,
-                 status: str | None = None, before: Period | None = None,
-                 after: Period | None = None, tenants: Iterable[str] | None = None,
-                 containing: str | None = None) -> list[StoredInvoice]:
+    def invoices(
+        self,
+        *,
+        period: Period | None = None,
+        tenant: str | None = None,
+        status: str | None = None,
+        before: Period | None = None,
+        after: Period | None = None,
+        tenants: Iterable[str] | None = None,
+        containing: str | None = None,
+    ) -> list[StoredInvoice]:
         """Stored invoices (documents parsed). ``containing``: only documents with that exact
         text (a cheap pre-filter in ClickHouse; callers still check the parsed document)."""
         conds, params = ["1"], {}
@@ -204,10 +248,18 @@ class BillingStore:
             params["status"] = status
         rows = self._query(
             "SELECT created_at, finalized_at, content_hash, document, revision FROM invoices "
-            f"FINAL WHERE {' AND '.join(conds)} ORDER BY period, tenant", **params)
+            f"FINAL WHERE {' AND '.join(conds)} ORDER BY period, tenant",
+            **params,
+        )
         return [
-            StoredInvoice(Invoice.from_document(json.loads(doc)), _utc(c),
-                          _utc(f) if f else None, h, doc, int(r))
+            StoredInvoice(
+                Invoice.from_document(json.loads(doc)),
+                _utc(c),
+                _utc(f) if f else None,
+                h,
+                doc,
+                int(r),
+            )
             for c, f, h, doc, r in rows
         ]
 
@@ -216,8 +268,10 @@ class BillingStore:
         tenant order or in the CSV's order (numbers, then drafts, by tenant)."""
         order = "if(number = '', '~', number), tenant" if by_number else "tenant"
         for (doc,) in self._stream(
-                "SELECT document FROM invoices FINAL WHERE period = {period:String} "
-                f"ORDER BY {order}", period=str(period)):
+            "SELECT document FROM invoices FINAL WHERE period = {period:String} "
+            f"ORDER BY {order}",
+            period=str(period),
+        ):
             yield doc
 
     def invoice(self, tenant: str, period: Period) -> StoredInvoice | None:
@@ -229,63 +283,80 @@ class BillingStore:
         line count): what writes and runs decide from, read in one light query."""
         rows = self._query(
             """SELECT tenant, invoice_id, status, number, revision, JSONLength(document, 'lines')
-               FROM invoices FINAL WHERE period = {period:String}""", period=str(period))
-        return {t: InvoiceState(t, str(period), i, st, n, int(r), int(lc))
-                for t, i, st, n, r, lc in rows}
+               FROM invoices FINAL WHERE period = {period:String}""",
+            period=str(period),
+        )
+        return {
+            t: InvoiceState(t, str(period), i, st, n, int(r), int(lc))
+            for t, i, st, n, r, lc in rows
+        }
 
     def finalized_heads(self, *, before: Period) -> list[InvoiceState]:
         """Finalized invoices of earlier periods, without documents, with their rating time."""
         rows = self._query(
             """SELECT tenant, period, invoice_id, number, revision, created_at FROM invoices FINAL
                WHERE status = 'finalized' AND period < {before:String}
-               ORDER BY period, tenant""", before=str(before))
-        return [InvoiceState(t, p, i, "finalized", n, int(r), 0, _utc(c))
-                for t, p, i, n, r, c in rows]
+               ORDER BY period, tenant""",
+            before=str(before),
+        )
+        return [
+            InvoiceState(t, p, i, "finalized", n, int(r), 0, _utc(c)) for t, p, i, n, r, c in rows
+        ]
 
-    def adjustment_lines(self, tenant: str, ref_period: str, *,
-                         exclude_invoice: str | None = None) -> list[InvoiceLine]:
+    def adjustment_lines(
+        self, tenant: str, ref_period: str, *, exclude_invoice: str | None = None
+    ) -> list[InvoiceLine]:
         """Adjustment lines already written (on any later invoice of the tenant, draft or
         finalized) that correct ``ref_period``."""
-        return lines_correcting(self.adjustment_holders(tenant, ref_period), ref_period,
-                                exclude_invoice=exclude_invoice)
+        return lines_correcting(
+            self.adjustment_holders(tenant, ref_period), ref_period, exclude_invoice=exclude_invoice
+        )
 
     def adjustment_holders(self, tenant: str, ref_period: str) -> list[StoredInvoice]:
         return self.adjustment_holders_by_tenant(ref_period, tenants=[tenant]).get(tenant, [])
 
-    def adjustment_holders_by_tenant(self, ref_period: str, *,
-                                     tenants: Iterable[str] | None = None
-                                     ) -> dict[str, list[StoredInvoice]]:
+    def adjustment_holders_by_tenant(
+        self, ref_period: str, *, tenants: Iterable[str] | None = None
+    ) -> dict[str, list[StoredInvoice]]:
         """Later invoices (draft or finalized) carrying adjustment lines that correct
         ``ref_period``, per tenant, for every tenant in one query."""
         out: dict[str, list[StoredInvoice]] = {}
-        for s in self.invoices(after=Period.parse(ref_period), tenants=tenants,
-                               containing=f'"ref_period":"{ref_period}"'):
-            if any(ln.kind == "adjustment" and ln.ref_period == ref_period
-                   for ln in s.invoice.lines):
+        for s in self.invoices(
+            after=Period.parse(ref_period),
+            tenants=tenants,
+            containing=f'"ref_period":"{ref_period}"',
+        ):
+            if any(
+                ln.kind == "adjustment" and ln.ref_period == ref_period for ln in s.invoice.lines
+            ):
                 out.setdefault(s.invoice.tenant, []).append(s)
         return out
 
     def credits_used(self, tenant: str, *, exclude_period: Period) -> dict[str, Decimal]:
         """Credit consumed by the tenant's finalized invoices of other periods, per credit id
         (from the documents, in the invoice's own minor units)."""
-        return self.credits_used_by_tenant(exclude_period=exclude_period,
-                                           tenants=[tenant]).get(tenant, {})
+        return self.credits_used_by_tenant(exclude_period=exclude_period, tenants=[tenant]).get(
+            tenant, {}
+        )
 
-    def credits_used_by_tenant(self, *, exclude_period: Period,
-                               tenants: Iterable[str] | None = None
-                               ) -> dict[str, dict[str, Decimal]]:
+    def credits_used_by_tenant(
+        self, *, exclude_period: Period, tenants: Iterable[str] | None = None
+    ) -> dict[str, dict[str, Decimal]]:
         """:meth:`credits_used` of every tenant in one query (only documents with a credit line
         are read and parsed)."""
-        conds = ["status = 'finalized'", "period != {exclude:String}",
-                 "position(document, '\"kind\":\"credit\"') > 0"]
+        conds = [
+            "status = 'finalized'",
+            "period != {exclude:String}",
+            'position(document, \'"kind":"credit"\') > 0',
+        ]
         params: dict[str, Any] = {"exclude": str(exclude_period)}
         if tenants is not None:
             conds.append("tenant IN {tenants:Array(String)}")
             params["tenants"] = sorted(tenants)
         used: dict[str, dict[str, Decimal]] = {}
         for tenant, doc in self._query(
-                f"SELECT tenant, document FROM invoices FINAL WHERE {' AND '.join(conds)}",
-                **params):
+            f"SELECT tenant, document FROM invoices FINAL WHERE {' AND '.join(conds)}", **params
+        ):
             mine = used.setdefault(tenant, {})
             for ln in json.loads(doc)["lines"]:
                 if ln["kind"] == "credit":
@@ -296,15 +367,19 @@ class BillingStore:
     def finalized_numbers(self, issuer: str) -> list[str]:
         rows = self._query(
             """SELECT number FROM invoices FINAL
-               WHERE issuer = {issuer:String} AND status = 'finalized'""", issuer=issuer)
+               WHERE issuer = {issuer:String} AND status = 'finalized'""",
+            issuer=issuer,
+        )
         return [r[0] for r in rows]
 
-    def save(self, invoice: Invoice, *, created_at: datetime,
-             finalized_at: datetime | None = None) -> StoredInvoice:
+    def save(
+        self, invoice: Invoice, *, created_at: datetime, finalized_at: datetime | None = None
+    ) -> StoredInvoice:
         return self.save_all([(invoice, created_at, finalized_at)])[0]
 
-    def save_all(self, batch: Sequence[tuple[Invoice, datetime, datetime | None]]
-                 ) -> list[StoredInvoice]:
+    def save_all(
+        self, batch: Sequence[tuple[Invoice, datetime, datetime | None]]
+    ) -> list[StoredInvoice]:
         """Write a new version of every invoice and its lines in one insert per table (the
         header insert commits them all); refuse before writing anything if any is final."""
         if not batch:
@@ -328,13 +403,29 @@ class BillingStore:
                 revision = max(revision, FINALIZED_REVISION)
             doc = inv.canonical_json().decode()
             line_rows += _line_rows(inv, revision, cur.lines if cur else 0)
-            header_rows.append([
-                inv.invoice_id, inv.tenant, inv.period, inv.status, inv.number,
-                inv.pricing.issuer.number_prefix, inv.currency, inv.subtotal, inv.tax,
-                inv.total, inv.gpu_seconds, created_at, finalized_at, inv.content_hash, doc,
-                revision])
-            out.append(StoredInvoice(inv, created_at, finalized_at, inv.content_hash, doc,
-                                     revision))
+            header_rows.append(
+                [
+                    inv.invoice_id,
+                    inv.tenant,
+                    inv.period,
+                    inv.status,
+                    inv.number,
+                    inv.pricing.issuer.number_prefix,
+                    inv.currency,
+                    inv.subtotal,
+                    inv.tax,
+                    inv.total,
+                    inv.gpu_seconds,
+                    created_at,
+                    finalized_at,
+                    inv.content_hash,
+                    doc,
+                    revision,
+                ]
+            )
+            out.append(
+                StoredInvoice(inv, created_at, finalized_at, inv.content_hash, doc, revision)
+            )
         try:
             # Lines first, then the headers: a crash in between leaves the previous headers
             # (and so the previous documents) as the state billing reads; a re-run rewrites both.
@@ -342,13 +433,15 @@ class BillingStore:
                 self.client.insert("invoice_lines", line_rows, column_names=LINE_COLUMNS)
             self.client.insert("invoices", header_rows, column_names=INVOICE_COLUMNS)
         except Exception as exc:  # infrastructure error: converted at the boundary, cause kept
-            raise BillingError(f"writing {len(batch)} invoice(s) failed; the previous state "
-                               f"stands: {exc}") from exc
+            raise BillingError(
+                f"writing {len(batch)} invoice(s) failed; the previous state stands: {exc}"
+            ) from exc
         return out
 
 
-def with_tenants(stream: Iterable[tuple[str, list[UsageRow]]], tenants: Iterable[str]
-                 ) -> Iterator[tuple[str, list[UsageRow]]]:
+def with_tenants(
+    stream: Iterable[tuple[str, list[UsageRow]]], tenants: Iterable[str]
+) -> Iterator[tuple[str, list[UsageRow]]]:
     """(tenant, rows) for every tenant of ``stream`` (ascending, as :meth:`usage_by_tenant`
     yields them) and of ``tenants``, in ascending order; a tenant without usage gets []."""
     extra = sorted(set(tenants), reverse=True)  # pop() from the end: ascending
@@ -362,26 +455,69 @@ def with_tenants(stream: Iterable[tuple[str, list[UsageRow]]], tenants: Iterable
         yield extra.pop(), []
 
 
-def lines_correcting(holders: Iterable[StoredInvoice], ref_period: str, *,
-                     exclude_invoice: str | None = None) -> list[InvoiceLine]:
+def lines_correcting(
+    holders: Iterable[StoredInvoice], ref_period: str, *, exclude_invoice: str | None = None
+) -> list[InvoiceLine]:
     """The adjustment lines of ``holders`` that correct ``ref_period`` (``exclude_invoice``:
     the invoice about to be re-rated, whose own earlier lines are being replaced)."""
-    return [ln for s in holders if s.invoice.invoice_id != exclude_invoice
-            for ln in s.invoice.lines
-            if ln.kind == "adjustment" and ln.ref_period == ref_period]
+    return [
+        ln
+        for s in holders
+        if s.invoice.invoice_id != exclude_invoice
+        for ln in s.invoice.lines
+        if ln.kind == "adjustment" and ln.ref_period == ref_period
+    ]
 
 
 def _line_rows(inv: Invoice, revision: int, previous_count: int) -> list[list[Any]]:
     rows: list[list[Any]] = [
-        [inv.invoice_id, inv.tenant, inv.period, ln.line_no, ln.kind, ln.gpu_model,
-         ln.billing_class, ln.description, ln.quantity, ln.unit, ln.unit_price, ln.amount,
-         ln.reference, ln.ref_period, ln.ref_kind, ln.seconds, inv.status, revision, 0]
+        [
+            inv.invoice_id,
+            inv.tenant,
+            inv.period,
+            ln.line_no,
+            ln.kind,
+            ln.gpu_model,
+            ln.billing_class,
+            ln.description,
+            ln.quantity,
+            ln.unit,
+            ln.unit_price,
+            ln.amount,
+            ln.reference,
+            ln.ref_period,
+            ln.ref_kind,
+            ln.seconds,
+            inv.status,
+            revision,
+            0,
+        ]
         for ln in inv.lines
     ]
     for line_no in range(len(inv.lines) + 1, previous_count + 1):  # tombstones
-        rows.append([inv.invoice_id, inv.tenant, inv.period, line_no, "", "", "", "",
-                     Decimal(0), "", Decimal(0), Decimal(0), "", "", "", 0, inv.status,
-                     revision, 1])
+        rows.append(
+            [
+                inv.invoice_id,
+                inv.tenant,
+                inv.period,
+                line_no,
+                "",
+                "",
+                "",
+                "",
+                Decimal(0),
+                "",
+                Decimal(0),
+                Decimal(0),
+                "",
+                "",
+                "",
+                0,
+                inv.status,
+                revision,
+                1,
+            ]
+        )
     return rows
 
 

@@ -65,8 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "0.08 s). Run it once a month is closed, before `invoices run`; it changes no total and "
         "may be re-run at any time. Example: gpumeter db compact --period 2026-01",
     )
-    compact.add_argument("--period", required=True, metavar="YYYY-MM", type=_month,
-                         help="the month to compact")
+    compact.add_argument(
+        "--period", required=True, metavar="YYYY-MM", type=_month, help="the month to compact"
+    )
     compact.add_argument("--database", default=None, help="database (default: the DSN's)")
     compact.set_defaults(handler=_compact)
 

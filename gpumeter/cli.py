@@ -89,8 +89,14 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from streams.errors import StreamError
 
     return (
-        AgentError, AnalyticsError, BillingError, BrokerError, ClickHouseError, SchemaError,
-        SettingsError, StreamError,
+        AgentError,
+        AnalyticsError,
+        BillingError,
+        BrokerError,
+        ClickHouseError,
+        SchemaError,
+        SettingsError,
+        StreamError,
     )
 
 

@@ -40,23 +40,45 @@ anything else is refused).
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the whole pipeline on a simulated fleet and check it",
-                       description=DESCRIPTION,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nodes", type=int_range(1, 1000), default=4,
-                   help="simulated nodes, 1..1000 (default 4)")
-    p.add_argument("--gpus", type=int_range(1, 64), default=8, help="GPUs per node, 1..64 (default 8)")
-    p.add_argument("--duration", type=parse_duration, default=parse_duration("1d"),
-                   help="simulated time: 90s, 30m, 2h, 1d, 1h30m (1 s..366 d; default 1d)")
-    p.add_argument("--start", type=parse_start, default=None,
-                   help="first simulated second, YYYY-MM-DD[THH:MM] UTC (default: yesterday)")
-    p.add_argument("--seed", type=int_range(0, 2**63 - 1), default=7,
-                   help="simulation seed (default 7)")
-    p.add_argument("--trace", action="store_true",
-                   help="replay the Alibaba GPU-cluster trace from ../shared/data instead of the "
-                   "simulated fleet (tenants are its services; capped by --max-gpus)")
-    p.add_argument("--max-gpus", type=int_range(1, 100_000), default=128,
-                   help="with --trace: replayed GPUs at most, 1..100000 (default 128)")
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on a simulated fleet and check it",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--nodes", type=int_range(1, 1000), default=4, help="simulated nodes, 1..1000 (default 4)"
+    )
+    p.add_argument(
+        "--gpus", type=int_range(1, 64), default=8, help="GPUs per node, 1..64 (default 8)"
+    )
+    p.add_argument(
+        "--duration",
+        type=parse_duration,
+        default=parse_duration("1d"),
+        help="simulated time: 90s, 30m, 2h, 1d, 1h30m (1 s..366 d; default 1d)",
+    )
+    p.add_argument(
+        "--start",
+        type=parse_start,
+        default=None,
+        help="first simulated second, YYYY-MM-DD[THH:MM] UTC (default: yesterday)",
+    )
+    p.add_argument(
+        "--seed", type=int_range(0, 2**63 - 1), default=7, help="simulation seed (default 7)"
+    )
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="replay the Alibaba GPU-cluster trace from ../shared/data instead of the "
+        "simulated fleet (tenants are its services; capped by --max-gpus)",
+    )
+    p.add_argument(
+        "--max-gpus",
+        type=int_range(1, 100_000),
+        default=128,
+        help="with --trace: replayed GPUs at most, 1..100000 (default 128)",
+    )
     p.add_argument("--no-billing", action="store_true", help="skip invoices")
     p.add_argument("--no-report", action="store_true", help="skip the utilization report")
     p.set_defaults(handler=run)
@@ -79,15 +101,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _prepare_data_dir(data_dir)
     t_start = time.monotonic()
     console.rule("[bold]gpumeter demo")
-    fleet = make_fleet(trace=args.trace, start=start, duration_s=duration, nodes=args.nodes,
-                       gpus_per_node=args.gpus, seed=args.seed, max_gpus=args.max_gpus)
+    fleet = make_fleet(
+        trace=args.trace,
+        start=start,
+        duration_s=duration,
+        nodes=args.nodes,
+        gpus_per_node=args.gpus,
+        seed=args.seed,
+        max_gpus=args.max_gpus,
+    )
     if isinstance(fleet, TraceFleet):
-        console.print(f"fleet: Alibaba DLRM trace replay, {fleet.gpu_count} GPUs, "
-                      f"{fleet.instances} instances ({fleet.dropped} beyond --max-gpus left out), "
-                      f"{_fmt(start)} .. {_fmt(start + duration)} UTC")
+        console.print(
+            f"fleet: Alibaba DLRM trace replay, {fleet.gpu_count} GPUs, "
+            f"{fleet.instances} instances ({fleet.dropped} beyond --max-gpus left out), "
+            f"{_fmt(start)} .. {_fmt(start + duration)} UTC"
+        )
     else:
-        console.print(f"fleet: {args.nodes} nodes x {args.gpus} GPUs, 5 tenants, "
-                      f"{_fmt(start)} .. {_fmt(start + duration)} UTC (seed {args.seed})")
+        console.print(
+            f"fleet: {args.nodes} nodes x {args.gpus} GPUs, 5 tenants, "
+            f"{_fmt(start)} .. {_fmt(start + duration)} UTC (seed {args.seed})"
+        )
 
     from infra.embedded.broker import EmbeddedBroker
     from kernel.clickhouse import connect_configured
@@ -109,8 +142,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"embedded broker on {broker.bootstrap}; worker log: {log_path}")
         worker = _start_worker(broker.bootstrap, settings, database, log_path)
         try:
-            published, took_publish = _publish_and_process(console, fleet, broker.bootstrap,
-                                                            data_dir, start, duration, worker)
+            published, took_publish = _publish_and_process(
+                console, fleet, broker.bootstrap, data_dir, start, duration, worker
+            )
         finally:
             _stop(worker)
     took_pipeline = time.monotonic() - t_start
@@ -120,8 +154,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         checks += compare_tokens_with_ground_truth(console, client, fleet, start, start + duration)
     exact = all(c.ok for c in checks)
     rate = published / max(took_publish, 1e-9)
-    console.print(f"pipeline: {published:,} GPU-seconds in {took_publish:.1f} s "
-                  f"({rate:,.0f} GPU-seconds/s end to end); total so far {took_pipeline:.1f} s")
+    console.print(
+        f"pipeline: {published:,} GPU-seconds in {took_publish:.1f} s "
+        f"({rate:,.0f} GPU-seconds/s end to end); total so far {took_pipeline:.1f} s"
+    )
     console.print(f"[bold]exact: {'[green]yes' if exact else '[red]NO'}[/]")
     if not exact:
         for c in checks:
@@ -129,19 +165,27 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 console.print(f"  [red]{c.name}: expected {c.expected}, measured {c.measured}")
     period = datetime.fromtimestamp(start, UTC).strftime("%Y-%m")
     if args.trace and not args.no_billing:
-        console.print("[yellow]invoices skipped: the demo price book has contracts for the "
-                      "simulated tenants only; invoice the trace's services with your own: "
-                      "gpumeter invoices run --period " + period + " --pricebook PRICEBOOK.toml")
+        console.print(
+            "[yellow]invoices skipped: the demo price book has contracts for the "
+            "simulated tenants only; invoice the trace's services with your own: "
+            "gpumeter invoices run --period " + period + " --pricebook PRICEBOOK.toml"
+        )
     elif not args.no_billing:
         _billing(console, client, period, data_dir)
     if not args.no_report:
         _report(console, client, period, data_dir)
     console.rule()
-    where = f"the embedded ClickHouse in {data_dir / 'clickhouse'}" if embedded else f"database {database}"
+    where = (
+        f"the embedded ClickHouse in {data_dir / 'clickhouse'}"
+        if embedded
+        else f"database {database}"
+    )
     console.print(f"data: {where}. Query it, for example:")
     db = f" --database {database}" if database else ""
-    console.print(f'  gpumeter sql{db} "SELECT tenant, round(sum(gpu_seconds)/3600, 2) AS gpu_hours '
-                  f'FROM usage_daily GROUP BY tenant ORDER BY gpu_hours DESC"')
+    console.print(
+        f'  gpumeter sql{db} "SELECT tenant, round(sum(gpu_seconds)/3600, 2) AS gpu_hours '
+        f'FROM usage_daily GROUP BY tenant ORDER BY gpu_hours DESC"'
+    )
     console.print(f"done in {time.monotonic() - t_start:.1f} s")
     return 0 if exact else 1
 
@@ -152,7 +196,8 @@ def _prepare_data_dir(data_dir: Path) -> None:
         if not (data_dir / MARKER).exists():
             raise SystemExit(
                 f"gpumeter demo: {ch} holds data that the demo did not write; refusing to replace "
-                "it. Point the demo elsewhere: GPUMETER_DATA_DIR=/tmp/gpumeter-demo gpumeter demo")
+                "it. Point the demo elsewhere: GPUMETER_DATA_DIR=/tmp/gpumeter-demo gpumeter demo"
+            )
         shutil.rmtree(ch)
     for sub in ("spool", "invoices", "report"):
         shutil.rmtree(data_dir / "demo" / sub, ignore_errors=True)
@@ -160,14 +205,26 @@ def _prepare_data_dir(data_dir: Path) -> None:
     (data_dir / MARKER).write_text("this data directory holds gpumeter demo data\n")
 
 
-def _start_worker(bootstrap: str, settings: Settings, database: str | None,
-                  log_path: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "gpumeter.cli", "worker", "--bootstrap", bootstrap,
-           "--app-id", GROUP]
+def _start_worker(
+    bootstrap: str, settings: Settings, database: str | None, log_path: Path
+) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "gpumeter.cli",
+        "worker",
+        "--bootstrap",
+        bootstrap,
+        "--app-id",
+        GROUP,
+    ]
     if database:
         cmd += ["--database", database]
-    env = {**os.environ, "GPUMETER_DATA_DIR": str(settings.data_dir.resolve()),
-           **embedded_worker_env()}
+    env = {
+        **os.environ,
+        "GPUMETER_DATA_DIR": str(settings.data_dir.resolve()),
+        **embedded_worker_env(),
+    }
     log = open(log_path, "wb")  # noqa: SIM115 - the child owns it for its lifetime
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
@@ -190,8 +247,15 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
             worker.wait()
 
 
-def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Path, start: int,
-                         duration: int, worker: subprocess.Popen[bytes]) -> tuple[int, float]:
+def _publish_and_process(
+    console: Any,
+    fleet: Any,
+    bootstrap: str,
+    data_dir: Path,
+    start: int,
+    duration: int,
+    worker: subprocess.Popen[bytes],
+) -> tuple[int, float]:
     """Publish the simulated window while the worker consumes; wait until it committed all."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -209,16 +273,20 @@ def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Pat
     producer.flush(timeout=60)
     for future in pending:
         future.get(timeout=60)  # raises if the broker refused one: the check below would fail
-    agents = build_agents(fleet.samplers(), data_dir / "demo" / "spool", producer, USAGE,
-                          flush_every=60, fsync=False)
+    agents = build_agents(
+        fleet.samplers(), data_dir / "demo" / "spool", producer, USAGE, flush_every=60, fsync=False
+    )
     total = duration
     state: dict[str, Any] = {"done": 0, "ok": None, "error": None}
 
     def publish() -> None:
         try:
             state["ok"] = run_accelerated(
-                agents, start, start + duration,
-                progress=lambda done, _total: state.update(done=done))
+                agents,
+                start,
+                start + duration,
+                progress=lambda done, _total: state.update(done=done),
+            )
         except BaseException as exc:  # reported below
             state["error"] = exc
 
@@ -227,20 +295,28 @@ def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Pat
     thread.start()
     lag = GroupLag(bootstrap, GROUP, USAGE)
     work_lag = GroupLag(bootstrap, GROUP, WORK)
-    with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         pub = progress.add_task("agents: sample + publish", total=total, info="")
         proc = progress.add_task("worker: count + store", total=None, info="")
         last_progress = (0, time.monotonic())
         while True:
             if worker.poll() is not None:
-                raise SystemExit(f"gpumeter demo: the worker exited ({worker.returncode}); "
-                                 f"see {data_dir / 'demo-worker.log'}")
+                raise SystemExit(
+                    f"gpumeter demo: the worker exited ({worker.returncode}); "
+                    f"see {data_dir / 'demo-worker.log'}"
+                )
             samples = sum(a.stats.samples for a in agents)
             progress.update(pub, completed=state["done"], info=f"{samples:,} samples")
             committed, end = lag.read()
-            progress.update(proc, total=max(end, 1), completed=committed,
-                            info=f"{committed:,}/{end:,} records")
+            progress.update(
+                proc, total=max(end, 1), completed=committed, info=f"{committed:,}/{end:,} records"
+            )
             # Done only when the agents have delivered everything (the thread ends after
             # their spools drained) and the worker committed the true log end, twice.
             if not thread.is_alive() and lag.caught_up() and (not work or work_lag.caught_up()):
@@ -248,8 +324,10 @@ def _publish_and_process(console: Any, fleet: Any, bootstrap: str, data_dir: Pat
             if committed != last_progress[0]:
                 last_progress = (committed, time.monotonic())
             elif not thread.is_alive() and time.monotonic() - last_progress[1] > 180:
-                raise SystemExit("gpumeter demo: the worker made no progress for 180 s; see "
-                                 f"{data_dir / 'demo-worker.log'}")
+                raise SystemExit(
+                    "gpumeter demo: the worker made no progress for 180 s; see "
+                    f"{data_dir / 'demo-worker.log'}"
+                )
             time.sleep(0.5)
     thread.join()
     lag.close()
@@ -278,8 +356,12 @@ class GroupLag:
         self.topic = topic
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-        self.probe = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                   max_poll_records=1, fetch_max_wait_ms=200)
+        self.probe = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            max_poll_records=1,
+            fetch_max_wait_ms=200,
+        )
         self._last: tuple[int, int, float] | None = None
 
     def read(self) -> tuple[int, int]:
@@ -296,8 +378,9 @@ class GroupLag:
                 offsets = self.admin.list_consumer_group_offsets(self.group)
         except Exception:  # the group does not exist yet (the worker is still joining)
             return 0, end
-        committed = sum(max(getattr(o, "offset", o), 0) for tp, o in offsets.items()
-                        if tp.topic == self.topic)
+        committed = sum(
+            max(getattr(o, "offset", o), 0) for tp, o in offsets.items() if tp.topic == self.topic
+        )
         return committed, end
 
     def log_ends(self, tps: list[Any], timeout_s: float = 5.0) -> dict[Any, int]:
@@ -344,7 +427,9 @@ def _billing(console: Any, client: Any, period: str, data_dir: Path) -> None:
     out = data_dir / "demo" / "invoices"
     t0 = time.monotonic()
     summaries = invoice_month(client, pricebook, period, out)
-    table = Table(title=f"invoices {period} (finalized; price book {pricebook.name})", title_justify="left")
+    table = Table(
+        title=f"invoices {period} (finalized; price book {pricebook.name})", title_justify="left"
+    )
     for col in ("tenant", "number", "GPU-hours", "total"):
         table.add_column(col, justify="left" if col in ("tenant", "number") else "right")
     for s in summaries:
@@ -357,7 +442,9 @@ def _report(console: Any, client: Any, period: str, data_dir: Path) -> None:
     from analytics.report import write_report
 
     assets = Path(__file__).resolve().parent.parent / "analytics" / "assets.demo.toml"
-    path = write_report(client, period, data_dir / "demo" / "report", assets if assets.exists() else None)
+    path = write_report(
+        client, period, data_dir / "demo" / "report", assets if assets.exists() else None
+    )
     console.print(f"utilization and ROA report: {path}")
 
 

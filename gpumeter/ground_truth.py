@@ -117,7 +117,9 @@ def compare_with_ground_truth(
     return checks
 
 
-def compare_tokens_with_ground_truth(console: Any, client: Any, fleet: Any, start: int, end: int) -> list[Check]:
+def compare_tokens_with_ground_truth(
+    console: Any, client: Any, fleet: Any, start: int, end: int
+) -> list[Check]:
     """Tokens in ``work_units`` vs the simulator's token truth, per (tenant, job)."""
     from agents.simulator import token_truth
 
@@ -135,11 +137,20 @@ def compare_tokens_with_ground_truth(console: Any, client: Any, fleet: Any, star
     for (tenant, _job), q in measured.items():
         per_tenant_m[tenant] += q
     tenants = sorted(set(per_tenant_t) | set(per_tenant_m))
-    console.print("tokens (work_units): " + ", ".join(
-        f"{t} {per_tenant_m[t] / 1e6:,.1f} M (ground truth {per_tenant_t[t] / 1e6:,.1f} M)"
-        for t in tenants))
+    console.print(
+        "tokens (work_units): "
+        + ", ".join(
+            f"{t} {per_tenant_m[t] / 1e6:,.1f} M (ground truth {per_tenant_t[t] / 1e6:,.1f} M)"
+            for t in tenants
+        )
+    )
     checks = [Check(f"tenant {t} tokens", per_tenant_t[t], per_tenant_m[t]) for t in tenants]
     keys = set(truth) | set(measured)
-    checks.append(Check("(tenant, job) token totals matching", len(keys),
-                        sum(1 for k in keys if truth.get(k) == measured.get(k))))
+    checks.append(
+        Check(
+            "(tenant, job) token totals matching",
+            len(keys),
+            sum(1 for k in keys if truth.get(k) == measured.get(k)),
+        )
+    )
     return checks

@@ -39,12 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("query", nargs="?", help="SQL to run; omit for interactive mode")
     p.add_argument(
-        "--format", choices=("table", "csv", "json"), default="table",
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
         help="table (default, readable), csv (header row + rows), json (one array of objects)",
     )
     p.add_argument("--database", default=None, help="database to use (default: the DSN's)")
     p.add_argument(
-        "--tenant", default=None,
+        "--tenant",
+        default=None,
         help="tenant-scoped mode: only SELECT over the tenant_* views, bound to this tenant",
     )
     p.set_defaults(handler=_run)

@@ -45,8 +45,11 @@ class ClickHouseError(RuntimeError):
         name_match = _NAME.search(msg)
         start = msg.find("Code:")
         body = (msg[start:] if start >= 0 else msg).split("\n")[0].strip()
-        return cls(body, code=int(code) if code is not None else None,
-                   name=name_match.group(1) if name_match else None)
+        return cls(
+            body,
+            code=int(code) if code is not None else None,
+            name=name_match.group(1) if name_match else None,
+        )
 
     def render(self) -> str:
         """``ClickHouse error 60 UNKNOWN_TABLE: <message>``; the message alone without a code."""

@@ -19,7 +19,6 @@ MINUTELY = "usage.minutely.v1"
 WORK = "gpu.work.v1"
 
 
-
 @dataclass(frozen=True)
 class TopicSpec:
     name: str

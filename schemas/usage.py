@@ -277,7 +277,6 @@ class GpuSecondsSampled(BaseModel):
         return v
 
 
-
 def encode_batch(
     node_id: str, agent_id: str, seq: int, samples: Sequence[GpuSecond], gaps: Sequence[Gap]
 ) -> bytes:

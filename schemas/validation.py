@@ -315,5 +315,3 @@ def _find_defect(value: Any) -> tuple[tuple[str | int, ...], str] | None:
                     return path + (k,), "lone surrogate in the key (not valid Unicode text)"
                 stack.append((x, path + (k,), depth + 1))
     return None
-
-

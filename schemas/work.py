@@ -53,7 +53,9 @@ class WorkUnitsReported(BaseModel):
     @classmethod
     def _known_version(cls, v: int) -> int:
         if v != SCHEMA_VERSION:
-            raise ValueError(f"unknown schema_version {v}; this consumer understands {SCHEMA_VERSION}")
+            raise ValueError(
+                f"unknown schema_version {v}; this consumer understands {SCHEMA_VERSION}"
+            )
         return v
 
     @field_validator("tenant")
@@ -100,7 +102,12 @@ class WorkUnitsReported(BaseModel):
         return [
             datetime.fromtimestamp(self.window_start, UTC),
             datetime.fromtimestamp(self.window_end, UTC),
-            self.tenant, self.job, self.source, self.unit, self.quantity, self.event_id,
+            self.tenant,
+            self.job,
+            self.source,
+            self.unit,
+            self.quantity,
+            self.event_id,
         ]
 
     def to_json(self) -> bytes:
@@ -108,5 +115,12 @@ class WorkUnitsReported(BaseModel):
 
 
 WORK_UNITS_COLUMNS = (
-    "window_start", "window_end", "tenant", "job", "source", "unit", "quantity", "event_id",
+    "window_start",
+    "window_end",
+    "tenant",
+    "job",
+    "source",
+    "unit",
+    "quantity",
+    "event_id",
 )

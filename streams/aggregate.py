@@ -289,8 +289,14 @@ class Aggregator:
             row = gm.rows.get(alloc)
             if row is None:
                 row = gm.rows[alloc] = MinuteRow(
-                    minute, alloc[0], alloc[1], s.billing_class or "", s.gpu_uuid, mig,
-                    s.gpu_model, node_id,
+                    minute,
+                    alloc[0],
+                    alloc[1],
+                    s.billing_class or "",
+                    s.gpu_uuid,
+                    mig,
+                    s.gpu_model,
+                    node_id,
                 )
             row.claimed_mask |= bit
             sm_util = s.sm_util
@@ -315,42 +321,97 @@ class Aggregator:
         return result
 
     # -- conflicts (rare: off the hot path) --------------------------------------------------
-    def _contest(self, group: dict[str, GpuMinute], gm: GpuMinute, owner: MinuteRow | None,
-                 alloc: Allocation, s: GpuSecond, node_id: str, bit: int) -> bool:
+    def _contest(
+        self,
+        group: dict[str, GpuMinute],
+        gm: GpuMinute,
+        owner: MinuteRow | None,
+        alloc: Allocation,
+        s: GpuSecond,
+        node_id: str,
+        bit: int,
+    ) -> bool:
         """A second already claimed gets a different claim: apply the rule. True when the new
         claim wins (the caller then counts it), False when it loses (recorded only)."""
         gpu, mig, _minute = gm.key
         ts = s.ts
         if owner is None:  # a parent's second held by one of its slices
             slice_owner = _slice_owner(group, bit)
-            self._conflicts.append(Conflict(
-                gpu, ts, "mig_parent", slice_owner.mig_uuid if slice_owner else "",
-                slice_owner.allocation if slice_owner else ("", ""), mig, alloc, node_id,
-                s.billing_class or "", _readings(s)))
+            self._conflicts.append(
+                Conflict(
+                    gpu,
+                    ts,
+                    "mig_parent",
+                    slice_owner.mig_uuid if slice_owner else "",
+                    slice_owner.allocation if slice_owner else ("", ""),
+                    mig,
+                    alloc,
+                    node_id,
+                    s.billing_class or "",
+                    _readings(s),
+                )
+            )
             return False
-        kind: ConflictKind = "idle" if _IDLE_ALLOCATION in (owner.allocation, alloc) \
-            else "allocation"
+        kind: ConflictKind = (
+            "idle" if _IDLE_ALLOCATION in (owner.allocation, alloc) else "allocation"
+        )
         if rank(alloc) >= rank(owner.allocation):
-            self._conflicts.append(Conflict(gpu, ts, kind, mig, owner.allocation, mig, alloc,
-                                            node_id, s.billing_class or "", _readings(s)))
+            self._conflicts.append(
+                Conflict(
+                    gpu,
+                    ts,
+                    kind,
+                    mig,
+                    owner.allocation,
+                    mig,
+                    alloc,
+                    node_id,
+                    s.billing_class or "",
+                    _readings(s),
+                )
+            )
             return False
         loser = self._release(gm, owner, bit)
-        self._conflicts.append(Conflict(gpu, ts, kind, mig, alloc, mig, owner.allocation,
-                                        owner.node_id, owner.billing_class, loser))
+        self._conflicts.append(
+            Conflict(
+                gpu,
+                ts,
+                kind,
+                mig,
+                alloc,
+                mig,
+                owner.allocation,
+                owner.node_id,
+                owner.billing_class,
+                loser,
+            )
+        )
         gm.counted &= ~bit  # the caller counts the winner
         return True
 
-    def _displace_parent(self, group: dict[str, GpuMinute], s: GpuSecond, alloc: Allocation,
-                         node_id: str, bit: int) -> None:
+    def _displace_parent(
+        self, group: dict[str, GpuMinute], s: GpuSecond, alloc: Allocation, node_id: str, bit: int
+    ) -> None:
         """A slice claims a second its parent GPU had counted: the parent's claim leaves."""
         parent = group[""]
         owner = parent.owner(bit)
         if owner is None:
             return
         loser = self._release(parent, owner, bit)
-        self._conflicts.append(Conflict(s.gpu_uuid, s.ts, "mig_parent", s.mig_uuid or "", alloc,
-                                        "", owner.allocation, owner.node_id, owner.billing_class,
-                                        loser))
+        self._conflicts.append(
+            Conflict(
+                s.gpu_uuid,
+                s.ts,
+                "mig_parent",
+                s.mig_uuid or "",
+                alloc,
+                "",
+                owner.allocation,
+                owner.node_id,
+                owner.billing_class,
+                loser,
+            )
+        )
 
     def _release(self, gm: GpuMinute, row: MinuteRow, bit: int) -> SecondReadings | None:
         """Release one second of a row (its readings stay, no longer counted)."""

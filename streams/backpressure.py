@@ -40,7 +40,11 @@ def process_with_backpressure(
         except SinkBackpressure as bp:
             if waited + bp.retry_after > max_wait_s:
                 raise
-            log.warning("ClickHouse pushed back on %s (%s); retrying the chunk in %.1f s",
-                        bp.op, bp, bp.retry_after)
+            log.warning(
+                "ClickHouse pushed back on %s (%s); retrying the chunk in %.1f s",
+                bp.op,
+                bp,
+                bp.retry_after,
+            )
             sleep(bp.retry_after)
             waited += bp.retry_after

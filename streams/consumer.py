@@ -104,7 +104,9 @@ class LogProbe:
             await self.stop()
             return None
 
-    async def _record_at(self, tp: Any, offset: int, timeout_s: float) -> Fingerprint | None | Literal[False]:
+    async def _record_at(
+        self, tp: Any, offset: int, timeout_s: float
+    ) -> Fingerprint | None | Literal[False]:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 

@@ -17,8 +17,9 @@ class StreamError(Exception):
 class SinkError(StreamError):
     """A sink operation failed for a reason waiting will not fix (bad SQL, schema, data)."""
 
-    def __init__(self, op: str, message: str, code: int | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, op: str, message: str, code: int | None = None, name: str | None = None
+    ) -> None:
         super().__init__(f"{op}: {message}")
         self.op = op
         self.code = code
@@ -30,7 +31,13 @@ class SinkBackpressure(SinkError):
     seconds (quixstreams' SinkBackpressureError, without a topic: the processor is retried
     whole)."""
 
-    def __init__(self, op: str, message: str, retry_after: float, code: int | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        op: str,
+        message: str,
+        retry_after: float,
+        code: int | None = None,
+        name: str | None = None,
+    ) -> None:
         super().__init__(op, message, code, name)
         self.retry_after = retry_after

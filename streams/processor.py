@@ -65,8 +65,14 @@ class ChunkOutput:
 
 
 class UsageProcessor:
-    def __init__(self, sink: UsageSink, *, grace_s: int = 120, max_future_skew_s: int = 300,
-                 keep_closed_s: int = 600) -> None:
+    def __init__(
+        self,
+        sink: UsageSink,
+        *,
+        grace_s: int = 120,
+        max_future_skew_s: int = 300,
+        keep_closed_s: int = 600,
+    ) -> None:
         self.sink = sink
         self.aggregator = Aggregator(grace_s=grace_s)
         self.max_future_skew_s = max_future_skew_s
@@ -93,11 +99,18 @@ class UsageProcessor:
             parsed = parse_batch(rec.value, now=now, max_future_skew_s=self.max_future_skew_s)
             node_id = parsed.batch.node_id if parsed.batch else ""
             for r in parsed.rejections:
-                out.rejected.append(RejectedRecord(
-                    rec.topic, rec.partition, rec.offset,
-                    -1 if r.sample_index is None else r.sample_index, r.code, r.reason, node_id,
-                    r.raw or rec.value,
-                ))
+                out.rejected.append(
+                    RejectedRecord(
+                        rec.topic,
+                        rec.partition,
+                        rec.offset,
+                        -1 if r.sample_index is None else r.sample_index,
+                        r.code,
+                        r.reason,
+                        node_id,
+                        r.raw or rec.value,
+                    )
+                )
                 if r.sample_index is None:
                     self.stats.rejected_records += 1
                 elif r.code == "future_timestamp":
@@ -143,8 +156,12 @@ class UsageProcessor:
         self.aggregator.evict_closed(self.keep_closed_s)
         return out
 
-    def _due_parked(self, records: Sequence[SourceRecord], now: float,
-                    good: list[tuple[str, Sequence[GpuSecond]]]) -> list[RejectedRecord]:
+    def _due_parked(
+        self,
+        records: Sequence[SourceRecord],
+        now: float,
+        good: list[tuple[str, Sequence[GpuSecond]]],
+    ) -> list[RejectedRecord]:
         """Parked samples whose second is now within the skew allowance join this chunk.
 
         A parked sample is never lost: it stays in ``usage_rejected`` until it is counted here,
@@ -155,8 +172,7 @@ class UsageProcessor:
         due: list[RejectedRecord] = []
         for topic in sorted({r.topic for r in records}):
             for parked in self.sink.load_parked(topic):
-                sample = parse_sample(parked.raw, now=now,
-                                      max_future_skew_s=self.max_future_skew_s)
+                sample = parse_sample(parked.raw, now=now, max_future_skew_s=self.max_future_skew_s)
                 if isinstance(sample, GpuSecond):
                     good.append((parked.node_id, (sample,)))
                     due.append(parked)

@@ -33,8 +33,18 @@ class WorkProcessor:
             try:
                 report = WorkUnitsReported.model_validate_json(rec.value, context=context)
             except ValidationError as exc:
-                rejected.append(RejectedRecord(rec.topic, rec.partition, rec.offset, -1,
-                                               "invalid_work", describe(exc), "", rec.value))
+                rejected.append(
+                    RejectedRecord(
+                        rec.topic,
+                        rec.partition,
+                        rec.offset,
+                        -1,
+                        "invalid_work",
+                        describe(exc),
+                        "",
+                        rec.value,
+                    )
+                )
                 continue
             rows.append(report.row())
         self.sink.write_work_units(rows)

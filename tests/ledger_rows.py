@@ -10,9 +10,22 @@ from datetime import datetime
 from typing import Any
 
 COLUMNS = [
-    "minute", "tenant", "job", "billing_class", "gpu_uuid", "mig_uuid", "gpu_model", "node_id",
-    "claimed_mask", "released_mask", "claimed_active", "sm_util_map", "mem_util_map",
-    "energy_map", "peak_mem_used", "version",
+    "minute",
+    "tenant",
+    "job",
+    "billing_class",
+    "gpu_uuid",
+    "mig_uuid",
+    "gpu_model",
+    "node_id",
+    "claimed_mask",
+    "released_mask",
+    "claimed_active",
+    "sm_util_map",
+    "mem_util_map",
+    "energy_map",
+    "peak_mem_used",
+    "version",
 ]
 
 
@@ -37,10 +50,22 @@ class LedgerRow:
         assert self.seconds_mask, "a ledger row counts at least one second"
         first = (self.seconds_mask & -self.seconds_mask).bit_length() - 1
         return [
-            self.minute.replace(tzinfo=None), self.tenant, self.job, self.billing_class,
-            self.gpu_uuid, self.mig_uuid, self.gpu_model, self.node_id, self.seconds_mask, 0,
-            self.active_mask, ([first], [self.sm_util_sum]), ([first], [self.mem_util_sum]),
-            ([first], [self.energy_mj]), self.peak_mem_used, 1,
+            self.minute.replace(tzinfo=None),
+            self.tenant,
+            self.job,
+            self.billing_class,
+            self.gpu_uuid,
+            self.mig_uuid,
+            self.gpu_model,
+            self.node_id,
+            self.seconds_mask,
+            0,
+            self.active_mask,
+            ([first], [self.sm_util_sum]),
+            ([first], [self.mem_util_sum]),
+            ([first], [self.energy_mj]),
+            self.peak_mem_used,
+            1,
         ]
 
 

@@ -42,8 +42,13 @@ class FakeLedger:
         return out
 
     def load_parked(self, topic: str) -> list[RejectedRecord]:
-        return [r for r in self.rejected if r.code == "future_timestamp" and r.topic == topic
-                and (r.topic, r.partition, r.offset, r.sample_index) not in self.readmitted]
+        return [
+            r
+            for r in self.rejected
+            if r.code == "future_timestamp"
+            and r.topic == topic
+            and (r.topic, r.partition, r.offset, r.sample_index) not in self.readmitted
+        ]
 
     def mark_readmitted(self, records: Sequence[RejectedRecord]) -> None:
         self.readmitted |= {(r.topic, r.partition, r.offset, r.sample_index) for r in records}

@@ -42,15 +42,18 @@ RESULTS: list[FaultResult] = []
 def summary_line() -> str | None:
     if not RESULTS:
         return None
-    return (f"fault suite: {len(RESULTS)} scenarios, {sum(r.faults for r in RESULTS)} faults "
-            f"injected, {sum(r.checked for r in RESULTS):,} GPU-seconds checked, "
-            f"{sum(r.lost for r in RESULTS):,} lost, {sum(r.doubled for r in RESULTS):,} doubled "
-            f"({', '.join(r.scenario for r in RESULTS)})")
+    return (
+        f"fault suite: {len(RESULTS)} scenarios, {sum(r.faults for r in RESULTS)} faults "
+        f"injected, {sum(r.checked for r in RESULTS):,} GPU-seconds checked, "
+        f"{sum(r.lost for r in RESULTS):,} lost, {sum(r.doubled for r in RESULTS):,} doubled "
+        f"({', '.join(r.scenario for r in RESULTS)})"
+    )
 
 
 def fleet(minutes: int = 30, nodes: int = 2, gpus: int = 4, seed: int = 7) -> SimulatedFleet:
-    return SimulatedFleet(seed=seed, nodes=nodes, gpus_per_node=gpus, start=START,
-                          duration_s=minutes * 60)
+    return SimulatedFleet(
+        seed=seed, nodes=nodes, gpus_per_node=gpus, start=START, duration_s=minutes * 60
+    )
 
 
 def truth_cells(f: SimulatedFleet) -> Counter[Cell]:
@@ -76,8 +79,11 @@ class Scenario:
         self.topic = topic
         self.tmp = tmp
         self.faults = 0
-        self.env = {**os.environ, "GPUMETER_DATA_DIR": str(tmp / "data"),
-                    "GPUMETER_GRACE_SECONDS": "60"}
+        self.env = {
+            **os.environ,
+            "GPUMETER_DATA_DIR": str(tmp / "data"),
+            "GPUMETER_GRACE_SECONDS": "60",
+        }
         for k in [k for k in self.env if k.startswith("GPUMETER_KAFKA_")]:
             del self.env[k]
 
@@ -86,20 +92,55 @@ class Scenario:
 
     def agent(self, f: SimulatedFleet, minutes: int, *extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            self._cli("agent", "--simulate", "--nodes", str(len(f.node_ids)),
-                      "--gpus", str(f.gpu_count // len(f.node_ids)), "--seed", "7",
-                      "--start", time.strftime("%Y-%m-%dT%H:%M", time.gmtime(START)),
-                      "--duration", f"{minutes}m", "--bootstrap", self.bootstrap,
-                      "--topic", self.topic, "--spool-dir", str(self.tmp / "spool"),
-                      "--no-fsync", "--quiet", *extra),
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            self._cli(
+                "agent",
+                "--simulate",
+                "--nodes",
+                str(len(f.node_ids)),
+                "--gpus",
+                str(f.gpu_count // len(f.node_ids)),
+                "--seed",
+                "7",
+                "--start",
+                time.strftime("%Y-%m-%dT%H:%M", time.gmtime(START)),
+                "--duration",
+                f"{minutes}m",
+                "--bootstrap",
+                self.bootstrap,
+                "--topic",
+                self.topic,
+                "--spool-dir",
+                str(self.tmp / "spool"),
+                "--no-fsync",
+                "--quiet",
+                *extra,
+            ),
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def worker(self, idle_s: float = 4) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            self._cli("worker", "--bootstrap", self.bootstrap, "--topic", self.topic,
-                      "--app-id", f"faults-{self.name}", "--exit-when-idle", str(idle_s),
-                      "--stop-timeout-s", "60"),
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            self._cli(
+                "worker",
+                "--bootstrap",
+                self.bootstrap,
+                "--topic",
+                self.topic,
+                "--app-id",
+                f"faults-{self.name}",
+                "--exit-when-idle",
+                str(idle_s),
+                "--stop-timeout-s",
+                "60",
+            ),
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def wait(self, proc: subprocess.Popen[str], timeout: float = 240) -> str:
         try:
@@ -123,14 +164,27 @@ class Scenario:
         return {}
 
     def ledger(self) -> Counter[Cell]:
-        r = subprocess.run(self._cli(
-            "sql", "SELECT gpu_uuid, mig_uuid, toUnixTimestamp(minute) AS m, tenant, job, "
-            "sum(gpu_seconds) AS s FROM usage_minutely FINAL "
-            "GROUP BY gpu_uuid, mig_uuid, m, tenant, job HAVING s > 0", "--format", "json"),
-            env=self.env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            self._cli(
+                "sql",
+                "SELECT gpu_uuid, mig_uuid, toUnixTimestamp(minute) AS m, tenant, job, "
+                "sum(gpu_seconds) AS s FROM usage_minutely FINAL "
+                "GROUP BY gpu_uuid, mig_uuid, m, tenant, job HAVING s > 0",
+                "--format",
+                "json",
+            ),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
-        return Counter({(x["gpu_uuid"], x["mig_uuid"], int(x["m"]), x["tenant"], x["job"]):
-                        int(x["s"]) for x in json.loads(r.stdout)})
+        return Counter(
+            {
+                (x["gpu_uuid"], x["mig_uuid"], int(x["m"]), x["tenant"], x["job"]): int(x["s"])
+                for x in json.loads(r.stdout)
+            }
+        )
 
     def check(self, f: SimulatedFleet) -> FaultResult:
         """Compare the ledger with the schedule, cell by cell; record and return the result."""

@@ -32,21 +32,33 @@ class Pipeline:
         self.app_id = f"test-worker-{uuid.uuid4().hex[:8]}"
         self.work_topic: str | None = None
         self.minutely_topic: str | None = None
-        self.env = {**os.environ, "GPUMETER_DATA_DIR": str(data_dir), "GPUMETER_GRACE_SECONDS": "60",
-                    **embedded_worker_env()}
+        self.env = {
+            **os.environ,
+            "GPUMETER_DATA_DIR": str(data_dir),
+            "GPUMETER_GRACE_SECONDS": "60",
+            **embedded_worker_env(),
+        }
 
     # -- agent side --------------------------------------------------------------------------
     def publish_fleet(self, fleet: Any, start: int, end: int, spool: str = "spool") -> int:
         producer = make_producer(self.bootstrap)
-        agents = build_agents(fleet.samplers(), self.data_dir / spool, producer, self.topic,
-                              flush_every=60, fsync=False)
+        agents = build_agents(
+            fleet.samplers(),
+            self.data_dir / spool,
+            producer,
+            self.topic,
+            flush_every=60,
+            fsync=False,
+        )
         assert run_accelerated(agents, start, end), "the agent could not deliver everything"
         producer.close(timeout=10)
         for a in agents:
             a.spool.close()
         return sum(a.stats.samples for a in agents)
 
-    def publish_raw(self, values: list[bytes], key: bytes = b"raw", topic: str | None = None) -> None:
+    def publish_raw(
+        self, values: list[bytes], key: bytes = b"raw", topic: str | None = None
+    ) -> None:
         producer = make_producer(self.bootstrap)
         for v in values:
             producer.send(topic or self.topic, key=key, value=v)
@@ -77,13 +89,37 @@ class Pipeline:
         work = ["--work-topic", self.work_topic] if self.work_topic else []
         if self.minutely_topic:
             work += ["--minutely-topic", self.minutely_topic]
-        entry = ["-m", "gpumeter.cli"] if prelude is None else [
-            "-c", prelude + "\nimport sys\nfrom gpumeter.cli import main\nsys.exit(main(sys.argv[1:]))"]
+        entry = (
+            ["-m", "gpumeter.cli"]
+            if prelude is None
+            else [
+                "-c",
+                prelude
+                + "\nimport sys\nfrom gpumeter.cli import main\nsys.exit(main(sys.argv[1:]))",
+            ]
+        )
         return subprocess.Popen(
-            [sys.executable, *entry, "worker", "--bootstrap", self.bootstrap,
-             "--topic", self.topic, "--app-id", self.app_id, "--exit-when-idle", "3", "--stop-timeout-s", "60", *work,
-             *extra],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                *entry,
+                "worker",
+                "--bootstrap",
+                self.bootstrap,
+                "--topic",
+                self.topic,
+                "--app-id",
+                self.app_id,
+                "--exit-when-idle",
+                "3",
+                "--stop-timeout-s",
+                "60",
+                *work,
+                *extra,
+            ],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
 
     def run_worker(self, timeout: float = 240) -> dict[str, Any]:
@@ -125,8 +161,13 @@ class Pipeline:
 
     # -- reading results ---------------------------------------------------------------------
     def sql(self, query: str) -> list[dict[str, Any]]:
-        r = subprocess.run([sys.executable, "-m", "gpumeter.cli", "sql", query, "--format", "json"],
-                           env=self.env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "gpumeter.cli", "sql", query, "--format", "json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         return list(json.loads(r.stdout))
 
@@ -134,7 +175,8 @@ class Pipeline:
         """Allocated GPU-seconds per (tenant, job, gpu model, hour) and idle seconds."""
         rows = self.sql(
             "SELECT tenant, job, gpu_model, toUnixTimestamp(toStartOfHour(minute)) AS hour, "
-            "sum(gpu_seconds) AS s FROM usage_minutely FINAL GROUP BY tenant, job, gpu_model, hour")
+            "sum(gpu_seconds) AS s FROM usage_minutely FINAL GROUP BY tenant, job, gpu_model, hour"
+        )
         cells: Counter[tuple[str, str, str, int]] = Counter()
         idle = 0
         for r in rows:

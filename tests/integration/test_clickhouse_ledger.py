@@ -20,9 +20,19 @@ def row(mask: int, tenant: str = "acme", job: str = "j1", energy: int = 0) -> Mi
     """A row whose counted seconds share ``energy`` mJ equally (given a divisible energy)."""
     seconds = [s for s in range(60) if mask >> s & 1]
     each = energy // len(seconds)
-    return MinuteRow(MINUTE, tenant, job, "", "GPU-1", "", "NVIDIA H100 80GB HBM3", "n1",
-                     claimed_mask=mask, claimed_active=mask,
-                     readings={s: (50.0, 0.0, each) for s in seconds})
+    return MinuteRow(
+        MINUTE,
+        tenant,
+        job,
+        "",
+        "GPU-1",
+        "",
+        "NVIDIA H100 80GB HBM3",
+        "n1",
+        claimed_mask=mask,
+        claimed_active=mask,
+        readings={s: (50.0, 0.0, each) for s in seconds},
+    )
 
 
 def test_duplicate_and_superseded_rows_are_exact_before_any_merge(clickhouse) -> None:
@@ -49,9 +59,19 @@ def test_duplicate_and_superseded_rows_are_exact_before_any_merge(clickhouse) ->
 
 def test_raw_archive_keeps_one_row_per_sample_identity(clickhouse) -> None:
     clickhouse.command("SYSTEM STOP MERGES usage_seconds")
-    s = GpuSecond(gpu_uuid="GPU-1", gpu_model="NVIDIA H100 80GB HBM3", ts=MINUTE + 3,
-                  tenant="acme", job="j1", sm_util=10, mem_util=5, mem_used=1, mem_total=2,
-                  power_w=300, energy_j=300)
+    s = GpuSecond(
+        gpu_uuid="GPU-1",
+        gpu_model="NVIDIA H100 80GB HBM3",
+        ts=MINUTE + 3,
+        tenant="acme",
+        job="j1",
+        sm_util=10,
+        mem_util=5,
+        mem_used=1,
+        mem_total=2,
+        power_w=300,
+        energy_j=300,
+    )
     sink = LedgerSink(clickhouse)
     sink.write_raw([("n1", s)])
     sink.write_raw([("n1", s)])
@@ -59,8 +79,9 @@ def test_raw_archive_keeps_one_row_per_sample_identity(clickhouse) -> None:
     assert n == 1
 
 
-def test_migrations_apply_once_and_refuse_edited_history(clickhouse, tmp_path: Path,
-                                                        monkeypatch) -> None:
+def test_migrations_apply_once_and_refuse_edited_history(
+    clickhouse, tmp_path: Path, monkeypatch
+) -> None:
     # given a database the fixture already migrated: re-running applies nothing
     assert migrate(clickhouse) == []
     applied = clickhouse.query("SELECT count() FROM gpumeter_migrations").result_rows[0][0]
@@ -83,22 +104,95 @@ def test_upgrading_a_0001_ledger_keeps_every_total(chdb_path: Path, monkeypatch)
     # replaced by version), including a superseded version
     client = connect(f"chdb://{chdb_path}", database=f"t_{uuid.uuid4().hex[:12]}")
     every = discover()
-    monkeypatch.setattr("schemas.clickhouse.migrate.discover",
-                        lambda *a: [m for m in every if m.version <= 2])
+    monkeypatch.setattr(
+        "schemas.clickhouse.migrate.discover", lambda *a: [m for m in every if m.version <= 2]
+    )
     migrate(client)
-    cols = ["minute", "tenant", "job", "billing_class", "gpu_uuid", "mig_uuid", "gpu_model",
-            "node_id", "seconds_mask", "active_mask", "gpu_seconds", "active_seconds",
-            "sm_util_sum", "mem_util_sum", "energy_mj", "peak_mem_used", "version"]
+    cols = [
+        "minute",
+        "tenant",
+        "job",
+        "billing_class",
+        "gpu_uuid",
+        "mig_uuid",
+        "gpu_model",
+        "node_id",
+        "seconds_mask",
+        "active_mask",
+        "gpu_seconds",
+        "active_seconds",
+        "sm_util_sum",
+        "mem_util_sum",
+        "energy_mj",
+        "peak_mem_used",
+        "version",
+    ]
     from datetime import UTC, datetime
 
     m = datetime.fromtimestamp(MINUTE, UTC)
-    client.insert("usage_minutely", [
-        [m, "acme", "j1", "spot", "GPU-1", "", "H100", "n1", 0b1111, 0b0101, 4, 2, 100.0, 40.0,
-         4000, 7, 4],
-        [m, "acme", "j1", "spot", "GPU-1", "", "H100", "n1", (1 << 60) - 1, 1, 60, 1, 1500.5,
-         600.0, 60_000, 9, 60],
-        [m, "__idle__", "", "", "GPU-2", "", "H100", "n1", 1 << 59, 0, 1, 0, 0.0, 0.0, 250, 0, 1],
-    ], column_names=cols)
+    client.insert(
+        "usage_minutely",
+        [
+            [
+                m,
+                "acme",
+                "j1",
+                "spot",
+                "GPU-1",
+                "",
+                "H100",
+                "n1",
+                0b1111,
+                0b0101,
+                4,
+                2,
+                100.0,
+                40.0,
+                4000,
+                7,
+                4,
+            ],
+            [
+                m,
+                "acme",
+                "j1",
+                "spot",
+                "GPU-1",
+                "",
+                "H100",
+                "n1",
+                (1 << 60) - 1,
+                1,
+                60,
+                1,
+                1500.5,
+                600.0,
+                60_000,
+                9,
+                60,
+            ],
+            [
+                m,
+                "__idle__",
+                "",
+                "",
+                "GPU-2",
+                "",
+                "H100",
+                "n1",
+                1 << 59,
+                0,
+                1,
+                0,
+                0.0,
+                0.0,
+                250,
+                0,
+                1,
+            ],
+        ],
+        column_names=cols,
+    )
     # when the remaining migrations run (0003 converts the ledger to union state)
     monkeypatch.setattr("schemas.clickhouse.migrate.discover", lambda *a: every)
     migrate(client)
@@ -106,9 +200,12 @@ def test_upgrading_a_0001_ledger_keeps_every_total(chdb_path: Path, monkeypatch)
     got = client.query(
         "SELECT tenant, sum(gpu_seconds), sum(active_seconds), sum(sm_util_sum), "
         "sum(mem_util_sum), sum(energy_mj), max(peak_mem_used), any(billing_class) "
-        "FROM usage_minutely FINAL GROUP BY tenant ORDER BY tenant").result_rows
-    assert got == [("__idle__", 1, 0, 0.0, 0.0, 250, 0, ""),
-                   ("acme", 60, 1, 1500.5, 600.0, 60_000, 9, "spot")]
+        "FROM usage_minutely FINAL GROUP BY tenant ORDER BY tenant"
+    ).result_rows
+    assert got == [
+        ("__idle__", 1, 0, 0.0, 0.0, 250, 0, ""),
+        ("acme", 60, 1, 1500.5, 600.0, 60_000, 9, "spot"),
+    ]
     hourly = client.query("SELECT sum(gpu_seconds) FROM usage_hourly").result_rows[0][0]
     assert hourly == 61
     client.command(f"DROP DATABASE {client.database}")
@@ -126,8 +223,10 @@ def test_compacting_a_month_keeps_every_total_and_leaves_one_part(clickhouse) ->
     clickhouse.command("SYSTEM START MERGES usage_minutely")
     clickhouse.command("OPTIMIZE TABLE usage_minutely PARTITION 202611 FINAL")
     # then one part holds it, and every total read with or without FINAL is unchanged
-    parts = clickhouse.query("SELECT count() FROM system.parts WHERE database = currentDatabase() "
-                             "AND table = 'usage_minutely' AND active").result_rows[0][0]
+    parts = clickhouse.query(
+        "SELECT count() FROM system.parts WHERE database = currentDatabase() "
+        "AND table = 'usage_minutely' AND active"
+    ).result_rows[0][0]
     assert parts == 1
     after = clickhouse.query("SELECT sum(gpu_seconds), sum(energy_mj) FROM usage_minutely")
     assert before.result_rows == after.result_rows == [(60, 60000)]

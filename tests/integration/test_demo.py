@@ -15,25 +15,49 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def gpumeter(*args: str, data_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GPUMETER_DATA_DIR": str(data_dir), "COLUMNS": "160"}
-    return subprocess.run([sys.executable, "-m", "gpumeter.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "gpumeter.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_demo_runs_exact_and_leaves_queryable_data_invoices_and_report(tmp_path: Path) -> None:
     # when the demo runs on a small fleet with nothing else running
-    r = gpumeter("demo", "--nodes", "2", "--gpus", "2", "--duration", "3h", "--start", "2026-11-20",
-                 data_dir=tmp_path)
+    r = gpumeter(
+        "demo",
+        "--nodes",
+        "2",
+        "--gpus",
+        "2",
+        "--duration",
+        "3h",
+        "--start",
+        "2026-11-20",
+        data_dir=tmp_path,
+    )
 
     # then it reports exact agreement with the simulator's ground truth and exits 0
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "exact: yes" in r.stdout
     # and it produced finalized invoices in every format, and the report
     invoices = tmp_path / "demo" / "invoices"
-    assert list(invoices.rglob("*.pdf")) and list(invoices.rglob("*.csv")) and list(invoices.rglob("*.json"))
+    assert (
+        list(invoices.rglob("*.pdf"))
+        and list(invoices.rglob("*.csv"))
+        and list(invoices.rglob("*.json"))
+    )
     assert list((tmp_path / "demo" / "report").glob("*.html"))
     # and `gpumeter sql` reads the demo's data afterwards
-    q = gpumeter("sql", "SELECT sum(gpu_seconds) AS s FROM usage_minutely FINAL", "--format", "json",
-                 data_dir=tmp_path)
+    q = gpumeter(
+        "sql",
+        "SELECT sum(gpu_seconds) AS s FROM usage_minutely FINAL",
+        "--format",
+        "json",
+        data_dir=tmp_path,
+    )
     assert q.returncode == 0, q.stderr
     assert int(json.loads(q.stdout)[0]["s"]) == 2 * 2 * 3 * 3600
 
@@ -49,7 +73,17 @@ def test_demo_refuses_to_replace_data_it_did_not_write(tmp_path: Path) -> None:
 
 @pytest.mark.trace
 def test_demo_replays_the_real_trace_exactly(tmp_path: Path, shared_data: Path) -> None:
-    r = gpumeter("demo", "--trace", "--max-gpus", "16", "--duration", "30m", "--start",
-                 "2026-11-20", "--no-report", data_dir=tmp_path)
+    r = gpumeter(
+        "demo",
+        "--trace",
+        "--max-gpus",
+        "16",
+        "--duration",
+        "30m",
+        "--start",
+        "2026-11-20",
+        "--no-report",
+        data_dir=tmp_path,
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "exact: yes" in r.stdout and "trace replay" in r.stdout

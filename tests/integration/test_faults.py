@@ -56,8 +56,9 @@ def test_worker_killed_three_times_mid_stream(own_broker: EmbeddedBroker, tmp_pa
     assert (r.faults, r.lost, r.doubled) == (3, 0, 0), r
 
 
-def test_agent_killed_mid_run_then_restarted_on_its_spool(own_broker: EmbeddedBroker,
-                                                          tmp_path: Path) -> None:
+def test_agent_killed_mid_run_then_restarted_on_its_spool(
+    own_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
     s = scenario("agent kill -9", own_broker, tmp_path)
     f = fleet(minutes=120, nodes=2, gpus=8)
     # given an agent killed with SIGKILL while it samples and sends
@@ -102,8 +103,18 @@ def test_broker_restarted_empty_before_the_worker_read_is_refilled_by_resend(
     s.faults += 1
     # when the operator re-sends what the agent retains, and a worker consumes the topic
     since = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(START))
-    resend = s._cli("agent", "resend", "--since", since, "--spool-dir", str(tmp_path / "spool"),
-                    "--bootstrap", own_broker.bootstrap, "--topic", TOPIC)
+    resend = s._cli(
+        "agent",
+        "resend",
+        "--since",
+        since,
+        "--spool-dir",
+        str(tmp_path / "spool"),
+        "--bootstrap",
+        own_broker.bootstrap,
+        "--topic",
+        TOPIC,
+    )
     out = subprocess.run(resend, env=s.env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     s.wait(s.worker())
@@ -126,10 +137,24 @@ def test_broker_restarted_under_a_worker_that_had_read_everything(
     own_broker.create_topics([TopicSpec(TOPIC, 2)])
     s.faults += 1
     since = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(START))
-    subprocess.run(s._cli("agent", "resend", "--since", since, "--spool-dir",
-                          str(tmp_path / "spool"), "--bootstrap", own_broker.bootstrap,
-                          "--topic", TOPIC), env=s.env, check=True, capture_output=True,
-                   timeout=120)
+    subprocess.run(
+        s._cli(
+            "agent",
+            "resend",
+            "--since",
+            since,
+            "--spool-dir",
+            str(tmp_path / "spool"),
+            "--bootstrap",
+            own_broker.bootstrap,
+            "--topic",
+            TOPIC,
+        ),
+        env=s.env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     out = s.wait(w)
     # then the worker survived it, and the re-read changed nothing: no second counted twice
     r = s.check(f)
@@ -146,12 +171,35 @@ def test_a_node_clock_ahead_parks_its_seconds_then_counts_them(
     ahead = int(time.time()) + 20
 
     def record(seq: int, first: int, n: int) -> bytes:
-        return orjson.dumps({"schema_version": 1, "node_id": "fast-clock", "agent_id": "a",
-                             "seq": seq, "gaps": [], "samples": [
-            {"gpu_uuid": "GPU-skew", "mig_uuid": None, "gpu_model": "H100", "ts": t,
-             "tenant": "acme", "job": "j", "billing_class": None, "sm_util": 1.0,
-             "mem_util": 1.0, "mem_used": 1, "mem_total": 2, "power_w": 100.0,
-             "energy_j": 100.0, "temp_c": None, "flags": []} for t in range(first, first + n)]})
+        return orjson.dumps(
+            {
+                "schema_version": 1,
+                "node_id": "fast-clock",
+                "agent_id": "a",
+                "seq": seq,
+                "gaps": [],
+                "samples": [
+                    {
+                        "gpu_uuid": "GPU-skew",
+                        "mig_uuid": None,
+                        "gpu_model": "H100",
+                        "ts": t,
+                        "tenant": "acme",
+                        "job": "j",
+                        "billing_class": None,
+                        "sm_util": 1.0,
+                        "mem_util": 1.0,
+                        "mem_used": 1,
+                        "mem_total": 2,
+                        "power_w": 100.0,
+                        "energy_j": 100.0,
+                        "temp_c": None,
+                        "flags": [],
+                    }
+                    for t in range(first, first + n)
+                ],
+            }
+        )
 
     p.publish_raw([record(0, ahead, 10)], key=b"fast-clock")
     first = p.run_worker()
@@ -164,6 +212,7 @@ def test_a_node_clock_ahead_parks_its_seconds_then_counts_them(
     assert second["readmitted"] == 10 and second["new_seconds"] == 15
     rows = p.sql("SELECT sum(gpu_seconds) AS s FROM usage_minutely FINAL")
     counted = int(rows[0]["s"])
-    RESULTS.append(FaultResult("clock 20 s ahead", 1, 15, max(0, 15 - counted),
-                               max(0, counted - 15)))
+    RESULTS.append(
+        FaultResult("clock 20 s ahead", 1, 15, max(0, 15 - counted), max(0, counted - 15))
+    )
     assert counted == 15

@@ -33,8 +33,12 @@ START = 1_795_651_200  # 2026-11-20T00:00:00Z
 NODES = ["dgx-a01", "dgx-a02", "hgx-b07"]
 GPUS_PER_NODE = 3
 MINUTES = 4
-ALLOCS: list[tuple[str, str] | None] = [("acme", "train"), ("globex", "infer"), None,
-                                        ("ünï-cödé", "job'; DROP TABLE x;--")]
+ALLOCS: list[tuple[str, str] | None] = [
+    ("acme", "train"),
+    ("globex", "infer"),
+    None,
+    ("ünï-cödé", "job'; DROP TABLE x;--"),
+]
 
 #: Mutations of one sample: (name, function of the sample dict -> the value to put in the list
 #: of samples instead; a callable returning raw JSON text is spliced in as-is).
@@ -73,14 +77,25 @@ def encode(envelope: dict[str, Any], samples: list[Any]) -> bytes:
     return (head + ', "samples": [' + ", ".join(parts) + "]}").encode()
 
 
-def sample(node: int, gpu: int, ts: int, alloc: tuple[str, str] | None,
-           mig: str | None = None) -> dict[str, Any]:
+def sample(
+    node: int, gpu: int, ts: int, alloc: tuple[str, str] | None, mig: str | None = None
+) -> dict[str, Any]:
     return {
-        "gpu_uuid": f"GPU-{NODES[node]}-{gpu}", "mig_uuid": mig, "gpu_model": "NVIDIA H100",
-        "ts": ts, "tenant": alloc[0] if alloc else None, "job": alloc[1] if alloc else None,
-        "billing_class": None, "sm_util": 40.0 if alloc else 0.0, "mem_util": 10.0,
-        "mem_used": 100, "mem_total": 1000, "power_w": 300.0, "energy_j": 300.0,
-        "temp_c": 50.0, "flags": [],
+        "gpu_uuid": f"GPU-{NODES[node]}-{gpu}",
+        "mig_uuid": mig,
+        "gpu_model": "NVIDIA H100",
+        "ts": ts,
+        "tenant": alloc[0] if alloc else None,
+        "job": alloc[1] if alloc else None,
+        "billing_class": None,
+        "sm_util": 40.0 if alloc else 0.0,
+        "mem_util": 10.0,
+        "mem_used": 100,
+        "mem_total": 1000,
+        "power_w": 300.0,
+        "energy_j": 300.0,
+        "temp_c": 50.0,
+        "flags": [],
     }
 
 
@@ -115,30 +130,53 @@ def test_hostile_records_end_counted_rejected_or_recorded_as_conflicts(pipeline:
                     else:
                         claims.append(s)
                         samples.append(s)
-            env = {"schema_version": 1, "node_id": node, "agent_id": f"agent-{node}",
-                   "seq": minute, "gaps": []}
+            env = {
+                "schema_version": 1,
+                "node_id": node,
+                "agent_id": f"agent-{node}",
+                "seq": minute,
+                "gaps": [],
+            }
             records.append(encode(env, samples))
     # and every mutation at least once, one per record of a single GPU
     for i, (name, mutate) in enumerate(SAMPLE_MUTATIONS):
         good = sample(0, 9, START + 3600 + i, ("acme", "train"))
         bad_samples.append((len(records), 1, name))
         claims.append(good)
-        records.append(encode({"schema_version": 1, "node_id": "dgx-a01", "agent_id": "m",
-                               "seq": 100 + i, "gaps": []}, [good, mutate(good)]))
+        records.append(
+            encode(
+                {
+                    "schema_version": 1,
+                    "node_id": "dgx-a01",
+                    "agent_id": "m",
+                    "seq": 100 + i,
+                    "gaps": [],
+                },
+                [good, mutate(good)],
+            )
+        )
     # and broken envelopes, each followed by valid records that must still count
     envelopes = [
-        ("megabyte agent id", {"schema_version": 1, "node_id": "x", "agent_id": "a" * 600_000,
-                               "seq": 0}),
-        ("schema_version as string", {"schema_version": "1", "node_id": "x", "agent_id": "a",
-                                      "seq": 0}),
+        (
+            "megabyte agent id",
+            {"schema_version": 1, "node_id": "x", "agent_id": "a" * 600_000, "seq": 0},
+        ),
+        (
+            "schema_version as string",
+            {"schema_version": "1", "node_id": "x", "agent_id": "a", "seq": 0},
+        ),
         ("seq past 2**63", {"schema_version": 1, "node_id": "x", "agent_id": "a", "seq": 2**127}),
         ("unknown version", {"schema_version": 7, "node_id": "x", "agent_id": "a", "seq": 0}),
     ]
     for i, (name, env) in enumerate(envelopes):
         bad_records.append((len(records), name))
         records.append(encode(env, [sample(1, 9, START + 7200 + i, ("acme", "train"))]))
-    for raw, name in [(b"{not json", "malformed"), (b"\xff\xfe\x00garbage", "invalid utf-8"),
-                      (b"[]", "not an object"), (b"", "empty")]:
+    for raw, name in [
+        (b"{not json", "malformed"),
+        (b"\xff\xfe\x00garbage", "invalid utf-8"),
+        (b"[]", "not an object"),
+        (b"", "empty"),
+    ]:
         bad_records.append((len(records), name))
         records.append(raw)
     # and conflicting claims: the same GPU-minute claimed by globex, by idle and by acme; a
@@ -148,8 +186,10 @@ def test_hostile_records_end_counted_rejected_or_recorded_as_conflicts(pipeline:
         batch = [sample(2, 8, START + 600 + sec, alloc) for sec in range(60)]
         claims.extend(batch)
         records.append(encode({**conflict_env, "seq": seq}, batch))
-    slices = [sample(2, 7, START + 900 + sec, ("globex", "infer"), mig=f"MIG-{sec % 2}")
-              for sec in range(30)]
+    slices = [
+        sample(2, 7, START + 900 + sec, ("globex", "infer"), mig=f"MIG-{sec % 2}")
+        for sec in range(30)
+    ]
     parent = [sample(2, 7, START + 900 + sec, ("acme", "train")) for sec in range(60)]
     claims.extend(slices + parent)
     records.append(encode({**conflict_env, "seq": 10}, parent))
@@ -160,14 +200,14 @@ def test_hostile_records_end_counted_rejected_or_recorded_as_conflicts(pipeline:
     stats = pipeline.run_worker()  # asserts exit status 0: alive until idle
 
     # then each mutated sample, and each broken envelope, is rejected where it was, briefly
-    rejected = pipeline.sql(
-        "SELECT offset, sample_index, code, reason FROM usage_rejected FINAL")
+    rejected = pipeline.sql("SELECT offset, sample_index, code, reason FROM usage_rejected FINAL")
     got = {(int(r["offset"]), int(r["sample_index"])) for r in rejected}
     want = {(i, j) for i, j, _ in bad_samples} | {(i, -1) for i, _ in bad_records}
     assert got == want, (
         f"missing: {sorted(want - got)[:5]} unexpected: {sorted(got - want)[:5]}; "
         f"mutations: {[n for i, j, n in bad_samples if (i, j) in want - got][:5]}"
-        f"{[n for i, n in bad_records if (i, -1) in want - got][:5]}")
+        f"{[n for i, n in bad_records if (i, -1) in want - got][:5]}"
+    )
     long = [r for r in rejected if len(r["reason"]) >= 300]
     assert not long, long[:2]
     # and the ledger holds, per (tenant, job, gpu, mig, minute), the rule's winners
@@ -189,9 +229,14 @@ def test_hostile_records_end_counted_rejected_or_recorded_as_conflicts(pipeline:
     rows = pipeline.sql(
         "SELECT tenant, job, gpu_uuid, mig_uuid, toUnixTimestamp(minute) AS m, "
         "sum(gpu_seconds) AS s FROM usage_minutely FINAL GROUP BY tenant, job, gpu_uuid, "
-        "mig_uuid, m HAVING s > 0")
-    ledger = Counter({(r["tenant"], r["job"], r["gpu_uuid"], r["mig_uuid"], int(r["m"])):
-                      int(r["s"]) for r in rows})
+        "mig_uuid, m HAVING s > 0"
+    )
+    ledger = Counter(
+        {
+            (r["tenant"], r["job"], r["gpu_uuid"], r["mig_uuid"], int(r["m"])): int(r["s"])
+            for r in rows
+        }
+    )
     assert ledger == expected
     # and every losing claim is recorded
     conflicts = pipeline.sql("SELECT count() AS n FROM usage_conflicts FINAL")

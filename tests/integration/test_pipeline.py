@@ -20,8 +20,9 @@ START = 1_795_651_200  # 2026-11-20T00:00:00Z
 
 
 def small_fleet(hours: int = 1, nodes: int = 2, gpus: int = 4) -> SimulatedFleet:
-    return SimulatedFleet(seed=11, nodes=nodes, gpus_per_node=gpus, start=START,
-                          duration_s=hours * 3600)
+    return SimulatedFleet(
+        seed=11, nodes=nodes, gpus_per_node=gpus, start=START, duration_s=hours * 3600
+    )
 
 
 @pytest.fixture
@@ -67,19 +68,31 @@ def test_malformed_records_are_rejected_with_reasons_and_good_data_still_counts(
     good_sample = fleet.samplers()[0].sample(START + 10)[0].model_dump(mode="json")
     bad_sample = {**good_sample, "ts": START + 5000, "sm_util": 140.0}
     extra_good = {**good_sample, "ts": START + 7000}  # outside the published window, valid
-    pipeline.publish_raw([
-        b"{not json",
-        orjson.dumps({"schema_version": 99, "node_id": "n", "agent_id": "a", "seq": 0, "samples": []}),
-        orjson.dumps({"schema_version": 1, "node_id": "sim-node-00", "agent_id": "x", "seq": 5,
-                      "samples": [bad_sample, extra_good]}),
-    ])
+    pipeline.publish_raw(
+        [
+            b"{not json",
+            orjson.dumps(
+                {"schema_version": 99, "node_id": "n", "agent_id": "a", "seq": 0, "samples": []}
+            ),
+            orjson.dumps(
+                {
+                    "schema_version": 1,
+                    "node_id": "sim-node-00",
+                    "agent_id": "x",
+                    "seq": 5,
+                    "samples": [bad_sample, extra_good],
+                }
+            ),
+        ]
+    )
 
     # when the worker consumes the topic
     stats = pipeline.run_worker()
 
     # then it did not crash, each bad thing is in the rejected table with a reason
-    rejected = pipeline.sql("SELECT code, reason, sample_index, offset FROM usage_rejected FINAL "
-                            "ORDER BY code")
+    rejected = pipeline.sql(
+        "SELECT code, reason, sample_index, offset FROM usage_rejected FINAL ORDER BY code"
+    )
     by_code = {r["code"]: r for r in rejected}
     assert set(by_code) == {"malformed_json", "unknown_schema_version", "invalid_sample"}
     assert "schema_version" in by_code["unknown_schema_version"]["reason"]
@@ -91,8 +104,12 @@ def test_malformed_records_are_rejected_with_reasons_and_good_data_still_counts(
     truth = fleet.ground_truth(START, end)
     cells, idle = pipeline.ledger_cells()
     expected = {tuple(k): v for k, v in truth.allocated.items()}
-    extra_key = (good_sample["tenant"], good_sample["job"], good_sample["gpu_model"],
-                 (START + 7000) // 3600 * 3600)
+    extra_key = (
+        good_sample["tenant"],
+        good_sample["job"],
+        good_sample["gpu_model"],
+        (START + 7000) // 3600 * 3600,
+    )
     if good_sample["tenant"] is None:
         assert idle == truth.idle_seconds + 1
         assert cells == expected
@@ -129,14 +146,29 @@ def test_work_units_are_validated_stored_once_and_bad_ones_rejected(
     pipeline.publish_fleet(small_fleet(hours=1, nodes=1, gpus=1), START, START + 600)
 
     def report(job: str, start: int, end: int, quantity: int) -> bytes:
-        return orjson.dumps({"schema_version": 1, "tenant": "acme", "job": job, "source": "r0",
-                             "unit": "tokens", "quantity": quantity, "window_start": start,
-                             "window_end": end})
+        return orjson.dumps(
+            {
+                "schema_version": 1,
+                "tenant": "acme",
+                "job": job,
+                "source": "r0",
+                "unit": "tokens",
+                "quantity": quantity,
+                "window_start": start,
+                "window_end": end,
+            }
+        )
 
     good = report("acme-j1", START, START + 60, 1_000_000)
-    pipeline.publish_raw([good, good, report("acme-j1", START + 60, START + 120, 500_000),
-                          report("acme-j1", START + 120, START + 60, 5)],
-                         topic=pipeline.work_topic)
+    pipeline.publish_raw(
+        [
+            good,
+            good,
+            report("acme-j1", START + 60, START + 120, 500_000),
+            report("acme-j1", START + 120, START + 60, 5),
+        ],
+        topic=pipeline.work_topic,
+    )
 
     # when the worker runs
     stats = pipeline.run_worker()
@@ -158,14 +190,35 @@ def test_late_seconds_merge_into_their_closed_minute_and_are_re_emitted(
     m = START + 600
 
     def sample(ts: int) -> dict[str, object]:
-        return {"gpu_uuid": "GPU-late", "mig_uuid": None, "gpu_model": "NVIDIA H100 80GB HBM3",
-                "ts": ts, "tenant": "acme", "job": "late-job", "billing_class": None,
-                "sm_util": 50.0, "mem_util": 10.0, "mem_used": 1, "mem_total": 2,
-                "power_w": 300.0, "energy_j": 300.0, "temp_c": 60.0, "flags": []}
+        return {
+            "gpu_uuid": "GPU-late",
+            "mig_uuid": None,
+            "gpu_model": "NVIDIA H100 80GB HBM3",
+            "ts": ts,
+            "tenant": "acme",
+            "job": "late-job",
+            "billing_class": None,
+            "sm_util": 50.0,
+            "mem_util": 10.0,
+            "mem_used": 1,
+            "mem_total": 2,
+            "power_w": 300.0,
+            "energy_j": 300.0,
+            "temp_c": 60.0,
+            "flags": [],
+        }
 
     def batch(seq: int, seconds: range) -> bytes:
-        return orjson.dumps({"schema_version": 1, "node_id": "late-node", "agent_id": "a1",
-                             "seq": seq, "samples": [sample(t) for t in seconds], "gaps": []})
+        return orjson.dumps(
+            {
+                "schema_version": 1,
+                "node_id": "late-node",
+                "agent_id": "a1",
+                "seq": seq,
+                "samples": [sample(t) for t in seconds],
+                "gaps": [],
+            }
+        )
 
     pipeline.publish_raw([batch(0, range(m, m + 30)), batch(1, range(m + 60, m + 660))])
     pipeline.run_worker()
@@ -176,8 +229,10 @@ def test_late_seconds_merge_into_their_closed_minute_and_are_re_emitted(
 
     # then minute M holds all 60 seconds in the ledger, counted as late, never twice
     assert stats["late"] == 30 and stats["new_seconds"] == 30
-    rows = pipeline.sql(f"SELECT gpu_seconds, energy_mj FROM usage_minutely FINAL "
-                        f"WHERE gpu_uuid = 'GPU-late' AND minute = toDateTime({m}, 'UTC')")
+    rows = pipeline.sql(
+        f"SELECT gpu_seconds, energy_mj FROM usage_minutely FINAL "
+        f"WHERE gpu_uuid = 'GPU-late' AND minute = toDateTime({m}, 'UTC')"
+    )
     assert [(int(r["gpu_seconds"]), int(r["energy_mj"])) for r in rows] == [(60, 60 * 300_000)]
     # and usage.minutely.v1 first carried M as closed with 30 seconds, then the correction
     emitted = [orjson.loads(v) for v in pipeline.read_raw(pipeline.minutely_topic)]

@@ -18,22 +18,46 @@ from tests.fakes.ledger import FakeLedger
 MINUTE = 1_795_651_200  # 2026-11-20T00:00:00Z
 
 
-def row(claimed: int, released: int = 0, *, energy: dict[int, int] | None = None,
-        version: int = 1) -> MinuteRow:
+def row(
+    claimed: int, released: int = 0, *, energy: dict[int, int] | None = None, version: int = 1
+) -> MinuteRow:
     energy = energy if energy is not None else {s: 1000 for s in range(60) if claimed >> s & 1}
-    return MinuteRow(MINUTE, "acme", "j1", "", "GPU-1", "", "H100", "n1", claimed_mask=claimed,
-                     released_mask=released, claimed_active=claimed,
-                     readings={s: (50.0, 10.0, e) for s, e in energy.items()}, version=version)
+    return MinuteRow(
+        MINUTE,
+        "acme",
+        "j1",
+        "",
+        "GPU-1",
+        "",
+        "H100",
+        "n1",
+        claimed_mask=claimed,
+        released_mask=released,
+        claimed_active=claimed,
+        readings={s: (50.0, 10.0, e) for s, e in energy.items()},
+        version=version,
+    )
 
 
 def sample(ts: int, tenant: str | None = "acme", energy_j: float = 300.0) -> GpuSecond:
-    return GpuSecond(gpu_uuid="GPU-1", gpu_model="H100", ts=ts, tenant=tenant,
-                     job="j1" if tenant else None, sm_util=10, mem_util=5, mem_used=1,
-                     mem_total=2, power_w=300, energy_j=energy_j)
+    return GpuSecond(
+        gpu_uuid="GPU-1",
+        gpu_model="H100",
+        ts=ts,
+        tenant=tenant,
+        job="j1" if tenant else None,
+        sm_util=10,
+        mem_util=5,
+        mem_used=1,
+        mem_total=2,
+        power_w=300,
+        energy_j=energy_j,
+    )
 
 
-def rejected(offset: int, raw: bytes, code: str = "invalid_sample", index: int = 0
-             ) -> RejectedRecord:
+def rejected(
+    offset: int, raw: bytes, code: str = "invalid_sample", index: int = 0
+) -> RejectedRecord:
     return RejectedRecord("gpu.usage.v1", 0, offset, index, code, "why", "n1", raw)
 
 
@@ -79,14 +103,29 @@ class SinkContract:
         parked = rejected(7, b'{"ts": 1}', code="future_timestamp", index=2)
         sink.write_rejected([parked, rejected(8, b"x")])
         [back] = sink.load_parked("gpu.usage.v1")
-        assert (back.offset, back.sample_index, back.raw, back.node_id) == (7, 2, b'{"ts": 1}', "n1")
+        assert (back.offset, back.sample_index, back.raw, back.node_id) == (
+            7,
+            2,
+            b'{"ts": 1}',
+            "n1",
+        )
         sink.mark_readmitted([back])
         assert sink.load_parked("gpu.usage.v1") == []
 
     def test_conflicts_are_accepted_and_a_repeat_is_harmless(self) -> None:
         sink = self.sink()
-        c = Conflict("GPU-1", MINUTE + 1, "allocation", "", ("acme", "j1"), "", ("zeta", "j"),
-                     "n2", "spot", (50.0, 10.0, 300_000))
+        c = Conflict(
+            "GPU-1",
+            MINUTE + 1,
+            "allocation",
+            "",
+            ("acme", "j1"),
+            "",
+            ("zeta", "j"),
+            "n2",
+            "spot",
+            (50.0, 10.0, 300_000),
+        )
         sink.write_conflicts([c, c])
         sink.write_conflicts([dataclasses.replace(c, loser_readings=None)])
         assert self.conflict_count(sink) == 1
@@ -107,8 +146,10 @@ class TestFakeLedger(SinkContract):
         return len(sink.conflicts)
 
     def totals(self, sink: Any) -> tuple[int, int]:
-        return (sum(r.gpu_seconds for r in sink.ledger.values()),
-                sum(r.energy_mj for r in sink.ledger.values()))
+        return (
+            sum(r.gpu_seconds for r in sink.ledger.values()),
+            sum(r.energy_mj for r in sink.ledger.values()),
+        )
 
 
 @pytest.mark.integration
@@ -127,7 +168,8 @@ class TestClickHouseSink(SinkContract):
 
     def totals(self, sink: Any) -> tuple[int, int]:
         [(seconds, energy)] = self.client.query(
-            "SELECT sum(gpu_seconds), sum(energy_mj) FROM usage_minutely FINAL").result_rows
+            "SELECT sum(gpu_seconds), sum(energy_mj) FROM usage_minutely FINAL"
+        ).result_rows
         return (int(seconds), int(energy))
 
     def test_rejected_bytes_are_stored_exactly_capped_with_size_and_hash(self) -> None:

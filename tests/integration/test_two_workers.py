@@ -58,8 +58,10 @@ def test_two_workers_of_one_group_and_a_rebalance_give_the_exact_ledger(
     # and the second store's ledger rows are inserted into the first, as a shared server would
     # have received them
     native = tmp_path / "b-ledger.native"
-    for script, args in ((EXPORT, [str(tmp_path / "b" / "data" / "clickhouse"), str(native)]),
-                         (IMPORT, [str(tmp_path / "a" / "data" / "clickhouse"), str(native)])):
+    for script, args in (
+        (EXPORT, [str(tmp_path / "b" / "data" / "clickhouse"), str(native)]),
+        (IMPORT, [str(tmp_path / "a" / "data" / "clickhouse"), str(native)]),
+    ):
         subprocess.run([sys.executable, "-c", script, *args], check=True, timeout=120)
     # then the merged ledger is the schedule, cell by cell: nothing lost, nothing doubled
     a.faults += b.faults

@@ -89,8 +89,12 @@ def test_a_restarted_broker_that_lost_its_log_is_re_read_from_the_start(
         # supervisor does) reads it: never a silent skip
         total = 1200 + 10 * after
         try:
-            wait_for(lambda: status(pipeline).get("new_seconds") == total, 90,
-                     "the new GPU-seconds counted", proc)
+            wait_for(
+                lambda: status(pipeline).get("new_seconds") == total,
+                90,
+                "the new GPU-seconds counted",
+                proc,
+            )
             proc.send_signal(signal.SIGTERM)
             code, out = finish(proc, 30)
             restarted = False
@@ -112,8 +116,7 @@ def commit_offset(bootstrap: str, group: str, topic: str, offset: int) -> None:
     from kafka import KafkaConsumer, TopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     tp = TopicPartition(topic, 0)
     consumer.assign([tp])
     consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
@@ -128,8 +131,13 @@ def test_an_unreachable_broker_ends_the_worker_with_69_and_one_line(tmp_path: Pa
     # given a bootstrap nobody listens on
     env = {"PATH": "/usr/bin:/bin", "GPUMETER_DATA_DIR": str(tmp_path), **embedded_worker_env()}
     t0 = time.monotonic()
-    r = subprocess.run(worker_cmd("--bootstrap", f"127.0.0.1:{free_port()}", "--broker-wait-s",
-                                  "2"), env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        worker_cmd("--bootstrap", f"127.0.0.1:{free_port()}", "--broker-wait-s", "2"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # then it gives up after the stated wait, non-zero, with a message and no traceback
     assert r.returncode == 69, r.stderr
     assert time.monotonic() - t0 < 30
@@ -139,8 +147,9 @@ def test_an_unreachable_broker_ends_the_worker_with_69_and_one_line(tmp_path: Pa
     # and a bootstrap that is not host:port at all is a configuration error (exit 2)
     for bad in (["--bootstrap", "not a host"], []):
         env_bad = {**env, "GPUMETER_KAFKA_BOOTSTRAP": "not a host"} if not bad else env
-        r = subprocess.run(worker_cmd(*bad), env=env_bad, capture_output=True, text=True,
-                           timeout=60)
+        r = subprocess.run(
+            worker_cmd(*bad), env=env_bad, capture_output=True, text=True, timeout=60
+        )
         assert r.returncode == 2, r.stderr
         assert "not a host" in r.stderr and "Traceback" not in r.stderr
 

@@ -26,22 +26,46 @@ START = 1_795_651_200  # 2026-11-20T00:00:00Z
 
 
 def sample(gpu: str, ts: int, tenant: str = "acme") -> dict[str, object]:
-    return {"gpu_uuid": gpu, "mig_uuid": None, "gpu_model": "NVIDIA H100 80GB HBM3",
-            "ts": ts, "tenant": tenant, "job": f"{tenant}-job", "billing_class": None,
-            "sm_util": 50.0, "mem_util": 10.0, "mem_used": 1, "mem_total": 2,
-            "power_w": 300.0, "energy_j": 300.0, "temp_c": 60.0, "flags": []}
+    return {
+        "gpu_uuid": gpu,
+        "mig_uuid": None,
+        "gpu_model": "NVIDIA H100 80GB HBM3",
+        "ts": ts,
+        "tenant": tenant,
+        "job": f"{tenant}-job",
+        "billing_class": None,
+        "sm_util": 50.0,
+        "mem_util": 10.0,
+        "mem_used": 1,
+        "mem_total": 2,
+        "power_w": 300.0,
+        "energy_j": 300.0,
+        "temp_c": 60.0,
+        "flags": [],
+    }
 
 
 def batch(node: str, seq: int, gpu: str, seconds: range, agent_id: str = "a1") -> bytes:
-    return orjson.dumps({"schema_version": 1, "node_id": node, "agent_id": agent_id, "seq": seq,
-                         "samples": [sample(gpu, t) for t in seconds], "gaps": []})
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "node_id": node,
+            "agent_id": agent_id,
+            "seq": seq,
+            "samples": [sample(gpu, t) for t in seconds],
+            "gaps": [],
+        }
+    )
 
 
-def good_records(n: int, per_record: int = 10, gpu: str = "GPU-w0", first_seq: int = 0,
-                 t0: int = START) -> list[bytes]:
+def good_records(
+    n: int, per_record: int = 10, gpu: str = "GPU-w0", first_seq: int = 0, t0: int = START
+) -> list[bytes]:
     """n valid records of ``per_record`` distinct GPU-seconds each, consecutive in time."""
-    return [batch("node-w", first_seq + i, gpu,
-                  range(t0 + i * per_record, t0 + (i + 1) * per_record)) for i in range(n)]
+    return [
+        batch("node-w", first_seq + i, gpu, range(t0 + i * per_record, t0 + (i + 1) * per_record))
+        for i in range(n)
+    ]
 
 
 def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
@@ -83,8 +107,9 @@ def test_oversized_bad_records_are_rejected_and_everything_after_them_counts(
     rejected_topic = topic_factory("rejected")
     records: list[bytes] = []
     for k in range(3):
-        records.append(batch("node-w", 10_000 + k, "GPU-w0", range(START, START + 10),
-                             agent_id="x" * bad_size))
+        records.append(
+            batch("node-w", 10_000 + k, "GPU-w0", range(START, START + 10), agent_id="x" * bad_size)
+        )
         records.extend(good_records(100, first_seq=k * 100, t0=START + k * 1000))
     pipeline.publish_raw(records, key=b"node-w")
 
@@ -173,8 +198,9 @@ def test_a_hung_processor_turns_liveness_bad_and_the_worker_exits_75(pipeline: P
     from infra.embedded.broker import free_port
 
     port = free_port()
-    proc = pipeline.start_worker("--stall-exit-s", "4", "--metrics-port", str(port),
-                                 "--exit-when-idle", "60", prelude=HANG)
+    proc = pipeline.start_worker(
+        "--stall-exit-s", "4", "--metrics-port", str(port), "--exit-when-idle", "60", prelude=HANG
+    )
     t0 = time.monotonic()
     health = metrics = None
     import urllib.error
@@ -195,8 +221,11 @@ def test_a_hung_processor_turns_liveness_bad_and_the_worker_exits_75(pipeline: P
     assert code == 75, out[-3000:]
     assert health is not None and health[0] == 503 and "in the processor" in health[1]
     assert metrics is not None
-    counters = dict(line.split(" ") for line in metrics.decode().splitlines()
-                    if line and not line.startswith("#"))
+    counters = dict(
+        line.split(" ")
+        for line in metrics.decode().splitlines()
+        if line and not line.startswith("#")
+    )
     assert int(counters["gpumeter_worker_records_total"]) > 0
     assert "gpumeter_worker_live" in counters and "gpumeter_worker_lag_records" in counters
     assert "worker stalled" in out

@@ -28,10 +28,14 @@ DATASOURCES = ROOT / "infra/grafana/provisioning/datasources/clickhouse.yaml"
 
 def expand_macros(sql: str, start: int, end: int, interval_s: int = 60) -> str:
     """The grafana-clickhouse-datasource macros used by the dashboards."""
-    sql = re.sub(r"\$__timeFilter\(\s*([^)]+?)\s*\)",
-                 lambda m: f"{m.group(1)} >= toDateTime({start}) AND {m.group(1)} <= toDateTime({end})",
-                 sql)
-    sql = sql.replace("$__fromTime", f"toDateTime({start})").replace("$__toTime", f"toDateTime({end})")
+    sql = re.sub(
+        r"\$__timeFilter\(\s*([^)]+?)\s*\)",
+        lambda m: f"{m.group(1)} >= toDateTime({start}) AND {m.group(1)} <= toDateTime({end})",
+        sql,
+    )
+    sql = sql.replace("$__fromTime", f"toDateTime({start})").replace(
+        "$__toTime", f"toDateTime({end})"
+    )
     sql = sql.replace("$__interval_s", str(interval_s))
     assert "$" not in sql, f"unexpanded macro or variable in: {sql}"
     return sql
@@ -53,7 +57,9 @@ def test_dashboards_exist_and_use_the_provisioned_datasource() -> None:
         dashboard = json.loads(path.read_text())
         assert dashboard["uid"] and dashboard["panels"]
         for title, target in _targets(dashboard):
-            assert target["datasource"] == {"type": "grafana-clickhouse-datasource", "uid": uid}, title
+            assert target["datasource"] == {"type": "grafana-clickhouse-datasource", "uid": uid}, (
+                title
+            )
             assert target["rawSql"].strip(), title
 
 

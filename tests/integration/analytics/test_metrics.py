@@ -73,7 +73,9 @@ def test_utilization_energy_and_economics_from_on_demand_rating(scenario) -> Non
     assert [m.key for m in report.by_model] == [MODEL]
     assert report.by_model[0].revenue == D("6.00")
     assert [(t.tenant, t.allocated_s, t.revenue) for t in report.tenants] == [
-        ("A", 7_200, D("4.00")), ("B", 3_600, D("2.00"))]
+        ("A", 7_200, D("4.00")),
+        ("B", 3_600, D("2.00")),
+    ]
     assert report.unregistered_gpus == ()
 
 
@@ -81,12 +83,25 @@ def test_revenue_from_invoices_excludes_tax_and_prefers_finalized(scenario) -> N
     # given invoices for 2025-03: A finalized (usage 10.00 on H100, commitment 2.00 with no
     # model, tax 1.20) plus a stale A draft (99.00, ignored: A has a finalized invoice);
     # B only a draft (usage 3.00)
-    scenario.insert("invoices", [
-        ["inv-a", "A", "2025-03", "finalized", "1", "USD", D("12"), D("1.2"), D("13.2")],
-        ["inv-a-old", "A", "2025-03", "draft", "", "USD", D("99"), D("0"), D("99")],
-        ["inv-b", "B", "2025-03", "draft", "", "USD", D("3"), D("0"), D("3")],
-    ], column_names=["invoice_id", "tenant", "period", "status", "number", "currency",
-                     "subtotal", "tax", "total"])
+    scenario.insert(
+        "invoices",
+        [
+            ["inv-a", "A", "2025-03", "finalized", "1", "USD", D("12"), D("1.2"), D("13.2")],
+            ["inv-a-old", "A", "2025-03", "draft", "", "USD", D("99"), D("0"), D("99")],
+            ["inv-b", "B", "2025-03", "draft", "", "USD", D("3"), D("0"), D("3")],
+        ],
+        column_names=[
+            "invoice_id",
+            "tenant",
+            "period",
+            "status",
+            "number",
+            "currency",
+            "subtotal",
+            "tax",
+            "total",
+        ],
+    )
     lines = [
         ["inv-a", "A", "2025-03", 1, "usage", MODEL, "on_demand", "", D(2), "GPU-h", D(5), D("10")],
         ["inv-a", "A", "2025-03", 2, "commitment", "", "", "", D(1), "", D(2), D("2")],
@@ -94,9 +109,24 @@ def test_revenue_from_invoices_excludes_tax_and_prefers_finalized(scenario) -> N
         ["inv-a-old", "A", "2025-03", 1, "usage", MODEL, "", "", D(1), "", D(99), D("99")],
         ["inv-b", "B", "2025-03", 1, "usage", MODEL, "", "", D(1), "", D(3), D("3")],
     ]
-    scenario.insert("invoice_lines", lines, column_names=[
-        "invoice_id", "tenant", "period", "line_no", "kind", "gpu_model", "billing_class",
-        "description", "quantity", "unit", "unit_price", "amount"])
+    scenario.insert(
+        "invoice_lines",
+        lines,
+        column_names=[
+            "invoice_id",
+            "tenant",
+            "period",
+            "line_no",
+            "kind",
+            "gpu_model",
+            "billing_class",
+            "description",
+            "quantity",
+            "unit",
+            "unit_price",
+            "amount",
+        ],
+    )
 
     # when the month is computed (costs accrued to 02:00 on the 1st)
     report = compute(load_facts(scenario, parse_period("2025-03")), register(), now=NOW)
@@ -117,10 +147,24 @@ def test_work_units_give_cost_and_revenue_per_million_tokens(scenario) -> None: 
     # one of them delivered twice (replay must not count twice)
     t0 = int(START.timestamp())
     events = [
-        WorkUnitsReported(tenant="A", job="j1", source="replica-0", unit="tokens",
-                          quantity=1_000_000, window_start=t0, window_end=t0 + 3600),
-        WorkUnitsReported(tenant="A", job="j1", source="replica-0", unit="tokens",
-                          quantity=2_000_000, window_start=t0 + 3600, window_end=t0 + 7200),
+        WorkUnitsReported(
+            tenant="A",
+            job="j1",
+            source="replica-0",
+            unit="tokens",
+            quantity=1_000_000,
+            window_start=t0,
+            window_end=t0 + 3600,
+        ),
+        WorkUnitsReported(
+            tenant="A",
+            job="j1",
+            source="replica-0",
+            unit="tokens",
+            quantity=2_000_000,
+            window_start=t0 + 3600,
+            window_end=t0 + 7200,
+        ),
     ]
     rows = [e.row() for e in [*events, events[0]]]
     scenario.insert("work_units", rows, column_names=list(WORK_UNITS_COLUMNS))
@@ -128,8 +172,13 @@ def test_work_units_give_cost_and_revenue_per_million_tokens(scenario) -> None: 
     report = compute(load_facts(scenario, parse_period("2025-03-01")), register(), now=NOW)
 
     (w,) = report.work
-    assert (w.tenant, w.job, w.gpu_model, w.unit, w.quantity) == ("A", "j1", MODEL, "tokens",
-                                                                   D(3_000_000))
+    assert (w.tenant, w.job, w.gpu_model, w.unit, w.quantity) == (
+        "A",
+        "j1",
+        MODEL,
+        "tokens",
+        D(3_000_000),
+    )
     # cost: 2 GPU-h x 1.281875 (fleet cost per GPU-hour) = 2.56375 -> per M tokens / 3 = 0.854583
     assert w.cost_per_million.quantize(D("0.000001")) == D("0.854583")
     # revenue: 2 GPU-h x 2.00 per allocated hour = 4.00 -> per M tokens = 1.333333
@@ -143,8 +192,9 @@ def test_views_agree_with_python_metrics(scenario) -> None:  # type: ignore[no-u
         "sum(idle_seconds), sum(energy_mj) FROM utilization_daily WHERE day = '2025-03-01'"
     ).result_rows[0]
     assert tuple(int(v) for v in row) == (14_400, 10_800, 9_000, 3_600, 4_680_000_000)
-    util = scenario.query("SELECT utilization_pct, efficiency_pct FROM utilization_daily"
-                          ).result_rows[0]
+    util = scenario.query(
+        "SELECT utilization_pct, efficiency_pct FROM utilization_daily"
+    ).result_rows[0]
     assert (float(util[0]), float(util[1])) == (75.0, 66.67)
     from analytics.ledger_facts import sync_asset_rates
 

@@ -22,8 +22,13 @@ def test_write_report_contains_every_chart_offline(clickhouse, tmp_path: Path) -
     assert path.name == "gpumeter-report-2025-03.html"
     for div_id in CHART_IDS:
         assert f'id="{div_id}"' in html
-    for title in ("Fleet utilization over time", "GPU x time: allocation and activity",
-                  "Revenue vs cost by day", "Idle capacity by GPU model", "Top tenants"):
+    for title in (
+        "Fleet utilization over time",
+        "GPU x time: allocation and activity",
+        "Revenue vs cost by day",
+        "Idle capacity by GPU model",
+        "Top tenants",
+    ):
         assert title in html
     assert "<script src=" not in html  # plotly.js inlined: works offline
     assert "on_demand_rating" in html  # says where revenue came from

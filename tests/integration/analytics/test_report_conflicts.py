@@ -13,9 +13,21 @@ from tests.integration.analytics.scenario import NOW, START, insert_minutes, two
 
 pytestmark = pytest.mark.integration
 
-COLUMNS = ["ts", "gpu_uuid", "kind", "winner_mig_uuid", "winner_tenant", "winner_job",
-           "loser_mig_uuid", "loser_tenant", "loser_job", "loser_node_id",
-           "loser_billing_class", "loser_sm_util", "loser_energy_mj"]
+COLUMNS = [
+    "ts",
+    "gpu_uuid",
+    "kind",
+    "winner_mig_uuid",
+    "winner_tenant",
+    "winner_job",
+    "loser_mig_uuid",
+    "loser_tenant",
+    "loser_job",
+    "loser_node_id",
+    "loser_billing_class",
+    "loser_sm_util",
+    "loser_energy_mj",
+]
 
 
 def test_conflicting_claims_are_a_warning_with_the_largest_losers(clickhouse: Any) -> None:
@@ -23,9 +35,28 @@ def test_conflicting_claims_are_a_warning_with_the_largest_losers(clickhouse: An
 
     # given the scenario's ledger, and 30 seconds of g1 that tenant B had claimed too
     insert_minutes(clickhouse, two_gpu_scenario())
-    clickhouse.insert("usage_conflicts", [
-        [START + timedelta(seconds=s), "g1", "allocation", "", "A", "j1", "", "B", "j9", "n1",
-         "", 50.0, 1000] for s in range(30)], column_names=COLUMNS)
+    clickhouse.insert(
+        "usage_conflicts",
+        [
+            [
+                START + timedelta(seconds=s),
+                "g1",
+                "allocation",
+                "",
+                "A",
+                "j1",
+                "",
+                "B",
+                "j9",
+                "n1",
+                "",
+                50.0,
+                1000,
+            ]
+            for s in range(30)
+        ],
+        column_names=COLUMNS,
+    )
     # when the report is built
     report = build_report(clickhouse, "2025-03-01", None, now=NOW)
     # then it warns, in the terminal and on the page

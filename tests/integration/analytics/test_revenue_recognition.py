@@ -18,10 +18,23 @@ pytestmark = pytest.mark.integration
 
 def test_commitment_lines_carry_the_contract_days_they_cover(clickhouse: Any) -> None:
     # Given a contract from 2026-01-17 with a commitment (no usage at all)
-    book = make_book(tenants={"u": {"plan": "flat", "default_class": "reserved",
-                                    "starts_on": "2026-01-17", "commitments": [
-                                        {"gpu_model": A100, "gpu_hours_per_month": 31,
-                                         "rate": "1.00", "overage_rate": "2.00"}]}})
+    book = make_book(
+        tenants={
+            "u": {
+                "plan": "flat",
+                "default_class": "reserved",
+                "starts_on": "2026-01-17",
+                "commitments": [
+                    {
+                        "gpu_model": A100,
+                        "gpu_hours_per_month": 31,
+                        "rate": "1.00",
+                        "overage_rate": "2.00",
+                    }
+                ],
+            }
+        }
+    )
     run_period(clickhouse, book, Period(2026, 1))
     # When the month's facts are loaded
     facts = load_facts(clickhouse, parse_period("2026-01"))

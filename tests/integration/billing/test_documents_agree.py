@@ -44,8 +44,9 @@ def _record(module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[tuple[s
         if not fname.startswith("test_") or not inspect.isfunction(fn):
             continue
         marks = [m for m in getattr(fn, "pytestmark", []) if m.name == "parametrize"]
-        cases = [()] if not marks else [v if isinstance(v, tuple) else (v,)
-                                        for v in marks[0].args[1]]
+        cases = (
+            [()] if not marks else [v if isinstance(v, tuple) else (v,) for v in marks[0].args[1]]
+        )
         for i, args in enumerate(cases):
             name = f"{module.__name__.rsplit('.', 1)[-1]}::{fname}[{i}]"
             fn(*args)
@@ -57,7 +58,8 @@ def _money(d: Decimal, minor: int) -> str:
 
 
 def test_json_csv_pdf_and_database_agree_for_every_golden_case(
-        clickhouse: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clickhouse: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pypdf import PdfReader
 
     recorded = _record(test_golden, monkeypatch) + _record(test_integrity, monkeypatch)
@@ -66,8 +68,11 @@ def test_json_csv_pdf_and_database_agree_for_every_golden_case(
     invoices = []
     for i, (_, inv) in enumerate(recorded):  # one tenant per case, so each keeps its own row
         tenant = f"case{i:03d}"
-        invoices.append(dataclasses.replace(
-            inv, tenant=tenant, invoice_id=invoice_id_for("GM", tenant, inv.period)))
+        invoices.append(
+            dataclasses.replace(
+                inv, tenant=tenant, invoice_id=invoice_id_for("GM", tenant, inv.period)
+            )
+        )
     store.save_all([(inv, datetime.now(UTC), None) for inv in invoices])
     with (export_csv.write_csv(invoices, tmp_path / "all.csv")).open() as f:
         csv_rows = list(csv.DictReader(f))
@@ -75,12 +80,16 @@ def test_json_csv_pdf_and_database_agree_for_every_golden_case(
         minor = inv.minor_unit
         want = [ln.amount for ln in inv.lines]
         assert all(a == a.quantize(Decimal(1).scaleb(-minor)) for a in want), case
-        db = clickhouse.query("SELECT line_no, amount FROM invoice_lines FINAL WHERE "
-                              "invoice_id = {i:String} AND is_deleted = 0 ORDER BY line_no",
-                              parameters={"i": inv.invoice_id}).result_rows
+        db = clickhouse.query(
+            "SELECT line_no, amount FROM invoice_lines FINAL WHERE "
+            "invoice_id = {i:String} AND is_deleted = 0 ORDER BY line_no",
+            parameters={"i": inv.invoice_id},
+        ).result_rows
         assert [Decimal(a) for _, a in db] == want, case
-        (total,) = clickhouse.query("SELECT total FROM invoices FINAL WHERE invoice_id = "
-                                    "{i:String}", parameters={"i": inv.invoice_id}).result_rows
+        (total,) = clickhouse.query(
+            "SELECT total FROM invoices FINAL WHERE invoice_id = {i:String}",
+            parameters={"i": inv.invoice_id},
+        ).result_rows
         assert Decimal(total[0]) == inv.total, case
         doc = json.loads(export_json.write_json(inv, tmp_path).read_bytes())
         assert [Decimal(ln["amount"]) for ln in doc["lines"]] == want, case
@@ -88,8 +97,9 @@ def test_json_csv_pdf_and_database_agree_for_every_golden_case(
         mine = [r for r in csv_rows if r["invoice_id"] == inv.invoice_id]
         assert [r["amount"] for r in mine] == [f"{a:.{minor}f}" for a in want], case
         assert sum(Decimal(r["amount"]) for r in mine) == inv.total, case
-        text = "\n".join(p.extract_text() for p in PdfReader(
-            export_pdf.write_pdf(inv, tmp_path)).pages)
+        text = "\n".join(
+            p.extract_text() for p in PdfReader(export_pdf.write_pdf(inv, tmp_path)).pages
+        )
         for ln in inv.lines:
             if ln.kind != "tax":
                 assert _money(ln.amount, minor) in text, (case, ln)

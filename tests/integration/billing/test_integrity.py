@@ -31,12 +31,32 @@ JAN, FEB, MAR = Period(2026, 1), Period(2026, 2), Period(2026, 3)
 ROOT = Path(__file__).resolve().parents[3]
 BOOK = make_book(
     plans={"m": {"minimum_seconds": 60}},
-    rates=[{"gpu_model": H100, "billing_class": "on_demand", "price_per_gpu_hour": "3.00",
-            "effective_from": "2026-01-16"}],
-    tenants={"t": {"plan": "m"}, "v": {"plan": "flat"},
-             "u": {"plan": "flat", "default_class": "reserved", "starts_on": "2026-01-01",
-                   "commitments": [{"gpu_model": A100, "gpu_hours_per_month": 1,
-                                    "rate": "1.00", "overage_rate": "2.00"}]}})
+    rates=[
+        {
+            "gpu_model": H100,
+            "billing_class": "on_demand",
+            "price_per_gpu_hour": "3.00",
+            "effective_from": "2026-01-16",
+        }
+    ],
+    tenants={
+        "t": {"plan": "m"},
+        "v": {"plan": "flat"},
+        "u": {
+            "plan": "flat",
+            "default_class": "reserved",
+            "starts_on": "2026-01-01",
+            "commitments": [
+                {
+                    "gpu_model": A100,
+                    "gpu_hours_per_month": 1,
+                    "rate": "1.00",
+                    "overage_rate": "2.00",
+                }
+            ],
+        },
+    },
+)
 
 
 def test_negative_adjustment_is_written_and_the_run_completes(clickhouse: Any) -> None:
@@ -50,8 +70,10 @@ def test_negative_adjustment_is_written_and_the_run_completes(clickhouse: Any) -
     (inv,) = [i for i in feb if i.tenant == "t"]
     adj = [(ln.seconds, str(ln.amount)) for ln in inv.lines if ln.kind == "adjustment"]
     assert adj == [(50, "0.04"), (-50, "-0.05")]
-    stored = clickhouse.query("SELECT gpu_seconds, amount FROM invoice_lines FINAL WHERE "
-                              "tenant = 't' AND period = '2026-02' ORDER BY line_no").result_rows
+    stored = clickhouse.query(
+        "SELECT gpu_seconds, amount FROM invoice_lines FINAL WHERE "
+        "tenant = 't' AND period = '2026-02' ORDER BY line_no"
+    ).result_rows
     assert [(s, str(a)) for s, a in stored] == [(50, "0.0400"), (-50, "-0.0500")]
     finalize_period(clickhouse, FEB)
     assert reconcile_period(clickhouse, JAN).ok
@@ -71,8 +93,9 @@ def test_late_usage_of_a_tenant_without_invoice_is_carried_forward(clickhouse: A
     run_period(clickhouse, BOOK, FEB)
     v = BillingStore(clickhouse).invoice("v", FEB)
     assert v is not None
-    assert [(ln.kind, ln.ref_period, ln.reference, ln.seconds, str(ln.amount))
-            for ln in v.invoice.lines] == [("adjustment", "2026-01", "", 3600, "3.00")]
+    assert [
+        (ln.kind, ln.ref_period, ln.reference, ln.seconds, str(ln.amount)) for ln in v.invoice.lines
+    ] == [("adjustment", "2026-01", "", 3600, "3.00")]
     report = reconcile_period(clickhouse, JAN)
     assert report.ok and "v: usage of 2026-01 carried forward" in report.pending[0]
     run_period(clickhouse, BOOK, FEB)  # a re-run neither drops nor duplicates it
@@ -109,8 +132,7 @@ def test_time_rules(clickhouse: Any) -> None:
     with pytest.raises(PeriodOpenError, match="from 2026-02-02 00:00 UTC"):
         finalize_period(clickhouse, JAN, now=lambda: now)
     done = finalize_period(clickhouse, JAN, now=lambda: now, force_reason="month-end close")
-    assert done and closes(clickhouse, JAN) == [(now.replace(tzinfo=UTC), True,
-                                                 "month-end close")]
+    assert done and closes(clickhouse, JAN) == [(now.replace(tzinfo=UTC), True, "month-end close")]
     with pytest.raises(BillingError, match="has not started"):
         run_period(clickhouse, BOOK, Period(2031, 12), now=lambda: now)
     # A month before the contract (u starts 2026-01-01) bills no commitment
@@ -121,9 +143,12 @@ def test_reservation_admits_one_finalizer_in_every_interleaving(clickhouse: Any)
     # Finding 5/7, by simulation on the embedded engine: the steps of two finalizers (claim,
     # check) in every order that keeps each one's claim before its check. Never both pass.
     steps = [("A", "claim"), ("A", "check"), ("B", "claim"), ("B", "check")]
-    orders = [o for o in itertools.permutations(steps)
-              if o.index(("A", "claim")) < o.index(("A", "check"))
-              and o.index(("B", "claim")) < o.index(("B", "check"))]
+    orders = [
+        o
+        for o in itertools.permutations(steps)
+        if o.index(("A", "claim")) < o.index(("A", "check"))
+        and o.index(("B", "claim")) < o.index(("B", "check"))
+    ]
     assert len(orders) == 6
     for i, order in enumerate(orders):
         rs = {n: Reservation(clickhouse, scope=f"sim{i}") for n in "AB"}
@@ -148,8 +173,14 @@ def test_reservation_admits_one_finalizer_in_every_interleaving(clickhouse: Any)
 def _cli(data: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "GPUMETER_DATA_DIR": str(data)}
     env.pop("GPUMETER_CLICKHOUSE_DSN", None)
-    return subprocess.Popen([sys.executable, "-m", "gpumeter.cli", "invoices", *args], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpumeter.cli", "invoices", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_two_concurrent_finalizer_processes_never_both_finalize(tmp_path: Path) -> None:
@@ -161,12 +192,19 @@ def test_two_concurrent_finalizer_processes_never_both_finalize(tmp_path: Path) 
     outs = [(p.wait(120), *p.communicate()) for p in procs]
     ok = [o for o in outs if o[0] == 0]
     assert len(ok) == 1, outs
-    (_, _, err), = [o for o in outs if o[0] != 0]
+    ((_, _, err),) = [o for o in outs if o[0] != 0]
     # When both open at the same instant, kernel.clickhouse's lock probe is passed by both and
     # chDB's own lock refuses the second ("Cannot lock file"): still refused, but that message
     # is chDB's, not the friendly one (reported to the owner of kernel/clickhouse.py).
-    assert any(m in err for m in ("in use by another process", "no draft invoices",
-                                  "another billing run or finalization", "Cannot lock file")), err
+    assert any(
+        m in err
+        for m in (
+            "in use by another process",
+            "no draft invoices",
+            "another billing run or finalization",
+            "Cannot lock file",
+        )
+    ), err
     numbers = [ln.split()[0] for ln in ok[0][1].splitlines()]
     assert [n[-6:] for n in numbers] == [f"{i:06d}" for i in range(1, len(numbers) + 1)]
 
@@ -174,8 +212,14 @@ def test_two_concurrent_finalizer_processes_never_both_finalize(tmp_path: Path) 
 def test_credit_balance_carried_across_months_stays_in_minor_units(clickhouse: Any) -> None:
     # Finding 2: the balance was read back from Decimal(18, 4) columns and leaked as
     # "-22.8000" / "balance before 22.5600" into the next month's document.
-    book = make_book(tenants={"t": {"plan": "flat", "credits": [
-        {"id": "C", "amount": "23.40", "valid_from": "2026-01-01"}]}})
+    book = make_book(
+        tenants={
+            "t": {
+                "plan": "flat",
+                "credits": [{"id": "C", "amount": "23.40", "valid_from": "2026-01-01"}],
+            }
+        }
+    )
     insert(clickhouse, "t", "a", "2026-01-05T00:00", 10)  # 0.60
     run_period(clickhouse, book, JAN)
     finalize_period(clickhouse, JAN)
@@ -188,7 +232,8 @@ def test_credit_balance_carried_across_months_stays_in_minor_units(clickhouse: A
 
 
 def test_run_and_finalize_refuse_while_another_writer_holds_the_reservation(
-        clickhouse: Any) -> None:
+    clickhouse: Any,
+) -> None:
     # A run that read "draft" must not write after a finalizer froze the invoice.
     insert(clickhouse, "t", "a", "2026-01-05T00:00", 5)
     held = Reservation(clickhouse)

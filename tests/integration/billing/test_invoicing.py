@@ -26,41 +26,121 @@ pytestmark = pytest.mark.integration
 
 JAN, FEB = Period(2026, 1), Period(2026, 2)
 FULL = (1 << 60) - 1
-COLS = ["minute", "tenant", "job", "billing_class", "gpu_uuid", "gpu_model", "node_id",
-        "seconds_mask", "gpu_seconds", "energy_mj", "version"]
-BOOK = make_book(tenants={
-    "t": {"name": "Tenant T", "plan": "flat", "tax_rate": "0.10"},
-    "u": {"name": "Umbrella", "plan": "flat", "default_class": "reserved",
-          "starts_on": "2025-01-01", "commitments": [
-        {"gpu_model": A100, "gpu_hours_per_month": 1, "rate": "1.00", "overage_rate": "2.00"}]},
-})
+COLS = [
+    "minute",
+    "tenant",
+    "job",
+    "billing_class",
+    "gpu_uuid",
+    "gpu_model",
+    "node_id",
+    "seconds_mask",
+    "gpu_seconds",
+    "energy_mj",
+    "version",
+]
+BOOK = make_book(
+    tenants={
+        "t": {"name": "Tenant T", "plan": "flat", "tax_rate": "0.10"},
+        "u": {
+            "name": "Umbrella",
+            "plan": "flat",
+            "default_class": "reserved",
+            "starts_on": "2025-01-01",
+            "commitments": [
+                {
+                    "gpu_model": A100,
+                    "gpu_hours_per_month": 1,
+                    "rate": "1.00",
+                    "overage_rate": "2.00",
+                }
+            ],
+        },
+    }
+)
 DEMO_BOOK = Path(__file__).resolve().parents[3] / "billing" / "pricebook.demo.toml"
 
 
 #: The ledger that merges by union (migration 0003): masks and per-second readings are stored,
 #: gpu_seconds / energy_mj are ALIAS columns computed from them.
-UNION_COLS = ["minute", "tenant", "job", "billing_class", "gpu_uuid", "gpu_model", "node_id",
-              "claimed_mask", "released_mask", "energy_map", "version"]
+UNION_COLS = [
+    "minute",
+    "tenant",
+    "job",
+    "billing_class",
+    "gpu_uuid",
+    "gpu_model",
+    "node_id",
+    "claimed_mask",
+    "released_mask",
+    "energy_map",
+    "version",
+]
 
 
-def insert(client: Any, tenant: str, job: str, start: str, count: int, *, gpu: str = "g0",
-           model: str = H100, mask: int = FULL, klass: str = "") -> None:
+def insert(
+    client: Any,
+    tenant: str,
+    job: str,
+    start: str,
+    count: int,
+    *,
+    gpu: str = "g0",
+    model: str = H100,
+    mask: int = FULL,
+    klass: str = "",
+) -> None:
     """``count`` full minutes of ledger rows, written directly into usage_minutely (1000 mJ
     per counted second), in whichever ledger layout the migrations created."""
     t0 = datetime.fromisoformat(start).replace(tzinfo=UTC)
     secs = bin(mask).count("1")
-    union = client.query("SELECT count() FROM system.columns WHERE database = currentDatabase() "
-                         "AND table = 'usage_minutely' AND name = 'claimed_mask'"
-                         ).result_rows[0][0]
+    union = client.query(
+        "SELECT count() FROM system.columns WHERE database = currentDatabase() "
+        "AND table = 'usage_minutely' AND name = 'claimed_mask'"
+    ).result_rows[0][0]
     if union:
         first = (mask & -mask).bit_length() - 1  # the energy is read at a counted second
-        client.insert("usage_minutely", [
-            [t0 + timedelta(minutes=i), tenant, job, klass, gpu, model, "n1", mask, 0,
-             ([first], [secs * 1000]), secs] for i in range(count)], column_names=UNION_COLS)
+        client.insert(
+            "usage_minutely",
+            [
+                [
+                    t0 + timedelta(minutes=i),
+                    tenant,
+                    job,
+                    klass,
+                    gpu,
+                    model,
+                    "n1",
+                    mask,
+                    0,
+                    ([first], [secs * 1000]),
+                    secs,
+                ]
+                for i in range(count)
+            ],
+            column_names=UNION_COLS,
+        )
         return
-    client.insert("usage_minutely", [
-        [t0 + timedelta(minutes=i), tenant, job, klass, gpu, model, "n1", mask, secs,
-         secs * 1000, secs] for i in range(count)], column_names=COLS)
+    client.insert(
+        "usage_minutely",
+        [
+            [
+                t0 + timedelta(minutes=i),
+                tenant,
+                job,
+                klass,
+                gpu,
+                model,
+                "n1",
+                mask,
+                secs,
+                secs * 1000,
+                secs,
+            ]
+            for i in range(count)
+        ],
+        column_names=COLS,
+    )
 
 
 def test_late_usage_becomes_an_adjustment_and_reconciles(clickhouse: Any) -> None:
@@ -87,13 +167,15 @@ def test_late_usage_becomes_an_adjustment_and_reconciles(clickhouse: Any) -> Non
     feb = BillingStore(clickhouse).invoice("t", FEB)
     assert feb is not None
     adj = [ln for ln in feb.invoice.lines if ln.kind == "adjustment"]
-    assert [(ln.reference, ln.ref_period, ln.ref_kind, ln.seconds, str(ln.amount))
-            for ln in adj] == [(jan.number, "2026-01", "usage", 1800, "1.80")]
+    assert [
+        (ln.reference, ln.ref_period, ln.ref_kind, ln.seconds, str(ln.amount)) for ln in adj
+    ] == [(jan.number, "2026-01", "usage", 1800, "1.80")]
     # 0.60 + 1.80 = 2.40; tax 0.24; total 2.64
     assert (feb.invoice.subtotal, feb.invoice.total) == (Decimal("2.40"), Decimal("2.64"))
     # The January invoice was not touched
-    assert BillingStore(clickhouse).invoice("t", JAN).invoice.canonical_json() == \
-        jan.canonical_json()
+    assert (
+        BillingStore(clickhouse).invoice("t", JAN).invoice.canonical_json() == jan.canonical_json()
+    )
 
     # And reconcile is clean (the adjustment is pending on February's draft) ...
     report = reconcile_period(clickhouse, JAN)
@@ -106,12 +188,17 @@ def test_late_usage_becomes_an_adjustment_and_reconciles(clickhouse: Any) -> Non
     finalize_period(clickhouse, FEB)
     assert reconcile_period(clickhouse, JAN).ok and reconcile_period(clickhouse, FEB).ok
     # A later month has nothing left to adjust
-    assert not [ln for i in run_period(clickhouse, BOOK, Period(2026, 3)).drafted
-                for ln in i.lines if ln.kind == "adjustment"]
+    assert not [
+        ln
+        for i in run_period(clickhouse, BOOK, Period(2026, 3)).drafted
+        for ln in i.lines
+        if ln.kind == "adjustment"
+    ]
 
 
 def test_commitment_tenant_is_invoiced_without_usage_and_numbers_are_gapless(
-        clickhouse: Any) -> None:
+    clickhouse: Any,
+) -> None:
     insert(clickhouse, "t", "a", "2026-01-03T00:00", 5)
     run_period(clickhouse, BOOK, JAN)
     jan = finalize_period(clickhouse, JAN)
@@ -147,18 +234,40 @@ def test_conservation_detects_a_second_billed_twice(clickhouse: Any) -> None:
     report = reconcile_period(clickhouse, JAN)
     assert not report.ok
     assert report.gpus[0].source == LEDGER
-    assert "GPU g0: billed 120 + idle 1 = 121 GPU-seconds, but 120 observed" in \
-        report.differences[-1]
+    assert (
+        "GPU g0: billed 120 + idle 1 = 121 GPU-seconds, but 120 observed" in report.differences[-1]
+    )
 
 
 def test_conservation_uses_the_raw_archive_when_it_covers_the_period(clickhouse: Any) -> None:
     insert(clickhouse, "t", "a", "2026-01-03T00:00", 1)
     t0 = datetime(2026, 1, 3, tzinfo=UTC)
-    clickhouse.insert("usage_seconds", [
-        [t0 + timedelta(seconds=s), "g0", H100, "n1", "t", "a", "", "00000000-0000-0000-0000-"
-         f"{s:012d}"] for s in range(60)],
-        column_names=["ts", "gpu_uuid", "gpu_model", "node_id", "tenant", "job",
-                      "billing_class", "event_id"])
+    clickhouse.insert(
+        "usage_seconds",
+        [
+            [
+                t0 + timedelta(seconds=s),
+                "g0",
+                H100,
+                "n1",
+                "t",
+                "a",
+                "",
+                f"00000000-0000-0000-0000-{s:012d}",
+            ]
+            for s in range(60)
+        ],
+        column_names=[
+            "ts",
+            "gpu_uuid",
+            "gpu_model",
+            "node_id",
+            "tenant",
+            "job",
+            "billing_class",
+            "event_id",
+        ],
+    )
     run_period(clickhouse, BOOK, JAN)
     finalize_period(clickhouse, JAN)
     report = reconcile_period(clickhouse, JAN)
@@ -173,8 +282,7 @@ def test_exports_csv_json_pdf(clickhouse: Any, tmp_path: Path) -> None:
     summaries = invoice_month(clickhouse, DEMO_BOOK, "2026-01", tmp_path)
     # initech: no usage, but its minimum monthly spend is invoiced
     assert [s.tenant for s in summaries] == ["acme", "hooli", "initech", "umbrella"]
-    invoices = {s.invoice.tenant: s.invoice for s in
-                BillingStore(clickhouse).invoices(period=JAN)}
+    invoices = {s.invoice.tenant: s.invoice for s in BillingStore(clickhouse).invoices(period=JAN)}
 
     # CSV: one row per line; each invoice's rows sum to its total
     with (tmp_path / "invoices-2026-01.csv").open() as f:
@@ -196,9 +304,18 @@ def test_exports_csv_json_pdf(clickhouse: Any, tmp_path: Path) -> None:
 
     acme = invoices["acme"]
     text = "\n".join(p.extract_text() for p in PdfReader(tmp_path / f"{acme.number}.pdf").pages)
-    for expected in [acme.number, "Acme Corporation", "GPU Meter Cloud, Inc.", "2026-01-01 to "
-                     "2026-01-31", f"{acme.total:,.2f}", f"{acme.subtotal:,.2f}",
-                     f"{acme.tax:,.2f}", "train-7", "Usage summary by job", "1.500"]:
+    for expected in [
+        acme.number,
+        "Acme Corporation",
+        "GPU Meter Cloud, Inc.",
+        "2026-01-01 to 2026-01-31",
+        f"{acme.total:,.2f}",
+        f"{acme.subtotal:,.2f}",
+        f"{acme.tax:,.2f}",
+        "train-7",
+        "Usage summary by job",
+        "1.500",
+    ]:
         assert expected in text, expected
     for ln in acme.lines:
         assert f"{ln.amount:,.2f}" in text
@@ -206,8 +323,9 @@ def test_exports_csv_json_pdf(clickhouse: Any, tmp_path: Path) -> None:
     # Running the month again changes nothing and exports the same documents
     again = invoice_month(clickhouse, DEMO_BOOK, "2026-01", tmp_path / "again")
     assert again == summaries
-    assert (tmp_path / "again" / f"{acme.number}.json").read_bytes() == \
-        (tmp_path / f"{acme.number}.json").read_bytes()
+    assert (tmp_path / "again" / f"{acme.number}.json").read_bytes() == (
+        tmp_path / f"{acme.number}.json"
+    ).read_bytes()
 
 
 def test_pdf_renders_to_png_when_poppler_is_available(clickhouse: Any, tmp_path: Path) -> None:
@@ -216,8 +334,10 @@ def test_pdf_renders_to_png_when_poppler_is_available(clickhouse: Any, tmp_path:
     insert(clickhouse, "acme", "train-7", "2026-01-10T00:00", 90)
     run_period(clickhouse, make_book(tenants={"acme": {"plan": "flat"}}), JAN)
     (pdf,) = export_period(clickhouse, JAN, "pdf", tmp_path)
-    subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(pdf),
-                    str(tmp_path / "page")], check=True)
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")],
+        check=True,
+    )
     assert list(tmp_path.glob("page*.png"))
 
 
@@ -240,6 +360,7 @@ def _check_schema(doc: Any) -> None:
             assert value in node["enum"], (where, value)
         if "pattern" in node and isinstance(value, str):
             import re
+
             assert re.fullmatch(node["pattern"], value), (where, value)
         if isinstance(value, dict):
             for key in node.get("required", []):

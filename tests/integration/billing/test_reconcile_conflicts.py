@@ -20,20 +20,49 @@ FULL = (1 << 60) - 1
 
 
 def conflict(ts: datetime, kind: str, loser: tuple[str, str], winner: tuple[str, str]) -> list[Any]:
-    return [ts, "GPU-1", kind, "", winner[0], winner[1], "", loser[0], loser[1], "n1", "",
-            10.0, 1000]
+    return [
+        ts,
+        "GPU-1",
+        kind,
+        "",
+        winner[0],
+        winner[1],
+        "",
+        loser[0],
+        loser[1],
+        "n1",
+        "",
+        10.0,
+        1000,
+    ]
 
 
 def test_the_periods_conflicts_are_listed_but_are_not_differences(clickhouse: Any) -> None:
     # given a consistent ledger (acme holds the minute) and the claims the rule turned down
     insert_ledger(clickhouse, [LedgerRow(M, "acme", "train", "GPU-1", "H100", FULL)])
-    cols = ["ts", "gpu_uuid", "kind", "winner_mig_uuid", "winner_tenant", "winner_job",
-            "loser_mig_uuid", "loser_tenant", "loser_job", "loser_node_id",
-            "loser_billing_class", "loser_sm_util", "loser_energy_mj"]
-    rows = [conflict(M.replace(second=s), "allocation", ("globex", "x"), ("acme", "train"))
-            for s in range(60)]
-    rows += [conflict(M.replace(second=s), "idle", ("__idle__", ""), ("acme", "train"))
-             for s in range(10)]
+    cols = [
+        "ts",
+        "gpu_uuid",
+        "kind",
+        "winner_mig_uuid",
+        "winner_tenant",
+        "winner_job",
+        "loser_mig_uuid",
+        "loser_tenant",
+        "loser_job",
+        "loser_node_id",
+        "loser_billing_class",
+        "loser_sm_util",
+        "loser_energy_mj",
+    ]
+    rows = [
+        conflict(M.replace(second=s), "allocation", ("globex", "x"), ("acme", "train"))
+        for s in range(60)
+    ]
+    rows += [
+        conflict(M.replace(second=s), "idle", ("__idle__", ""), ("acme", "train"))
+        for s in range(10)
+    ]
     clickhouse.insert("usage_conflicts", rows, column_names=cols)
     # when the period is reconciled
     report = reconcile_period(clickhouse, JAN)
@@ -47,8 +76,13 @@ def test_the_periods_conflicts_are_listed_but_are_not_differences(clickhouse: An
 
 def test_a_second_two_rows_both_count_is_a_difference(clickhouse: Any) -> None:
     # given two workers that each counted a different claim for the same 10 seconds
-    insert_ledger(clickhouse, [LedgerRow(M, "acme", "train", "GPU-1", "H100", FULL),
-                               LedgerRow(M, "globex", "x", "GPU-1", "H100", (1 << 10) - 1)])
+    insert_ledger(
+        clickhouse,
+        [
+            LedgerRow(M, "acme", "train", "GPU-1", "H100", FULL),
+            LedgerRow(M, "globex", "x", "GPU-1", "H100", (1 << 10) - 1),
+        ],
+    )
     # when the period is reconciled, then conservation fails for that GPU, by 10 seconds
     report = reconcile_period(clickhouse, JAN)
     [diff] = [d for d in report.differences if d.startswith("GPU GPU-1")]

@@ -14,8 +14,10 @@ from gpumeter.prompt import repl
 
 pytestmark = pytest.mark.integration
 
-QUERY = ("SELECT 1 AS n, toDecimal64(2.50, 2) AS price, toDateTime('2025-03-01 00:00:00', 'UTC') "
-         "AS ts, 'a,b' AS s, CAST(NULL AS Nullable(String)) AS missing")
+QUERY = (
+    "SELECT 1 AS n, toDecimal64(2.50, 2) AS price, toDateTime('2025-03-01 00:00:00', 'UTC') "
+    "AS ts, 'a,b' AS s, CAST(NULL AS Nullable(String)) AS missing"
+)
 
 
 @pytest.fixture
@@ -33,11 +35,14 @@ def sql(clickhouse, chdb_path: Path, monkeypatch, capsys):  # type: ignore[no-un
 def test_formats(sql) -> None:  # type: ignore[no-untyped-def]
     rc, out, _ = sql("--format", "json", QUERY)
     assert rc == 0
-    assert json.loads(out) == [{"n": 1, "price": "2.50", "ts": "2025-03-01T00:00:00",
-                                "s": "a,b", "missing": None}]
+    assert json.loads(out) == [
+        {"n": 1, "price": "2.50", "ts": "2025-03-01T00:00:00", "s": "a,b", "missing": None}
+    ]
     rc, out, _ = sql("--format", "csv", QUERY)
     assert list(csv.reader(io.StringIO(out))) == [
-        ["n", "price", "ts", "s", "missing"], ["1", "2.50", "2025-03-01T00:00:00", "a,b", ""]]
+        ["n", "price", "ts", "s", "missing"],
+        ["1", "2.50", "2025-03-01T00:00:00", "a,b", ""],
+    ]
     rc, out, _ = sql(QUERY)
     assert rc == 0 and "price" in out and "2.50" in out and "1 row" in out
 
@@ -49,15 +54,23 @@ def test_server_error_keeps_code_and_exits_1(sql) -> None:  # type: ignore[no-un
 
 
 def test_views_of_every_migration_answer(sql) -> None:  # type: ignore[no-untyped-def]
-    for view in ("usage_hourly", "usage_daily", "gpu_utilization_hourly", "utilization_daily",
-                 "idle_capacity_daily"):
+    for view in (
+        "usage_hourly",
+        "usage_daily",
+        "gpu_utilization_hourly",
+        "utilization_daily",
+        "idle_capacity_daily",
+    ):
         rc, out, err = sql("--format", "json", f"SELECT count() AS c FROM {view}")
         assert (rc, json.loads(out)) == (0, [{"c": 0}]), err
 
 
 def test_prompt_runs_statements_and_backslash_commands(clickhouse, capsys) -> None:  # type: ignore[no-untyped-def]
-    rc = repl(clickhouse, fmt="csv", lines=["SELECT 41 + 1", "AS answer;", "\\d", "\\q",
-                                            "SELECT 'not reached'"])
+    rc = repl(
+        clickhouse,
+        fmt="csv",
+        lines=["SELECT 41 + 1", "AS answer;", "\\d", "\\q", "SELECT 'not reached'"],
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "answer\n42\n" in out

@@ -24,25 +24,86 @@ def fleet(clickhouse):  # type: ignore[no-untyped-def]
     # invoice per tenant whose lines carry a distinctive amount
     rows = []
     for i, (tenant, job) in enumerate(TENANTS.items()):
-        rows += minutes(START, 10 * (i + 1), tenant=tenant, job=job, gpu_uuid=f"g{i}",
-                        active_seconds=60, sm_util_sum=600.0, energy_mj=1_000)
+        rows += minutes(
+            START,
+            10 * (i + 1),
+            tenant=tenant,
+            job=job,
+            gpu_uuid=f"g{i}",
+            active_seconds=60,
+            sm_util_sum=600.0,
+            energy_mj=1_000,
+        )
     insert_minutes(clickhouse, rows)
-    clickhouse.insert("invoices", [
-        [f"inv-{i}", t, "2025-03", "finalized", f"N{i}", "USD", Decimal(i), Decimal(0), Decimal(i)]
-        for i, t in enumerate(TENANTS)],
-        column_names=["invoice_id", "tenant", "period", "status", "number", "currency",
-                      "subtotal", "tax", "total"])
-    clickhouse.insert("invoice_lines", [
-        [f"inv-{i}", t, "2025-03", 1, "usage", MODEL, "", f"line of {job}", Decimal(1), "GPU-hour",
-         Decimal(1), Decimal(f"{i}111.0000")] for i, (t, job) in enumerate(TENANTS.items())],
-        column_names=["invoice_id", "tenant", "period", "line_no", "kind", "gpu_model",
-                      "billing_class", "description", "quantity", "unit", "unit_price", "amount"])
+    clickhouse.insert(
+        "invoices",
+        [
+            [
+                f"inv-{i}",
+                t,
+                "2025-03",
+                "finalized",
+                f"N{i}",
+                "USD",
+                Decimal(i),
+                Decimal(0),
+                Decimal(i),
+            ]
+            for i, t in enumerate(TENANTS)
+        ],
+        column_names=[
+            "invoice_id",
+            "tenant",
+            "period",
+            "status",
+            "number",
+            "currency",
+            "subtotal",
+            "tax",
+            "total",
+        ],
+    )
+    clickhouse.insert(
+        "invoice_lines",
+        [
+            [
+                f"inv-{i}",
+                t,
+                "2025-03",
+                1,
+                "usage",
+                MODEL,
+                "",
+                f"line of {job}",
+                Decimal(1),
+                "GPU-hour",
+                Decimal(1),
+                Decimal(f"{i}111.0000"),
+            ]
+            for i, (t, job) in enumerate(TENANTS.items())
+        ],
+        column_names=[
+            "invoice_id",
+            "tenant",
+            "period",
+            "line_no",
+            "kind",
+            "gpu_model",
+            "billing_class",
+            "description",
+            "quantity",
+            "unit",
+            "unit_price",
+            "amount",
+        ],
+    )
     return clickhouse
 
 
 def test_a_tenant_sees_exactly_its_own_usage_and_invoices(fleet) -> None:  # type: ignore[no-untyped-def]
-    r = execute(fleet, "SELECT sum(gpu_seconds), groupUniqArray(job) FROM tenant_usage_minutely",
-                tenant="A")
+    r = execute(
+        fleet, "SELECT sum(gpu_seconds), groupUniqArray(job) FROM tenant_usage_minutely", tenant="A"
+    )
     assert r.rows == ((600, ["job-a"]),)  # 10 minutes x 60 s, only A's job
     r = execute(fleet, "SELECT job, gpu_hours FROM tenant_usage_daily;", tenant="B")
     assert r.rows == (("job-b-SECRET", pytest.approx(1200 / 3600)),)
@@ -51,8 +112,9 @@ def test_a_tenant_sees_exactly_its_own_usage_and_invoices(fleet) -> None:  # typ
     assert r.rows == (("job-quoted",),)
     r = execute(fleet, "SELECT number, total FROM tenant_invoices", tenant="A")
     assert r.rows == (("N0", Decimal("0")),)
-    r = execute(fleet, "SELECT sum(amount) FROM tenant_invoice_lines l WHERE l.kind = 'usage'",
-                tenant="B")
+    r = execute(
+        fleet, "SELECT sum(amount) FROM tenant_invoice_lines l WHERE l.kind = 'usage'", tenant="B"
+    )
     assert r.rows == ((Decimal("1111"),),)
     # a tenant that looks like an injection reaches nobody
     r = execute(fleet, "SELECT count() FROM tenant_usage_minutely", tenant="B' OR '1'='1")
@@ -129,8 +191,11 @@ def test_hostile_queries_never_reach_another_tenant(fleet) -> None:  # type: ign
 
 def test_refusals_say_why(fleet) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(TenantQueryRefused, match="usage_minutely"):
-        execute(fleet, "SELECT * FROM tenant_usage_daily UNION ALL SELECT * FROM usage_minutely",
-                tenant="A")
+        execute(
+            fleet,
+            "SELECT * FROM tenant_usage_daily UNION ALL SELECT * FROM usage_minutely",
+            tenant="A",
+        )
     with pytest.raises(TenantQueryRefused, match="no arguments"):
         execute(fleet, "SELECT * FROM tenant_usage_daily(tenant='B')", tenant="A")
     with pytest.raises(TenantQueryRefused, match="invalid tenant"):
@@ -142,7 +207,10 @@ def test_cli_tenant_mode_end_to_end(fleet, chdb_path: Path, monkeypatch, capsys)
 
     monkeypatch.setenv("GPUMETER_CLICKHOUSE_DSN", f"chdb://{chdb_path}")
     base = ["sql", "--database", fleet.database, "--tenant", "B", "--format", "json"]
-    assert main([*base, "SELECT job, sum(gpu_seconds) AS s FROM tenant_usage_minutely GROUP BY job"]) == 0
+    assert (
+        main([*base, "SELECT job, sum(gpu_seconds) AS s FROM tenant_usage_minutely GROUP BY job"])
+        == 0
+    )
     assert capsys.readouterr().out.strip() == '[{"job": "job-b-SECRET", "s": 1200}]'
     assert main([*base, "SELECT * FROM usage_minutely"]) == 1
     assert "tenant mode reads only the tenant views" in capsys.readouterr().err

@@ -7,13 +7,13 @@ from hypothesis import strategies as st
 
 from agents.trace import TraceInstance, pack
 
-intervals = st.lists(
-    st.tuples(st.integers(0, 500), st.integers(1, 200)), min_size=1, max_size=60
-)
+intervals = st.lists(st.tuples(st.integers(0, 500), st.integers(1, 200)), min_size=1, max_size=60)
 
 
 def instances(spans: list[tuple[int, int]]) -> list[TraceInstance]:
-    return [TraceInstance(i, f"inst_{i}", f"app_{i % 5}", s, s + d) for i, (s, d) in enumerate(spans)]
+    return [
+        TraceInstance(i, f"inst_{i}", f"app_{i % 5}", s, s + d) for i, (s, d) in enumerate(spans)
+    ]
 
 
 def peak_concurrency(items: list[TraceInstance]) -> int:

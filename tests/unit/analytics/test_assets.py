@@ -13,9 +13,11 @@ from analytics.assets import DEMO_ASSETS, AssetRegisterError, load_assets, parse
 
 def test_demo_register_covers_the_demo_fleet() -> None:
     reg = load_assets(DEMO_ASSETS)
-    for node, model in (("sim-node-00", "NVIDIA H100 80GB HBM3"),
-                        ("sim-node-01", "NVIDIA A100-SXM4-80GB"),
-                        ("sim-node-03", "NVIDIA A100-SXM4-80GB")):
+    for node, model in (
+        ("sim-node-00", "NVIDIA H100 80GB HBM3"),
+        ("sim-node-01", "NVIDIA A100-SXM4-80GB"),
+        ("sim-node-03", "NVIDIA A100-SXM4-80GB"),
+    ):
         asset = reg.asset_for("GPU-x", node, model)
         assert asset is not None and asset.gpu_model == model
         assert model in reg.models
@@ -27,12 +29,21 @@ def test_demo_register_covers_the_demo_fleet() -> None:
 def test_every_problem_is_reported_at_once_with_its_entry() -> None:
     bad = {
         "currency": "dollars",
-        "site": {"pue": "0.8", "energy_bands": [{"start_hour": 5, "end_hour": 3,
-                                                 "price_per_kwh": "0.1"}]},
+        "site": {
+            "pue": "0.8",
+            "energy_bands": [{"start_hour": 5, "end_hour": 3, "price_per_kwh": "0.1"}],
+        },
         "models": {"M": {"on_demand_per_gpu_hour": "-1", "spot_per_gpu_hour": "x"}},
         "assets": [
-            {"name": "a", "gpu_model": "Unknown", "purchase_price": "100",
-             "residual_value": "200", "in_service": "2024-13-01", "life_years": 3, "colour": 1},
+            {
+                "name": "a",
+                "gpu_model": "Unknown",
+                "purchase_price": "100",
+                "residual_value": "200",
+                "in_service": "2024-13-01",
+                "life_years": 3,
+                "colour": 1,
+            },
             {"purchase_price": "1", "in_service": "2024-01-01", "life_years": 1},
         ],
     }
@@ -59,15 +70,17 @@ def test_every_problem_is_reported_at_once_with_its_entry() -> None:
 
 def test_explicit_uuids_win_over_patterns_and_first_pattern_wins() -> None:
     common = {"purchase_price": "10", "in_service": "2024-01-01", "life_years": 1}
-    reg = parse_assets({
-        "site": {"pue": 1.2, "energy_price_per_kwh": 0.1},
-        "models": {"M": {"on_demand_per_gpu_hour": 2, "spot_per_gpu_hour": 1}},
-        "assets": [
-            {"name": "rack-a", "node_id": "rack-a-*", "gpu_model": "M", **common},
-            {"name": "any-m", "gpu_model": "M", **common},
-            {"name": "special", "gpu_uuids": ["GPU-1"], **common},
-        ],
-    })
+    reg = parse_assets(
+        {
+            "site": {"pue": 1.2, "energy_price_per_kwh": 0.1},
+            "models": {"M": {"on_demand_per_gpu_hour": 2, "spot_per_gpu_hour": 1}},
+            "assets": [
+                {"name": "rack-a", "node_id": "rack-a-*", "gpu_model": "M", **common},
+                {"name": "any-m", "gpu_model": "M", **common},
+                {"name": "special", "gpu_uuids": ["GPU-1"], **common},
+            ],
+        }
+    )
     assert reg.asset_for("GPU-1", "rack-a-01", "M").name == "special"
     assert reg.asset_for("GPU-2", "rack-a-01", "M").name == "rack-a"
     assert reg.asset_for("GPU-2", "rack-b-01", "M").name == "any-m"
@@ -76,12 +89,22 @@ def test_explicit_uuids_win_over_patterns_and_first_pattern_wins() -> None:
 
 
 def test_straight_line_depreciation_and_book_value() -> None:
-    reg = parse_assets({
-        "site": {"pue": 1, "energy_price_per_kwh": 0},
-        "models": {"M": {"on_demand_per_gpu_hour": 1, "spot_per_gpu_hour": 1}},
-        "assets": [{"name": "x", "gpu_model": "M", "purchase_price": "36500",
-                    "residual_value": "500", "in_service": "2024-01-01", "life_years": 1}],
-    })
+    reg = parse_assets(
+        {
+            "site": {"pue": 1, "energy_price_per_kwh": 0},
+            "models": {"M": {"on_demand_per_gpu_hour": 1, "spot_per_gpu_hour": 1}},
+            "assets": [
+                {
+                    "name": "x",
+                    "gpu_model": "M",
+                    "purchase_price": "36500",
+                    "residual_value": "500",
+                    "in_service": "2024-01-01",
+                    "life_years": 1,
+                }
+            ],
+        }
+    )
     a = reg.assets[0]
     # (36 500 - 500) / 365 days = 98.630... per day; book value never below the residual
     day = datetime(2024, 1, 2, tzinfo=UTC)

@@ -15,17 +15,32 @@ D1 = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 def _hour(day: int, tenant_s: int = 3600, model: str = MODEL, gpu: str = "g1") -> GpuHour:
-    return GpuHour(D1 + timedelta(days=day), model, "n1", gpu, 3600, tenant_s, tenant_s,
-                   3600 - tenant_s, 0.0, 0)
+    return GpuHour(
+        D1 + timedelta(days=day),
+        model,
+        "n1",
+        gpu,
+        3600,
+        tenant_s,
+        tenant_s,
+        3600 - tenant_s,
+        0.0,
+        0,
+    )
 
 
 def test_commitment_revenue_is_spread_evenly_over_the_month() -> None:
     # Given tenant A ran 1 h on Mar 1 only, and its invoice has a 31.00 commitment for the
     # whole month plus 10.00 of usage
     facts = Facts(
-        MARCH, (_hour(0), _hour(1, tenant_s=0)), (JobTotal("A", "j", MODEL, 3600, 3600, 0.0, 0),),
-        (RevenueLine("A", MODEL, Decimal("10.00")),
-         RevenueLine("A", MODEL, Decimal("31.00"), (MARCH.start, MARCH.end))))
+        MARCH,
+        (_hour(0), _hour(1, tenant_s=0)),
+        (JobTotal("A", "j", MODEL, 3600, 3600, 0.0, 0),),
+        (
+            RevenueLine("A", MODEL, Decimal("10.00")),
+            RevenueLine("A", MODEL, Decimal("31.00"), (MARCH.start, MARCH.end)),
+        ),
+    )
     report = compute(facts, register(), now=D1 + timedelta(days=2))
     by_day = {m.key: m.revenue for m in report.by_day}
     # Then Mar 1 earns the usage (10.00) plus 1/31 of the commitment (1.00); Mar 2 earns 1.00.
@@ -36,17 +51,27 @@ def test_commitment_revenue_is_spread_evenly_over_the_month() -> None:
 
 def test_partial_contract_revenue_covers_only_its_days() -> None:
     covers = (D1 + timedelta(days=1), MARCH.end)  # contract from Mar 2: 30 days
-    facts = Facts(MARCH, (_hour(0, tenant_s=0), _hour(1, tenant_s=0)), (),
-                  (RevenueLine("A", MODEL, Decimal("30.00"), covers),))
+    facts = Facts(
+        MARCH,
+        (_hour(0, tenant_s=0), _hour(1, tenant_s=0)),
+        (),
+        (RevenueLine("A", MODEL, Decimal("30.00"), covers),),
+    )
     by_day = {m.key: m.revenue for m in compute(facts, register(), now=MARCH.end).by_day}
     assert by_day == {"2025-03-01": Decimal(0), "2025-03-02": Decimal("1")}
 
 
 def test_usage_on_a_model_without_price_or_asset_is_warned_about() -> None:
     a40 = "NVIDIA A40"
-    facts = Facts(MARCH, (_hour(0, model=a40, gpu="x1"),),
-                  (JobTotal("A", "j", a40, 3600, 3600, 0.0, 0),), None)
+    facts = Facts(
+        MARCH,
+        (_hour(0, model=a40, gpu="x1"),),
+        (JobTotal("A", "j", a40, 3600, 3600, 0.0, 0),),
+        None,
+    )
     report = compute(facts, register(), now=D1 + timedelta(days=1))
-    assert any("1.00 GPU-h ran on NVIDIA A40, which has no price" in w and "unknown, not 0" in w
-               for w in report.warnings), report.warnings
+    assert any(
+        "1.00 GPU-h ran on NVIDIA A40, which has no price" in w and "unknown, not 0" in w
+        for w in report.warnings
+    ), report.warnings
     assert any("match no asset" in w for w in report.warnings)

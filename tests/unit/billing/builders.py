@@ -22,20 +22,37 @@ BASE: dict[str, Any] = {
     "issuer": {"name": "GPU Meter Cloud", "number_prefix": "GM"},
     "rates": [
         # 3.60/GPU-h = 0.001 per GPU-second: hand arithmetic stays readable.
-        {"gpu_model": H100, "billing_class": "on_demand", "price_per_gpu_hour": "3.60",
-         "effective_from": "2026-01-01"},
-        {"gpu_model": H100, "billing_class": "spot", "price_per_gpu_hour": "1.20",
-         "effective_from": "2026-01-01"},
-        {"gpu_model": A100, "billing_class": "on_demand", "price_per_gpu_hour": "1.80",
-         "effective_from": "2026-01-01"},
+        {
+            "gpu_model": H100,
+            "billing_class": "on_demand",
+            "price_per_gpu_hour": "3.60",
+            "effective_from": "2026-01-01",
+        },
+        {
+            "gpu_model": H100,
+            "billing_class": "spot",
+            "price_per_gpu_hour": "1.20",
+            "effective_from": "2026-01-01",
+        },
+        {
+            "gpu_model": A100,
+            "billing_class": "on_demand",
+            "price_per_gpu_hour": "1.80",
+            "effective_from": "2026-01-01",
+        },
     ],
     "plans": {"flat": {"minimum_seconds": 0, "increment_seconds": 1}},
     "tenants": {"t": {"name": "Tenant T", "plan": "flat"}},
 }
 
 
-def make_book(*, tenant: dict[str, Any] | None = None, plans: dict[str, Any] | None = None,
-              rates: list[dict[str, Any]] | None = None, **top: Any) -> PriceBook:
+def make_book(
+    *,
+    tenant: dict[str, Any] | None = None,
+    plans: dict[str, Any] | None = None,
+    rates: list[dict[str, Any]] | None = None,
+    **top: Any,
+) -> PriceBook:
     """The base book with the contract of tenant 't' / plans / extra rates overridden."""
     raw = copy.deepcopy(BASE)
     raw["tenants"]["t"].update(tenant or {})
@@ -45,17 +62,34 @@ def make_book(*, tenant: dict[str, Any] | None = None, plans: dict[str, Any] | N
     return parse_pricebook(raw, source="test")
 
 
-def minutes(job: str, start: str, count: int, *, tenant: str = "t", model: str = H100,
-            klass: str = "", gpu: str = "g0", seconds: int = 60,
-            energy_mj: int = 0) -> list[UsageRow]:
+def minutes(
+    job: str,
+    start: str,
+    count: int,
+    *,
+    tenant: str = "t",
+    model: str = H100,
+    klass: str = "",
+    gpu: str = "g0",
+    seconds: int = 60,
+    energy_mj: int = 0,
+) -> list[UsageRow]:
     """``count`` consecutive ledger minutes of one job on one GPU, from ``start`` (UTC)."""
     t0 = datetime.fromisoformat(start).replace(tzinfo=UTC)
-    return [UsageRow(tenant, job, klass, model, gpu, t0 + timedelta(minutes=i), seconds,
-                     energy_mj) for i in range(count)]
+    return [
+        UsageRow(tenant, job, klass, model, gpu, t0 + timedelta(minutes=i), seconds, energy_mj)
+        for i in range(count)
+    ]
 
 
-def rate(book: PriceBook, rows: list[UsageRow], *, tenant: str = "t", period: Period = JAN,
-         credits_used: dict[str, Decimal] | None = None) -> Invoice:
+def rate(
+    book: PriceBook,
+    rows: list[UsageRow],
+    *,
+    tenant: str = "t",
+    period: Period = JAN,
+    credits_used: dict[str, Decimal] | None = None,
+) -> Invoice:
     pricing = TenantPricing.from_pricebook(book, tenant, period, credits_used)
     return rate_invoice(pricing, tenant, period, rows)
 

@@ -43,9 +43,14 @@ def day(v: Any) -> date:
 
 
 def in_force(entries: list[dict[str, Any]], model: str, klass: str, d: date) -> dict | None:
-    ok = [e for e in entries if e["gpu_model"] == model and e["billing_class"] == klass
-          and day(e["effective_from"]) <= d
-          and ("effective_until" not in e or d < day(e["effective_until"]))]
+    ok = [
+        e
+        for e in entries
+        if e["gpu_model"] == model
+        and e["billing_class"] == klass
+        and day(e["effective_from"]) <= d
+        and ("effective_until" not in e or d < day(e["effective_until"]))
+    ]
     return max(ok, key=lambda e: day(e["effective_from"])) if ok else None
 
 
@@ -78,16 +83,25 @@ def _rate(book: dict, tenant: str, year: int, month: int, rows: list[Row]) -> li
     hi = min(last, day(c["ends_on"])) if "ends_on" in c else last
     days = max((hi - lo).days + 1, 0)
     commits = {x["gpu_model"]: x for x in c.get("commitments", [])} if days else {}
-    mine = [r for r in rows if r.tenant == tenant and r.minute.year == year
-            and r.minute.month == month and r.seconds > 0]
+    mine = [
+        r
+        for r in rows
+        if r.tenant == tenant
+        and r.minute.year == year
+        and r.minute.month == month
+        and r.seconds > 0
+    ]
     # jobs: seconds per (price, start) and the price of the job's last minute
     jobs: dict[tuple, dict] = {}
     for r in sorted(mine, key=lambda r: r.minute):
         k = r.klass or c.get("default_class", "on_demand")
         key = (r.job, r.model, k)
         j = jobs.setdefault(key, {"by": {}, "last": None})
-        p = None if (k == "reserved" and r.model in commits) else \
-            price_of(book, c, r.model, k, r.minute.date())
+        p = (
+            None
+            if (k == "reserved" and r.model in commits)
+            else price_of(book, c, r.model, k, r.minute.date())
+        )
         j["by"][p] = j["by"].get(p, 0) + r.seconds
         j["last"] = p
     groups: dict[tuple, dict] = {}
@@ -107,17 +121,35 @@ def _rate(book: dict, tenant: str, year: int, month: int, rows: list[Row]) -> li
         if k == "reserved" and model in commits:
             cm = commits[model]
             committed = int(D(cm["gpu_hours_per_month"]) * 3600 * days // dim)
-            out.append(("commitment", model, k, D(cm["rate"]), committed,
-                        money(committed * D(cm["rate"]) / 3600)))
+            out.append(
+                (
+                    "commitment",
+                    model,
+                    k,
+                    D(cm["rate"]),
+                    committed,
+                    money(committed * D(cm["rate"]) / 3600),
+                )
+            )
             if used > committed:
                 over = used - committed
-                out.append(("overage", model, k, D(cm["overage_rate"]), over,
-                            money(over * D(cm["overage_rate"]) / 3600)))
+                out.append(
+                    (
+                        "overage",
+                        model,
+                        k,
+                        D(cm["overage_rate"]),
+                        over,
+                        money(over * D(cm["overage_rate"]) / 3600),
+                    )
+                )
         elif k == "on_demand" and plan.get("tiers"):
             filled = 0
             for (p, _start), s in sorted(g.items(), key=lambda kv: kv[0][1]):
                 for t in plan["tiers"]:
-                    cap = None if "up_to_gpu_hours" not in t else int(D(t["up_to_gpu_hours"]) * 3600)
+                    cap = (
+                        None if "up_to_gpu_hours" not in t else int(D(t["up_to_gpu_hours"]) * 3600)
+                    )
                     take = s if cap is None else max(min(s, cap - filled), 0)
                     if take:
                         up = price6(p * (100 - D(t["discount_pct"])) / 100)
@@ -150,10 +182,17 @@ def _rate(book: dict, tenant: str, year: int, month: int, rows: list[Row]) -> li
 
 def _credits(c: dict, lines: list[tuple], first: date, last: date) -> list[tuple]:
     total = sum((x[5] for x in lines), D(0))
-    left = {i: x[5] for i, x in enumerate(lines)
-            if x[0] in ("usage", "commitment", "overage") and x[5] > 0}
-    usable = [x for x in c.get("credits", []) if day(x["valid_from"]) <= last
-              and ("valid_until" not in x or day(x["valid_until"]) >= first)]
+    left = {
+        i: x[5]
+        for i, x in enumerate(lines)
+        if x[0] in ("usage", "commitment", "overage") and x[5] > 0
+    }
+    usable = [
+        x
+        for x in c.get("credits", [])
+        if day(x["valid_from"]) <= last
+        and ("valid_until" not in x or day(x["valid_until"]) >= first)
+    ]
     usable.sort(key=lambda x: (day(x.get("valid_until", date.max)), day(x["valid_from"]), x["id"]))
     out = []
     for cr in usable:
@@ -164,7 +203,7 @@ def _credits(c: dict, lines: list[tuple], first: date, last: date) -> list[tuple
         if use <= 0:
             continue
         rest = use
-        for i in (scope if (m or k) else []):
+        for i in scope if (m or k) else []:
             take = min(left[i], rest)
             left[i] -= take
             rest -= take

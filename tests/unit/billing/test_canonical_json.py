@@ -28,13 +28,14 @@ from billing.pricebook import Rate
 from billing.pricing import _plain
 from tests.unit.billing.builders import H100, make_book, minutes, rate
 
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
-                     st.text())
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text())
 _docs = st.recursive(
     st.dictionaries(st.text(), _scalars, max_size=6),
-    lambda inner: st.dictionaries(st.text(), st.one_of(_scalars, inner, st.lists(inner, max_size=3)),
-                                  max_size=6),
-    max_leaves=30)
+    lambda inner: st.dictionaries(
+        st.text(), st.one_of(_scalars, inner, st.lists(inner, max_size=3)), max_size=6
+    ),
+    max_leaves=30,
+)
 
 
 @given(_docs)
@@ -53,16 +54,44 @@ def test_keys_beyond_the_basic_plane_sort_by_code_point() -> None:
 
 def test_spelled_out_lines_jobs_and_rates_equal_the_reflective_form() -> None:
     inv = rate(make_book(), minutes("j", "2026-01-05T10:00", 3))
-    for ln in [*inv.lines, InvoiceLine(1, "adjustment", H100, "spot", "x", Decimal("-0.5"),
-                                       "GPU-hour", Decimal("1.2"), Decimal("-0.60"),
-                                       reference="GM-2026-000001", ref_period="2026-01",
-                                       ref_kind="usage", seconds=-1800)]:
+    for ln in [
+        *inv.lines,
+        InvoiceLine(
+            1,
+            "adjustment",
+            H100,
+            "spot",
+            "x",
+            Decimal("-0.5"),
+            "GPU-hour",
+            Decimal("1.2"),
+            Decimal("-0.60"),
+            reference="GM-2026-000001",
+            ref_period="2026-01",
+            ref_kind="usage",
+            seconds=-1800,
+        ),
+    ]:
         assert _line_dict(ln) == _plain(ln)
-    job = JobUsage("j", H100, "on_demand", 2, datetime(2026, 1, 5, tzinfo=UTC),
-                   datetime(2026, 1, 6, tzinfo=UTC), 10, 60, 5)
-    assert _job_dict(job) == {**_plain(job), "first_minute": _ts(job.first_minute),
-                              "last_minute": _ts(job.last_minute)}
-    for r in (Rate(H100, "spot", Decimal("1.10"), date(2026, 1, 1)),
-              Rate(H100, "on_demand", Decimal("2.7"), date(2026, 1, 1), date(2026, 2, 1), "t")):
+    job = JobUsage(
+        "j",
+        H100,
+        "on_demand",
+        2,
+        datetime(2026, 1, 5, tzinfo=UTC),
+        datetime(2026, 1, 6, tzinfo=UTC),
+        10,
+        60,
+        5,
+    )
+    assert _job_dict(job) == {
+        **_plain(job),
+        "first_minute": _ts(job.first_minute),
+        "last_minute": _ts(job.last_minute),
+    }
+    for r in (
+        Rate(H100, "spot", Decimal("1.10"), date(2026, 1, 1)),
+        Rate(H100, "on_demand", Decimal("2.7"), date(2026, 1, 1), date(2026, 2, 1), "t"),
+    ):
         generic = {f.name: _plain(getattr(r, f.name)) for f in dataclasses.fields(r)}
         assert _plain(r) == generic

@@ -32,8 +32,11 @@ def test_demo_pricebook_is_valid_and_matches_the_demo_fleet() -> None:
     assert book.currency == "USD" and book.minor_unit == 2
     assert set(book.contracts) == {"acme", "globex", "initech", "umbrella", "hooli"}
     # whole GPUs of the demo fleet, plus the MIG profile that shows a rate override
-    assert {r.gpu_model for r in book.rates} == {H100, "NVIDIA A100-SXM4-80GB",
-                                                  "NVIDIA A100-SXM4-80GB MIG 1g.10gb"}
+    assert {r.gpu_model for r in book.rates} == {
+        H100,
+        "NVIDIA A100-SXM4-80GB",
+        "NVIDIA A100-SXM4-80GB MIG 1g.10gb",
+    }
     assert book.contracts["umbrella"].commitments
     assert any(r.billing_class == "spot" for r in book.rates)
 
@@ -55,18 +58,28 @@ def test_negative_rate_is_named() -> None:
     raw = _book()
     raw["rates"][0]["price_per_gpu_hour"] = "-1.00"
     (p,) = _problems(raw)
-    assert p == ("rates[0] (gpu_model='NVIDIA H100 80GB HBM3', on_demand, from 2026-01-01): "
-                 "price_per_gpu_hour = -1.00 must not be negative")
+    assert p == (
+        "rates[0] (gpu_model='NVIDIA H100 80GB HBM3', on_demand, from 2026-01-01): "
+        "price_per_gpu_hour = -1.00 must not be negative"
+    )
 
 
 def test_overlapping_price_periods_are_named() -> None:
     raw = _book()
     raw["rates"][0]["effective_until"] = "2026-12-01"
-    raw["rates"].append({"gpu_model": H100, "billing_class": "on_demand",
-                         "price_per_gpu_hour": "3.00", "effective_from": "2026-11-01"})
+    raw["rates"].append(
+        {
+            "gpu_model": H100,
+            "billing_class": "on_demand",
+            "price_per_gpu_hour": "3.00",
+            "effective_from": "2026-11-01",
+        }
+    )
     (p,) = _problems(raw)
-    assert p.startswith("rates[3] (gpu_model='NVIDIA H100 80GB HBM3', on_demand, from "
-                        "2026-11-01): overlaps rates[0] (2026-01-01 to 2026-12-01)")
+    assert p.startswith(
+        "rates[3] (gpu_model='NVIDIA H100 80GB HBM3', on_demand, from "
+        "2026-11-01): overlaps rates[0] (2026-01-01 to 2026-12-01)"
+    )
 
 
 def test_same_start_twice_overlaps() -> None:
@@ -77,7 +90,8 @@ def test_same_start_twice_overlaps() -> None:
 
 def test_unknown_currency_is_named() -> None:
     assert _problems(_book(currency="USX")) == [
-        "currency: 'USX' is not a known ISO 4217 currency code"]
+        "currency: 'USX' is not a known ISO 4217 currency code"
+    ]
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -85,29 +99,42 @@ def test_every_problem_is_reported_at_once() -> None:
     raw["rates"][0]["gpu_model"] = "GTX 1080"
     raw["rates"][1]["price_per_gpu_hour"] = "-2"
     raw["tenants"]["t"].update(plan="missing", discount_pct=150, tax_rate="abc")
-    raw["plans"]["bad"] = {"tiers": [{"up_to_gpu_hours": 5, "discount_pct": 0},
-                                     {"up_to_gpu_hours": 2, "discount_pct": 5}]}
+    raw["plans"]["bad"] = {
+        "tiers": [
+            {"up_to_gpu_hours": 5, "discount_pct": 0},
+            {"up_to_gpu_hours": 2, "discount_pct": 5},
+        ]
+    }
     problems = _problems(raw)
     text = "\n".join(problems)
-    for expected in ["currency: 'XXQ'", "rates[0] (gpu_model='GTX 1080'",
-                     "rates[1] (gpu_model='NVIDIA H100 80GB HBM3', spot",
-                     "tenants.t: plan 'missing'", "tenants.t: discount_pct = 150",
-                     "tenants.t: tax_rate = 'abc'", "plans.bad.tiers[1]: up_to_gpu_hours 2",
-                     "plans.bad: the last tier must omit"]:
+    for expected in [
+        "currency: 'XXQ'",
+        "rates[0] (gpu_model='GTX 1080'",
+        "rates[1] (gpu_model='NVIDIA H100 80GB HBM3', spot",
+        "tenants.t: plan 'missing'",
+        "tenants.t: discount_pct = 150",
+        "tenants.t: tax_rate = 'abc'",
+        "plans.bad.tiers[1]: up_to_gpu_hours 2",
+        "plans.bad: the last tier must omit",
+    ]:
         assert expected in text, expected
     assert len(problems) == 8
 
 
 def test_minor_unit_must_match_iso(tmp_path: Path) -> None:
-    assert "does not match JPY's ISO 4217 minor unit (0 digits)" in _problems(
-        _book(currency="JPY", minor_unit=2))[0]
+    assert (
+        "does not match JPY's ISO 4217 minor unit (0 digits)"
+        in _problems(_book(currency="JPY", minor_unit=2))[0]
+    )
 
 
 def test_toml_floats_are_read_as_exact_decimals(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
-    path.write_text(DEMO.read_text().replace('price_per_gpu_hour = "3.20"',
-                                             "price_per_gpu_hour = 3.1")
-                    .replace("tax_rate = 0.0825", "tax_rate = 0.1", 1))
+    path.write_text(
+        DEMO.read_text()
+        .replace('price_per_gpu_hour = "3.20"', "price_per_gpu_hour = 3.1")
+        .replace("tax_rate = 0.0825", "tax_rate = 0.1", 1)
+    )
     book = load_pricebook(path)
     assert str(book.rates[0].price_per_gpu_hour) == "3.1"
     assert str(book.contracts["acme"].tax_rate) == "0.1"

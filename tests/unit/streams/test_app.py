@@ -56,8 +56,12 @@ def test_a_failed_persist_exits_70_without_returning(exits) -> None:
 
 
 def event(topic: str, partition: int, offset: int, ts: float, value: bytes) -> SimpleNamespace:
-    return SimpleNamespace(value=value, message=SimpleNamespace(
-        topic=topic, partition=partition, offset=offset, timestamp=ts, value=value))
+    return SimpleNamespace(
+        value=value,
+        message=SimpleNamespace(
+            topic=topic, partition=partition, offset=offset, timestamp=ts, value=value
+        ),
+    )
 
 
 def test_progress_keeps_the_next_offset_and_what_was_seen_at_the_last_one() -> None:

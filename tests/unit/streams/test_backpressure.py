@@ -32,8 +32,13 @@ class Busy(FakeLedger):
     def write_ledger(self, rows: Sequence[MinuteRow]) -> None:
         if self.times:
             self.times -= 1
-            raise SinkBackpressure("insert usage_minutely", "too many parts", retry_after=0.5,
-                                   code=252, name="TOO_MANY_PARTS")
+            raise SinkBackpressure(
+                "insert usage_minutely",
+                "too many parts",
+                retry_after=0.5,
+                code=252,
+                name="TOO_MANY_PARTS",
+            )
         super().write_ledger(rows)
 
 
@@ -50,8 +55,9 @@ def test_a_chunk_the_store_pushed_back_on_is_retried_whole_and_counted_once() ->
 def test_back_pressure_beyond_the_bound_reaches_the_caller() -> None:
     proc = UsageProcessor(Busy(times=100))
     with pytest.raises(SinkBackpressure):
-        process_with_backpressure(proc.process, [record(0, [sample("GPU-A", M0)])],
-                                  max_wait_s=2.0, sleep=lambda s: None)
+        process_with_backpressure(
+            proc.process, [record(0, [sample("GPU-A", M0)])], max_wait_s=2.0, sleep=lambda s: None
+        )
 
 
 class Raising:
@@ -62,15 +68,25 @@ class Raising:
         raise self.exc
 
 
-@pytest.mark.parametrize(("exc", "kind", "code"), [
-    (OperationalError("connection refused"), SinkBackpressure, None),
-    (DatabaseError("Code: 252. DB::Exception: Too many parts (TOO_MANY_PARTS)"),
-     SinkBackpressure, 252),
-    (DatabaseError("Code: 60. DB::Exception: Table x doesn't exist. (UNKNOWN_TABLE)"),
-     SinkError, 60),
-])
-def test_the_sink_classifies_failures_and_keeps_the_server_code(exc: Exception, kind: type,
-                                                                code: int | None) -> None:
+@pytest.mark.parametrize(
+    ("exc", "kind", "code"),
+    [
+        (OperationalError("connection refused"), SinkBackpressure, None),
+        (
+            DatabaseError("Code: 252. DB::Exception: Too many parts (TOO_MANY_PARTS)"),
+            SinkBackpressure,
+            252,
+        ),
+        (
+            DatabaseError("Code: 60. DB::Exception: Table x doesn't exist. (UNKNOWN_TABLE)"),
+            SinkError,
+            60,
+        ),
+    ],
+)
+def test_the_sink_classifies_failures_and_keeps_the_server_code(
+    exc: Exception, kind: type, code: int | None
+) -> None:
     sink = LedgerSink(Raising(exc))  # type: ignore[arg-type]
     with pytest.raises(SinkError) as caught:
         sink.write_rejected([RejectedRecord("t", 0, 0, -1, "c", "r", "n", b"x")])

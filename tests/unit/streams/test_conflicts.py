@@ -51,8 +51,10 @@ def expected(claims: list[GpuSecond]) -> tuple[dict[Any, dict[str, Any]], set[An
     rows: dict[Any, dict[str, Any]] = {}
     for s in winners:
         minute = s.ts - s.ts % 60
-        r = rows.setdefault((minute, s.gpu_uuid, s.mig_uuid or "", *alloc_of(s)),
-                            {"seconds": [], "sm": 0.0, "mem": 0.0, "energy": 0})
+        r = rows.setdefault(
+            (minute, s.gpu_uuid, s.mig_uuid or "", *alloc_of(s)),
+            {"seconds": [], "sm": 0.0, "mem": 0.0, "energy": 0},
+        )
         r["seconds"].append(s.ts - minute)
         r["sm"] += s.sm_util
         r["mem"] += s.mem_util
@@ -64,8 +66,12 @@ def expected(claims: list[GpuSecond]) -> tuple[dict[Any, dict[str, Any]], set[An
 
 def observed(ledger: dict[Any, MinuteRow]) -> dict[Any, dict[str, Any]]:
     return {
-        k: {"seconds": [i for i in range(60) if r.seconds_mask >> i & 1], "sm": r.sm_util_sum,
-            "mem": r.mem_util_sum, "energy": r.energy_mj}
+        k: {
+            "seconds": [i for i in range(60) if r.seconds_mask >> i & 1],
+            "sm": r.sm_util_sum,
+            "mem": r.mem_util_sum,
+            "energy": r.energy_mj,
+        }
         for k, r in ledger.items()
         # a row emptied by displacement stays in the ledger; it must then hold nothing at all
         if r.seconds_mask or r.sm_util_sum or r.mem_util_sum or r.energy_mj
@@ -76,15 +82,29 @@ def observed(ledger: dict[Any, MinuteRow]) -> dict[Any, dict[str, Any]]:
 def claim_sets(draw: st.DrawFn) -> list[GpuSecond]:
     """Distinct claims: several per GPU-second, each (identity, allocation) once, readings in
     quarters so float sums are exact in any order."""
-    keys = draw(st.sets(st.tuples(st.integers(0, len(DEVICES) - 1), st.integers(0, 3),
-                                  st.integers(0, len(CLAIMS) - 1)), min_size=1, max_size=40))
+    keys = draw(
+        st.sets(
+            st.tuples(
+                st.integers(0, len(DEVICES) - 1), st.integers(0, 3), st.integers(0, len(CLAIMS) - 1)
+            ),
+            min_size=1,
+            max_size=40,
+        )
+    )
     out = []
     for di, off, ci in sorted(keys):
         gpu, mig = DEVICES[di]
-        out.append(make_sample(gpu, mig, M0 + 58 + off, CLAIMS[ci],  # spans a minute boundary
-                               sm_util=draw(st.integers(0, 400)) / 4,
-                               mem_util=draw(st.integers(0, 400)) / 4,
-                               energy_j=draw(st.integers(0, 4000)) / 4))
+        out.append(
+            make_sample(
+                gpu,
+                mig,
+                M0 + 58 + off,
+                CLAIMS[ci],  # spans a minute boundary
+                sm_util=draw(st.integers(0, 400)) / 4,
+                mem_util=draw(st.integers(0, 400)) / 4,
+                energy_j=draw(st.integers(0, 4000)) / 4,
+            )
+        )
     return out
 
 
@@ -97,8 +117,14 @@ def run(chunks: list[list[GpuSecond]], restarts: set[int]) -> tuple[dict[Any, Mi
         if i in restarts:
             agg = Aggregator()
         keys = agg.missing(chunk)
-        agg.preload(keys, [dataclasses.replace(r, readings=dict(r.readings))
-                           for r in ledger.values() if (r.gpu_uuid, r.minute) in keys])
+        agg.preload(
+            keys,
+            [
+                dataclasses.replace(r, readings=dict(r.readings))
+                for r in ledger.values()
+                if (r.gpu_uuid, r.minute) in keys
+            ],
+        )
         agg.add("node-1", chunk)
         for row in agg.take_dirty():  # the ledger merges by union
             old = ledger.get(key_of(row))
@@ -137,8 +163,9 @@ def test_an_idle_sample_first_never_makes_a_tenants_second_unbillable() -> None:
     agg = Aggregator()
     agg.add("node-1", [make_sample("GPU-C", None, M0 + 5, None, energy_j=10.0)])
     agg.take_dirty()
-    result = agg.add("node-1", [make_sample("GPU-C", None, M0 + 5, ("acme", "train"),
-                                            energy_j=20.0)])
+    result = agg.add(
+        "node-1", [make_sample("GPU-C", None, M0 + 5, ("acme", "train"), energy_j=20.0)]
+    )
     # then the second moves to the tenant, with its own readings, and the idle row is emptied
     rows = {(r.tenant, r.job): r for r in agg.take_dirty()}
     assert result.conflicts == 1
@@ -156,7 +183,7 @@ def test_a_mig_slice_and_its_parent_never_both_count_a_second() -> None:
         parent = make_sample("GPU-A", None, M0 + 1, ("acme", "train"))
         part = make_sample("GPU-A", "MIG-1", M0 + 1, ("zeta", "a"))
         agg = Aggregator()
-        for s in ([parent, part] if order == 0 else [part, parent]):
+        for s in [parent, part] if order == 0 else [part, parent]:
             agg.add("node-1", [s])
         rows = [r for r in agg.take_dirty() if r.seconds_mask]
         # then the slice holds the second and the parent's claim is a recorded conflict

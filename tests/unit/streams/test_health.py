@@ -112,15 +112,27 @@ def test_a_transient_oddity_resets_the_confirmation() -> None:
 @pytest.mark.parametrize("size", [10, 600_000, 5_000_000])
 def test_a_rejection_message_is_bounded_whatever_the_record(size: int) -> None:
     raw = bytes(range(256)) * (size // 256 + 1)
-    rec = RejectedRecord("gpu.usage.v1", 3, 77, -1, "invalid_envelope", "why " * 10_000,
-                         "node-\ud800-" + "n" * 100_000, raw[:size])
+    rec = RejectedRecord(
+        "gpu.usage.v1",
+        3,
+        77,
+        -1,
+        "invalid_envelope",
+        "why " * 10_000,
+        "node-\ud800-" + "n" * 100_000,
+        raw[:size],
+    )
     key, value = rejection_message(rec)
     msg = orjson.loads(value)
     assert len(value) < 4096 and len(key) <= 4 * 128
     assert len(msg["reason"]) <= 300 and msg["raw_bytes"] == size
     assert msg["raw_sha256"] == hashlib.sha256(raw[:size]).hexdigest()
     assert (msg["topic"], msg["partition"], msg["offset"], msg["sample_index"]) == (
-        "gpu.usage.v1", 3, 77, -1)
+        "gpu.usage.v1",
+        3,
+        77,
+        -1,
+    )
     assert msg["raw_truncated"] == (size > 512)
     assert "\\ud800" in msg["node_id"]  # a lone surrogate cannot break the send
 
@@ -144,7 +156,9 @@ def test_metrics_text_names_every_counter_and_reads_missing_fields_as_zero() -> 
     assert values["gpumeter_worker_duplicate_samples_total"] == "10"
     assert values["gpumeter_worker_conflicts_total"] == "0"  # field not there yet
     assert values["gpumeter_worker_lag_records"] == "3"
-    assert values['gpumeter_worker_partition_lag_records{topic="gpu.usage.v1",partition="0"}'] == "3"
+    assert (
+        values['gpumeter_worker_partition_lag_records{topic="gpu.usage.v1",partition="0"}'] == "3"
+    )
     assert values["gpumeter_worker_log_rewinds_total"] == "1"
     assert values["gpumeter_worker_live"] == "1"
     assert values["gpumeter_worker_work_units_accepted_total"] == "2"

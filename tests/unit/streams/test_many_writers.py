@@ -50,11 +50,23 @@ def make_log(seed: int) -> tuple[dict[int, list[bytes]], Counter[tuple[str, str,
         for ts in range(M0, M0 + 180):
             for g in range(2):
                 alloc = ALLOCS[(ts // 50 + g) % len(ALLOCS)]
-                doc = {"gpu_uuid": f"GPU-{node}-{g}", "mig_uuid": None, "gpu_model": "H100",
-                       "ts": ts, "tenant": alloc[0] if alloc else None,
-                       "job": alloc[1] if alloc else None, "billing_class": None,
-                       "sm_util": 10.0, "mem_util": 5.0, "mem_used": 1, "mem_total": 2,
-                       "power_w": 300.0, "energy_j": 300.0, "temp_c": None, "flags": []}
+                doc = {
+                    "gpu_uuid": f"GPU-{node}-{g}",
+                    "mig_uuid": None,
+                    "gpu_model": "H100",
+                    "ts": ts,
+                    "tenant": alloc[0] if alloc else None,
+                    "job": alloc[1] if alloc else None,
+                    "billing_class": None,
+                    "sm_util": 10.0,
+                    "mem_util": 5.0,
+                    "mem_used": 1,
+                    "mem_total": 2,
+                    "power_w": 300.0,
+                    "energy_j": 300.0,
+                    "temp_c": None,
+                    "flags": [],
+                }
                 tenant, job = alloc if alloc else ("__idle__", "")
                 truth[(tenant, job, doc["gpu_uuid"], ts - ts % 60)] += 1
                 (held if rng.random() < 0.05 else samples).append(doc)
@@ -62,7 +74,7 @@ def make_log(seed: int) -> tuple[dict[int, list[bytes]], Counter[tuple[str, str,
         while i < len(samples):
             size = rng.randint(4, 40)
             back = rng.choice([0, 0, 0, 6])  # overlapping batches: redelivery by the agent
-            batches.append(samples[max(0, i - back):i + size])
+            batches.append(samples[max(0, i - back) : i + size])
             i += size
         for i, batch in enumerate(batches):
             log[partition].append(_record(node, i, batch))
@@ -74,8 +86,16 @@ def make_log(seed: int) -> tuple[dict[int, list[bytes]], Counter[tuple[str, str,
 
 
 def _record(node: str, seq: int, samples: list[dict[str, Any]]) -> bytes:
-    return orjson.dumps({"schema_version": 1, "node_id": node, "agent_id": f"agent-{node}",
-                         "seq": seq, "samples": samples, "gaps": []})
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "node_id": node,
+            "agent_id": f"agent-{node}",
+            "seq": seq,
+            "samples": samples,
+            "gaps": [],
+        }
+    )
 
 
 class Outbox:
@@ -136,7 +156,7 @@ class Group:
         chunk: list[SourceRecord] = []
         for p in sorted(w.owned):
             start = w.position[p]
-            take = self.log[p][start:start + size]
+            take = self.log[p][start : start + size]
             chunk += [SourceRecord(v, TOPIC, p, start + i) for i, v in enumerate(take)]
             w.position[p] = start + len(take)
         if chunk:
@@ -226,7 +246,10 @@ def test_the_replacing_ledger_loses_seconds_under_such_schedules() -> None:
         ledger, truth = run(ReplacingLedger(), *args)
         return ledger != truth
 
-    found = find(st.tuples(st.integers(0, 31), st.lists(ops, max_size=40)), loses,
-                 settings=settings(max_examples=3000, deadline=None, database=None))
+    found = find(
+        st.tuples(st.integers(0, 31), st.lists(ops, max_size=40)),
+        loses,
+        settings=settings(max_examples=3000, deadline=None, database=None),
+    )
     ledger, truth = run(ReplacingLedger(), *found)
     assert sum(ledger.values()) < sum(truth.values())  # seconds were lost, not invented

@@ -154,9 +154,7 @@ def test_a_replay_after_the_minute_was_evicted_is_recognised_from_the_ledger() -
     proc.process([first])
     # when a much later record closes and evicts minute M0
     proc.process([record(1, [sample("GPU-A", M0 + 600)], seq=1)])
-    assert ("GPU-A", M0) in proc.aggregator.missing(
-        [GpuSecond.model_validate(sample("GPU-A", M0))]
-    )
+    assert ("GPU-A", M0) in proc.aggregator.missing([GpuSecond.model_validate(sample("GPU-A", M0))])
     # and the first record is redelivered, plus one genuinely new late second
     assert store.seconds_by_allocation() == Counter({("acme", "train"): 60})
     proc.process([record(0, [sample("GPU-A", M0 + i) for i in range(60)])])
@@ -283,7 +281,9 @@ def test_retrying_a_chunk_after_a_failed_write_counts_it_in_full() -> None:
 def test_a_restarted_worker_does_not_re_emit_reloaded_minutes_on_every_chunk() -> None:
     # given 30 seconds of an open minute written by a first worker
     store = FakeLedger()
-    UsageProcessor(store, grace_s=60).process([record(0, [sample("GPU-A", M0 + i) for i in range(30)])])
+    UsageProcessor(store, grace_s=60).process(
+        [record(0, [sample("GPU-A", M0 + i) for i in range(30)])]
+    )
     # when a restarted worker receives the rest of that minute, a few seconds per chunk
     restarted = UsageProcessor(store, grace_s=60)
     emitted = []
@@ -325,8 +325,7 @@ def test_a_sample_from_the_future_is_parked_then_counted_when_its_time_comes(
 def test_two_claims_of_one_second_give_the_same_ledger_in_either_order_and_are_recorded() -> None:
     # given acme's and globex's records claiming the same minute of GPU-A
     acme = record(0, [sample("GPU-A", M0 + i, ("acme", "train")) for i in range(60)])
-    globex = record(1, [sample("GPU-A", M0 + i, ("globex", "x")) for i in range(60)],
-                    node="node-2")
+    globex = record(1, [sample("GPU-A", M0 + i, ("globex", "x")) for i in range(60)], node="node-2")
     results = []
     for order in ([acme, globex], [globex, acme], [globex], [acme]):
         store = FakeLedger()
