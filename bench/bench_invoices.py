@@ -13,12 +13,14 @@ same run (shared, noisy machine). Each figure is the median of 3 runs.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
@@ -42,12 +44,12 @@ def timed(fn: Callable[[], object], runs: int = RUNS) -> float:
     return statistics.median(times)
 
 
-def generate(client: object, gpus: int, days: int) -> int:
+def generate(client: Any, gpus: int, days: int) -> int:
     # Tenant by (gpu, hour): 6 slots -> acme, globex, initech, umbrella, hooli, idle.
     # A job lasts 3 hours on a GPU; hooli's odd jobs are spot; umbrella runs on A100s.
     client.command(f"""
         INSERT INTO usage_minutely (minute, tenant, job, billing_class, gpu_uuid, gpu_model,
-                                    node_id, seconds_mask, gpu_seconds, energy_mj, version)
+                                    node_id, claimed_mask, energy_map, version)
         SELECT toDateTime('2026-01-01 00:00:00', 'UTC') + toIntervalMinute(intDiv(number, {gpus})) AS minute,
                ['acme', 'globex', 'initech', 'umbrella', 'hooli', '__idle__'][
                    (intDiv(toHour(minute) + number % {gpus}, 3) % 6) + 1] AS tenant,
@@ -57,7 +59,8 @@ def generate(client: object, gpus: int, days: int) -> int:
                concat('gpu-', toString(number % {gpus})) AS gpu_uuid,
                if(number % {gpus} < {gpus} / 2, 'NVIDIA H100 80GB HBM3', 'NVIDIA A100-SXM4-80GB') AS gpu_model,
                concat('node-', toString(intDiv(number % {gpus}, 8))) AS node_id,
-               toUInt64(1152921504606846975) AS seconds_mask, 60, 60 * 550000, 60
+               toUInt64(1152921504606846975) AS claimed_mask,
+               ([toUInt8(0)], [toUInt64(60 * 550000)]) AS energy_map, 1  -- the minute's energy on its first second
         FROM numbers({gpus * days * 1440})
     """)
     return gpus * days * 1440
@@ -101,7 +104,7 @@ def main() -> None:
     fin = time.perf_counter() - t0
     out = Path(tempfile.mkdtemp(prefix="bench-inv-out-"))
     exports = {
-        fmt: timed(lambda f=fmt: export_period(client, period, f, out), runs=1)
+        fmt: timed(functools.partial(export_period, client, period, fmt, out), runs=1)
         for fmt in ("csv", "json", "pdf")
     }
     rec = timed(lambda: reconcile_period(client, period), runs=1)

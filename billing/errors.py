@@ -7,6 +7,16 @@ class BillingError(Exception):
     """Root of every billing failure; the CLI prints its message and exits non-zero."""
 
 
+class BillingStoreError(BillingError):
+    """Reading or writing billing's tables failed; keeps the ClickHouse server's error code
+    and name (``code`` 60, ``name`` ``UNKNOWN_TABLE``) when the server gave them."""
+
+    def __init__(self, message: str, code: int | None = None, name: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.name = name
+
+
 class PriceBookError(BillingError):
     """The price book is invalid. ``problems`` lists every problem found, each naming its entry."""
 

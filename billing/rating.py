@@ -33,11 +33,11 @@ from billing.money import round_money, round_quantity
 from billing.period import Period
 from billing.pricebook import BILLING_CLASSES, IDLE_TENANT, BillingClass, Rate, round_price
 from billing.pricing import TenantPricing
+from kernel.names import MJ_PER_KWH
 
 #: Exact arithmetic for amounts before the one rounding: 34 significant digits is far beyond
 #: any invoice, so the result does not depend on the process's default decimal context.
 _CTX = Context(prec=34, rounding=ROUND_HALF_EVEN)
-MJ_PER_KWH = 3_600_000_000
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
-from billing.errors import BillingError, InvoiceFinalizedError
+from clickhouse_connect.driver.exceptions import Error as DriverError
+
+from billing.errors import BillingStoreError, InvoiceFinalizedError
 from billing.invoice import Invoice, InvoiceLine
 from billing.period import Period
 from billing.pricebook import IDLE_TENANT
@@ -129,8 +131,8 @@ class BillingStore:
     def _query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         try:
             return list(self.client.query(sql, parameters=params).result_rows)
-        except Exception as exc:  # surface the server's message, keep the cause
-            raise BillingError(f"ClickHouse query failed: {exc}") from exc
+        except _DRIVER_ERRORS as exc:  # surface the server's code and message, keep the cause
+            raise _store_error("ClickHouse query failed", exc) from exc
 
     # -- the ledger ------------------------------------------------------------------------
 
@@ -178,10 +180,8 @@ class BillingStore:
             with stream(sql, parameters=params) as blocks:
                 for block in blocks:
                     yield from block
-        except BillingError:
-            raise
-        except Exception as exc:  # surface the server's message, keep the cause
-            raise BillingError(f"ClickHouse query failed: {exc}") from exc
+        except _DRIVER_ERRORS as exc:  # surface the server's code and message, keep the cause
+            raise _store_error("ClickHouse query failed", exc) from exc
 
     def tenants_with_usage(self, period: Period) -> set[str]:
         rows = self._query(
@@ -224,7 +224,8 @@ class BillingStore:
     ) -> list[StoredInvoice]:
         """Stored invoices (documents parsed). ``containing``: only documents with that exact
         text (a cheap pre-filter in ClickHouse; callers still check the parsed document)."""
-        conds, params = ["1"], {}
+        conds: list[str] = ["1"]
+        params: dict[str, Any] = {}
         if tenants is not None:
             conds.append("tenant IN {tenants:Array(String)}")
             params["tenants"] = sorted(tenants)
@@ -432,9 +433,9 @@ class BillingStore:
             if line_rows:
                 self.client.insert("invoice_lines", line_rows, column_names=LINE_COLUMNS)
             self.client.insert("invoices", header_rows, column_names=INVOICE_COLUMNS)
-        except Exception as exc:  # infrastructure error: converted at the boundary, cause kept
-            raise BillingError(
-                f"writing {len(batch)} invoice(s) failed; the previous state stands: {exc}"
+        except _DRIVER_ERRORS as exc:  # infrastructure error: converted at the boundary
+            raise _store_error(
+                f"writing {len(batch)} invoice(s) failed; the previous state stands", exc
             ) from exc
         return out
 
@@ -530,3 +531,15 @@ FINALIZED_REVISION = 1 << 62
 
 #: Slack when comparing ledger write times (ClickHouse clock) with invoice times (our clock).
 CLOCK_SLACK = timedelta(minutes=5)
+
+
+#: What a ClickHouse call can raise: the driver's errors, chDB's RuntimeError, the socket's
+#: OSError. Anything else is a bug and is left to propagate as itself.
+_DRIVER_ERRORS = (DriverError, OSError, RuntimeError)
+
+
+def _store_error(what: str, exc: BaseException) -> BillingStoreError:
+    from kernel.clickhouse import ClickHouseError
+
+    err = ClickHouseError.from_driver(exc if isinstance(exc, Exception) else Exception(exc))
+    return BillingStoreError(f"{what}: {err.render()}", code=err.code, name=err.name)
