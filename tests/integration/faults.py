@@ -186,6 +186,22 @@ class Scenario:
             }
         )
 
+    def ledger_totals_by_node(self) -> dict[str, int]:
+        r = subprocess.run(
+            self._cli(
+                "sql",
+                "SELECT node_id, sum(gpu_seconds) AS s FROM usage_minutely FINAL GROUP BY node_id",
+                "--format",
+                "json",
+            ),
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        return {x["node_id"]: int(x["s"]) for x in json.loads(r.stdout)}
+
     def check(self, f: SimulatedFleet) -> FaultResult:
         """Compare the ledger with the schedule, cell by cell; record and return the result."""
         truth, ledger = truth_cells(f), self.ledger()
