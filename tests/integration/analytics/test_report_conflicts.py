@@ -9,25 +9,10 @@ from typing import Any
 import pytest
 
 from analytics.report import build_report, print_summary, render_html
+from streams.clickhouse.sink import CONFLICT_COLUMNS
 from tests.integration.analytics.scenario import NOW, START, insert_minutes, two_gpu_scenario
 
 pytestmark = pytest.mark.integration
-
-COLUMNS = [
-    "ts",
-    "gpu_uuid",
-    "kind",
-    "winner_mig_uuid",
-    "winner_tenant",
-    "winner_job",
-    "loser_mig_uuid",
-    "loser_tenant",
-    "loser_job",
-    "loser_node_id",
-    "loser_billing_class",
-    "loser_sm_util",
-    "loser_energy_mj",
-]
 
 
 def test_conflicting_claims_are_a_warning_with_the_largest_losers(clickhouse: Any) -> None:
@@ -55,7 +40,7 @@ def test_conflicting_claims_are_a_warning_with_the_largest_losers(clickhouse: An
             ]
             for s in range(30)
         ],
-        column_names=COLUMNS,
+        column_names=CONFLICT_COLUMNS,
     )
     # when the report is built
     report = build_report(clickhouse, "2025-03-01", None, now=NOW)

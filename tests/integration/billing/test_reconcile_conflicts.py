@@ -10,6 +10,7 @@ import pytest
 
 from billing.period import Period
 from billing.reconcile import reconcile_period
+from streams.clickhouse.sink import CONFLICT_COLUMNS
 from tests.ledger_rows import LedgerRow, insert_ledger
 
 pytestmark = pytest.mark.integration
@@ -40,21 +41,6 @@ def conflict(ts: datetime, kind: str, loser: tuple[str, str], winner: tuple[str,
 def test_the_periods_conflicts_are_listed_but_are_not_differences(clickhouse: Any) -> None:
     # given a consistent ledger (acme holds the minute) and the claims the rule turned down
     insert_ledger(clickhouse, [LedgerRow(M, "acme", "train", "GPU-1", "H100", FULL)])
-    cols = [
-        "ts",
-        "gpu_uuid",
-        "kind",
-        "winner_mig_uuid",
-        "winner_tenant",
-        "winner_job",
-        "loser_mig_uuid",
-        "loser_tenant",
-        "loser_job",
-        "loser_node_id",
-        "loser_billing_class",
-        "loser_sm_util",
-        "loser_energy_mj",
-    ]
     rows = [
         conflict(M.replace(second=s), "allocation", ("globex", "x"), ("acme", "train"))
         for s in range(60)
@@ -63,7 +49,7 @@ def test_the_periods_conflicts_are_listed_but_are_not_differences(clickhouse: An
         conflict(M.replace(second=s), "idle", ("__idle__", ""), ("acme", "train"))
         for s in range(10)
     ]
-    clickhouse.insert("usage_conflicts", rows, column_names=cols)
+    clickhouse.insert("usage_conflicts", rows, column_names=CONFLICT_COLUMNS)
     # when the period is reconciled
     report = reconcile_period(clickhouse, JAN)
     text = "\n".join(report.lines())
