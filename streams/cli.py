@@ -69,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=_non_negative,
         default=None,
         metavar="SECONDS",
-        help="stop after this many seconds without new records (batch runs, demo, tests)",
+        help="stop after this many seconds without new records, once caught up on every "
+        "assigned partition (batch runs, demo, tests)",
     )
     p.add_argument("--no-raw-archive", action="store_true", help="do not write usage_seconds")
     p.add_argument(
@@ -234,6 +235,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             args.exit_when_idle
             and processor.stats.records
             and now - last["at"] > args.exit_when_idle
+            # idle means caught up, measured just now: never exit with records waiting on an
+            # assigned partition (after a rebalance a partition can take seconds to fetch)
+            and health.lag == 0
+            and health.clock() - health.last_lag_observed < 3.0
         ):
             os.kill(os.getpid(), signal.SIGTERM)
 

@@ -229,7 +229,14 @@ class ConsumerCheck:
             rewind = self.guard.observe(tp, position, end)
             if rewind is not None:
                 self._lost(tp, rewind.reason)
-            if end is None or end < 0 or tp in self.pending:
+            if tp in self.pending:
+                continue
+            if end is None or end < 0:
+                # Assigned but no fetch answered yet: records may be waiting. Counted as one
+                # waiting record, so the worker is neither "idle" (--exit-when-idle would end
+                # a batch run with a partition never read) nor healthy forever if it never
+                # fetches (the stall limit applies).
+                lags[(tp.topic, tp.partition)] = 1
                 continue
             done = self.progress.next_offset.get((tp.topic, tp.partition))
             lags[(tp.topic, tp.partition)] = max(
