@@ -33,7 +33,7 @@ from typing import Any
 
 from billing.errors import BillingError
 from billing.period import Period
-from billing.store import BillingStore, QueryClient, _utc
+from billing.store import _DRIVER_ERRORS, BillingStore, QueryClient, _store_error, _utc
 
 COLUMNS = ["scope", "token", "claimed_at", "expires_at", "holder", "version", "released"]
 DEFAULT_TTL = timedelta(minutes=30)
@@ -154,5 +154,5 @@ def closed_periods(client: QueryClient, before: Period) -> list[Period]:
 def _insert(client: QueryClient, table: str, row: list[Any], columns: list[str]) -> None:
     try:
         client.insert(table, [row], column_names=columns)
-    except Exception as exc:  # infrastructure error: converted at the boundary, cause kept
-        raise BillingError(f"writing {table} failed: {exc}") from exc
+    except _DRIVER_ERRORS as exc:  # infrastructure error: converted at the boundary, cause kept
+        raise _store_error(f"writing {table} failed", exc) from exc

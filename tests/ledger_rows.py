@@ -9,24 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-COLUMNS = [
-    "minute",
-    "tenant",
-    "job",
-    "billing_class",
-    "gpu_uuid",
-    "mig_uuid",
-    "gpu_model",
-    "node_id",
-    "claimed_mask",
-    "released_mask",
-    "claimed_active",
-    "sm_util_map",
-    "mem_util_map",
-    "energy_map",
-    "peak_mem_used",
-    "version",
-]
+from streams.clickhouse.sink import LEDGER_COLUMNS as COLUMNS  # one column list, the sink's
 
 
 @dataclass(frozen=True)
