@@ -293,6 +293,8 @@ def _publish_and_process(
     t0 = time.monotonic()
     thread = threading.Thread(target=publish, name="agents", daemon=True)
     thread.start()
+    from streams.group_lag import GroupLag
+
     lag = GroupLag(bootstrap, GROUP, USAGE)
     work_lag = GroupLag(bootstrap, GROUP, WORK)
     with Progress(
@@ -338,84 +340,6 @@ def _publish_and_process(
     for a in agents:
         a.spool.close()
     return sum(a.stats.samples for a in agents), time.monotonic() - t0
-
-
-class GroupLag:
-    """Committed offsets of the worker's consumer group vs the topic's true log end.
-
-    The log end is read from a *fetch* response's high watermark, not from ListOffsets: the
-    embedded broker's ListOffsets end trails the true end while a producer batches (11,474 for
-    11,520 records, for good), so "committed >= end offset" can declare a run done early.
-    :meth:`caught_up` also wants the same committed == end on two reads some time apart.
-    """
-
-    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
-        from kafka import KafkaAdminClient, KafkaConsumer
-
-        self.group = group
-        self.topic = topic
-        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-        self.probe = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            max_poll_records=1,
-            fetch_max_wait_ms=200,
-        )
-        self._last: tuple[int, int, float] | None = None
-
-    def read(self) -> tuple[int, int]:
-        from kafka import TopicPartition
-
-        parts = self.consumer.partitions_for_topic(self.topic) or set()
-        tps = [TopicPartition(self.topic, p) for p in parts]
-        end = sum(self.log_ends(tps).values()) if tps else 0
-        # kafka-python 3 renamed list_consumer_group_offsets to list_group_offsets.
-        try:
-            if hasattr(self.admin, "list_group_offsets"):
-                offsets = self.admin.list_group_offsets(self.group).get(self.group, {})
-            else:
-                offsets = self.admin.list_consumer_group_offsets(self.group)
-        except Exception:  # the group does not exist yet (the worker is still joining)
-            return 0, end
-        committed = sum(
-            max(getattr(o, "offset", o), 0) for tp, o in offsets.items() if tp.topic == self.topic
-        )
-        return committed, end
-
-    def log_ends(self, tps: list[Any], timeout_s: float = 5.0) -> dict[Any, int]:
-        """The true end of each partition's log: fetch its last batch, read the high watermark."""
-        listed = self.consumer.end_offsets(tps)
-        self.probe.assign(tps)
-        for tp in tps:  # ListOffsets' end is at most one batch short: fetch from just before it
-            self.probe.seek(tp, max(listed[tp] - 1, 0))
-        ends: dict[Any, int] = {}
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self.probe.poll(timeout_ms=200)
-            ends = {tp: self.probe.highwater(tp) for tp in tps}
-            if all(v is not None for v in ends.values()) or time.monotonic() > deadline:
-                break
-        # a partition that gave no fetch response in time: ListOffsets' figure, a lower bound
-        return {tp: listed[tp] if v is None else max(v, listed[tp]) for tp, v in ends.items()}
-
-    def caught_up(self, settle_s: float = 1.0) -> bool:
-        """True once committed == end (> 0), unchanged across two reads ``settle_s`` apart."""
-        committed, end = self.read()
-        now = time.monotonic()
-        last, self._last = self._last, (committed, end, now)
-        if not end or committed != end:
-            return False
-        if last is None or last[:2] != (committed, end):
-            return False
-        if now - last[2] < settle_s:
-            self._last = last  # keep the older read: the two must be settle_s apart
-            return False
-        return True
-
-    def close(self) -> None:
-        for c in (self.probe, self.consumer, self.admin):
-            c.close()
 
 
 def _billing(console: Any, client: Any, period: str, data_dir: Path) -> None:

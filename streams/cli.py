@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import gc
 import json
@@ -70,7 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="SECONDS",
         help="stop after this many seconds without new records, once caught up on every "
-        "assigned partition (batch runs, demo, tests)",
+        "assigned partition and the consumer group's committed offsets reach the end of "
+        "every partition of its topics, whoever holds them (batch runs, demo, tests)",
     )
     p.add_argument("--no-raw-archive", action="store_true", help="do not write usage_seconds")
     p.add_argument(
@@ -147,7 +149,7 @@ def wait_for_broker(brokers: list[tuple[str, int]], timeout_s: float) -> str | N
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from kernel.clickhouse import connect_configured
-    from kernel.kafka import faust_broker_options
+    from kernel.kafka import faust_broker_options, kafka_python_options
     from kernel.settings import parse_bootstrap
     from schemas import topics
     from schemas.clickhouse.migrate import migrate
@@ -239,8 +241,45 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             # assigned partition (after a rebalance a partition can take seconds to fetch)
             and health.lag == 0
             and health.clock() - health.last_lag_observed < 3.0
+            # ... and the whole group caught up on every partition of its topics, whoever
+            # holds them: a member killed -9 keeps its partitions, unread, until its session
+            # expires, and this worker cannot see them in its own assignment.
+            and group_check.get("task") is None
         ):
+            group_check["task"] = asyncio.ensure_future(_exit_if_group_caught_up())
+
+    async def _exit_if_group_caught_up() -> None:
+        try:
+            behind = await asyncio.get_running_loop().run_in_executor(None, group_behind)
+        except Exception as exc:  # the broker is away: idle can wait for the next check
+            logging.getLogger(__name__).warning("cannot read the group's lag: %r", exc)
+            behind = {"?": -1}
+        finally:
+            group_check["task"] = None
+        if not behind:
             os.kill(os.getpid(), signal.SIGTERM)
+        elif time.monotonic() - group_check["said"] >= 30:
+            group_check["said"] = time.monotonic()
+            print(
+                f"worker: idle here, but group {args.app_id!r} is behind on {behind} "
+                "(topic[partition]: records; held by another member or not yet reassigned); "
+                "--exit-when-idle waits for it",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    lag_readers: list[Any] = []
+    group_check: dict[str, Any] = {"task": None, "said": -60.0}
+
+    def group_behind() -> dict[str, int]:
+        if not lag_readers:
+            from streams.group_lag import GroupLag
+
+            lag_readers.extend(
+                GroupLag(bootstrap, args.app_id, t, **kafka_python_options(settings))
+                for t in (config.usage_topic, config.work_topic)
+            )
+        return {f"{r.topic}[{p}]": n for r in lag_readers for p, n in sorted(r.behind().items())}
 
     app.timer(1.0)(guarded("the status timer", _status))
 

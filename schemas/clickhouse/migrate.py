@@ -251,6 +251,28 @@ _CREATE_VIEW = re.compile(
 )
 _ALTER = re.compile(r"^ALTER\s+TABLE\s+(?P<name>\w+)\s+(?P<rest>.*)$", re.S | re.I)
 _COLUMN_OP = re.compile(r"^(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR)\s+COLUMN\b", re.I)
+
+
+def _alter_ops(rest: str) -> list[str]:
+    """The comma-separated operations of one ALTER, split at top level (not inside brackets
+    or quotes)."""
+    ops, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(rest):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'`\"":
+            quote = ch
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            ops.append(rest[start:i].strip())
+            start = i + 1
+    ops.append(rest[start:].strip())
+    return [op for op in ops if op]
+
+
 _DROP = re.compile(r"^DROP\s+(?P<kind>TABLE|VIEW)\s+(?P<ie>IF\s+EXISTS\s+)?(?P<name>\w+)\s*$", re.I)
 
 
@@ -296,8 +318,10 @@ class ClusterDDL:
             if table is None:
                 return [f"ALTER TABLE {name} {on} {rest}"]
             out = [f"ALTER TABLE {table.local} {on} {rest}"]
-            if _COLUMN_OP.match(rest):  # the Distributed table mirrors the columns
-                out.append(f"ALTER TABLE {name} {on} {rest}")
+            # the Distributed table mirrors the columns (only: no sorting key, TTL, ...)
+            columns = [op for op in _alter_ops(rest) if _COLUMN_OP.match(op)]
+            if columns:
+                out.append(f"ALTER TABLE {name} {on} {', '.join(columns)}")
             return out
         if m := _DROP.match(stmt):
             kind, ie, name = m.group("kind").upper(), m.group("ie") or "", m.group("name")

@@ -21,7 +21,8 @@ from typing import Any
 from agents.agent import run_accelerated
 from agents.fleet import build_agents
 from agents.kafka import make_producer
-from gpumeter.demo import GroupLag, embedded_worker_env
+from gpumeter.demo import embedded_worker_env
+from streams.group_lag import GroupLag
 
 
 class Pipeline:

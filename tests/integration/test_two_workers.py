@@ -52,11 +52,10 @@ def test_two_workers_of_one_group_and_a_rebalance_give_the_exact_ledger(
     time.sleep(6)
     if wb.poll() is None:
         b.kill(wb)
-    # A member killed with -9 keeps its partitions until its session times out (6 s on the
-    # embedded runtime): a worker joining before that shares the topic with a dead member, and
-    # `--exit-when-idle`, which sees only its own partitions, could end both live workers
-    # while the dead one still holds partitions nobody reads. Start B again once it is gone.
-    time.sleep(8)
+    # B starts again at once: the killed member keeps its partitions until its session times
+    # out, and meanwhile nobody reads them. `--exit-when-idle` must wait for the whole group
+    # (committed offsets at the end of every partition), not only for the worker's own
+    # partitions, or both live workers end with a partition never read.
     wb = b.worker(idle_s=8)
     out_a, out_b = a.wait(wa), b.wait(wb)
     counted = [a.stats(out_a).get("new_seconds", 0), b.stats(out_b).get("new_seconds", 0)]

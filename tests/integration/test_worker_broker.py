@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from gpumeter.demo import GroupLag, embedded_worker_env
+from gpumeter.demo import embedded_worker_env
 from infra.embedded.broker import EmbeddedBroker, free_port
 from schemas.topics import TopicSpec
+from streams.group_lag import GroupLag
 from tests.integration.pipeline import Pipeline
 from tests.integration.test_worker_failures import (
     counted_seconds,

@@ -16,8 +16,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gpumeter.demo import GroupLag
 from infra.embedded.broker import EmbeddedBroker
+from streams.group_lag import GroupLag
 from tests.integration.pipeline import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
