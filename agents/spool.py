@@ -33,61 +33,42 @@ Three kinds of data, oldest first: *retained* (acknowledged, kept for resend), *
 
 Segments are sized relative to the bound (``max_bytes / 8`` by default, at most 8 MiB) so that
 old segments can be dropped long before the bound is reached.
+
+This module is the queue and its policy (what is pending, retained, dropped and why). The
+segment files are :mod:`agents.spool_segments` (record format: :mod:`agents.segment`), the lock
+and small state files :mod:`agents.spool_disk`, the drop counters and owed gaps
+:mod:`agents.spool_drops`.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
 import logging
 import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
 
-from agents.errors import AgentError
-from agents.segment import (
-    MAGIC,
-    SEGMENT_PREFIX,
-    SpoolEntry,
-    default_segment_bytes,
-    encode_record,
-    scan_segment,
+from agents.segment import MAGIC, SpoolEntry, default_segment_bytes, encode_record
+from agents.span import describe
+from agents.spool_disk import (
+    DEFAULT_RESERVE_BYTES,
+    DISK_FULL,
+    OsFS,
+    SpoolError,
+    SpoolFS,
+    load_agent_id,
+    lock_directory,
+    read_int,
+    read_json,
+    write_state,
 )
-from agents.span import describe, merge, subtract
+from agents.spool_drops import DropAccount, Span
+from agents.spool_segments import Segments
+
+__all__ = ["DEFAULT_RESERVE_BYTES", "OsFS", "Spool", "SpoolError", "SpoolFS"]
 
 log = logging.getLogger(__name__)
-
-_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-#: Free space kept on the spool's file system after every write: the small state files
-#: (``acked``, ``dropped.json``) must still be writable when the spool itself is full.
-DEFAULT_RESERVE_BYTES = 64 * 1024
-
-
-class SpoolError(AgentError, RuntimeError):
-    pass
-
-
-class SpoolFS(Protocol):
-    """The file-system calls that can fail for lack of space; a seam for fault injection."""
-
-    def write(self, fd: int, data: bytes) -> int: ...
-
-    def free_bytes(self, directory: Path) -> int: ...
-
-
-class OsFS:
-    def write(self, fd: int, data: bytes) -> int:
-        return os.write(fd, data)
-
-    def free_bytes(self, directory: Path) -> int:
-        st = os.statvfs(directory)
-        return st.f_bavail * st.f_frsize
 
 
 class Spool:
@@ -113,45 +94,43 @@ class Spool:
             raise SpoolError("segment_bytes must not exceed max_bytes")
         self.directory = Path(directory)
         self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes
         self.retain_bytes = max_bytes // 4 if retain_bytes is None else retain_bytes
         self.retain_s = retain_s
         self.reserve_bytes = reserve_bytes
-        self.fsync = fsync
-        self.fs: SpoolFS = fs or OsFS()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock_fd: int | None = self._lock()
-            self.agent_id = self._load_agent_id()
+            self._lock_fd: int | None = lock_directory(self.directory)
+            self.agent_id = load_agent_id(self.directory)
         except OSError as exc:
             raise SpoolError(
                 f"cannot open the spool {self.directory}: {exc.strerror or exc}"
             ) from exc
-        self.acked = self._read_int("acked", -1)
-        dropped = self._read_json("dropped.json")
-        self.dropped_batches = int(dropped.get("batches", 0))
-        self.dropped_samples = int(dropped.get("samples", 0))
-        #: Dropped seconds not yet reported to the broker, as merged [start, end) ranges.
-        self.unreported_gaps: list[tuple[int, int]] = [
-            (int(g[0]), int(g[1])) for g in dropped.get("gaps", [])
-        ]
-        #: Pending batches that carry dropped seconds (seq -> gaps): owed again if dropped.
-        self._carriers: dict[int, list[tuple[int, int]]] = {
-            int(k): [(int(g[0]), int(g[1])) for g in v]
-            for k, v in dict(dropped.get("carriers", {})).items()
-        }
+        self.acked = read_int(self.directory, "acked", -1)
+        self.drops = DropAccount(read_json(self.directory, "dropped.json"))
         self._state_dirty = False  # a state file could not be written (disk full): retry later
         self._entries: deque[SpoolEntry] = deque()  # unacknowledged, in seq order
         self._retained: deque[SpoolEntry] = deque()  # acknowledged, still on disk, in seq order
-        self._segments: list[Path] = []  # oldest first; the last one is appended to
-        self._sizes: dict[Path, int] = {}  # bytes per segment, kept here: no stat per append
-        self._written_at: dict[Path, float] = {}  # wall time of each segment's last write
+        self.fs: SpoolFS = fs or OsFS()
+        self.segments = Segments(self.directory, segment_bytes, self.fs, fsync)
         self.last_seq = -1
         self.last_ts: int | None = None
         self._recover()
-        self._fd: int | None = None  # the active segment, opened on the first append
         self.full = False  # the last append found the disk (not the bound) full
         self._last_drop_log = -1e9
+
+    # -- what was dropped ------------------------------------------------------------------------
+    @property
+    def dropped_batches(self) -> int:
+        return self.drops.batches
+
+    @property
+    def dropped_samples(self) -> int:
+        return self.drops.samples
+
+    @property
+    def unreported_gaps(self) -> list[Span]:
+        """Dropped seconds not yet reported to the broker, as merged [start, end) ranges."""
+        return self.drops.unreported_gaps
 
     # -- writing -------------------------------------------------------------------------------
     @property
@@ -166,7 +145,7 @@ class Spool:
         n_samples: int,
         last_ts: int,
         first_ts: int | None = None,
-        reports: list[tuple[int, int]] | None = None,
+        reports: list[Span] | None = None,
     ) -> bool:
         """Append a batch durably. ``first_ts``..``last_ts``: the seconds it covers;
         ``reports``: the :attr:`unreported_gaps` it carries (they stay owed until the batch is
@@ -182,27 +161,25 @@ class Spool:
             if not self._make_room(len(record) + len(MAGIC)):
                 break
             try:
-                offset = self._write_record(seq, record)
+                path, offset = self.segments.append(seq, record)
             except OSError as exc:
-                if exc.errno not in _FULL:
+                if exc.errno not in DISK_FULL:
                     raise SpoolError(
                         f"writing to the spool {self.directory} failed: {exc}"
                     ) from exc
                 # The partial record was cut off. The file system has less room than it said
                 # (reserved blocks, metadata, a quota): drop the oldest data and try again.
                 self.full = True
-                if not self._droppable():
+                if not self.segments.droppable():
                     break
                 self._drop_oldest("disk full")
                 continue
             self.full = False
-            path = self._segments[-1]
             self._entries.append(
                 SpoolEntry(seq, path, offset, len(payload), n_samples, last_ts, first)
             )
             if reports:
-                self._carriers[seq] = list(reports)
-                self.unreported_gaps = subtract(self.unreported_gaps, list(reports))
+                self.drops.carry(seq, reports)
                 self._state_dirty = True
             self.last_seq = seq
             self.last_ts = last_ts
@@ -213,7 +190,8 @@ class Spool:
             return True
         # No room at all: the batch is lost. Counted, and its seconds reported as a gap.
         self.full = True
-        self._count_dropped(1, n_samples, [(first, last_ts + 1)])
+        self.drops.count(1, n_samples, [(first, last_ts + 1)])
+        self._save_dropped()
         self._log_drop(
             f"the disk is full even with nothing older left; batch {seq} ({n_samples} samples) "
             "could not be stored"
@@ -223,7 +201,7 @@ class Spool:
     # -- reading and acknowledging -------------------------------------------------------------
     def pending(self, after_seq: int = -1) -> Iterator[tuple[SpoolEntry, bytes]]:
         """Unacknowledged entries with seq > after_seq, in order, with their payloads."""
-        return self._read([e for e in self._entries if e.seq > after_seq])
+        return self.segments.read([e for e in self._entries if e.seq > after_seq])
 
     def retained(self, since_ts: int | None = None) -> list[SpoolEntry]:
         """Acknowledged entries still on disk whose batch ends at or after ``since_ts``."""
@@ -231,21 +209,8 @@ class Spool:
 
     def read(self, entries: list[SpoolEntry]) -> Iterator[tuple[SpoolEntry, bytes]]:
         """The payloads of ``entries`` that are still on disk, in the order given."""
-        on_disk = set(self._segments)
-        return self._read([e for e in entries if e.segment in on_disk])
-
-    def _read(self, entries: list[SpoolEntry]) -> Iterator[tuple[SpoolEntry, bytes]]:
-        handles: dict[Path, object] = {}
-        try:
-            for entry in entries:
-                f = handles.get(entry.segment)
-                if f is None:
-                    f = handles[entry.segment] = open(entry.segment, "rb")  # noqa: SIM115
-                f.seek(entry.offset + entry.header_size)  # type: ignore[attr-defined]
-                yield entry, f.read(entry.length)  # type: ignore[attr-defined]
-        finally:
-            for f in handles.values():
-                f.close()  # type: ignore[attr-defined]
+        on_disk = set(self.segments.paths)
+        return self.segments.read([e for e in entries if e.segment in on_disk])
 
     @property
     def pending_count(self) -> int:
@@ -260,8 +225,12 @@ class Spool:
         return len(self._retained)
 
     @property
+    def segment_bytes(self) -> int:
+        return self.segments.segment_bytes
+
+    @property
     def size_bytes(self) -> int:
-        return sum(self._sizes.values())
+        return self.segments.size_bytes
 
     def ack(self, seq: int) -> None:
         """The broker acknowledged everything up to and including ``seq``."""
@@ -270,8 +239,7 @@ class Spool:
         while self._entries and self._entries[0].seq <= seq:
             self._retained.append(self._entries.popleft())
         self.acked = seq
-        if any(c <= seq for c in self._carriers):
-            self._carriers = {c: g for c, g in self._carriers.items() if c > seq}
+        if self.drops.settle(seq):
             self._save_dropped()
         # Not fsynced: losing this write only means re-sending acknowledged batches, and
         # duplicates are harmless downstream (sample ids are deterministic). Loss is not.
@@ -279,59 +247,12 @@ class Spool:
         self._trim_retained()
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.segments.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
 
     # -- internals: writing ----------------------------------------------------------------------
-    def _write_record(self, seq: int, record: bytes) -> int:
-        """Write one record at the end of the active segment (rotating first if it is full);
-        its offset. On any error the segment is cut back to where it was: no torn record."""
-        if self._fd is None or self._sizes[self._segments[-1]] >= self.segment_bytes:
-            self._rotate(seq)
-        assert self._fd is not None
-        path = self._segments[-1]
-        offset = self._sizes[path]
-        try:
-            self._write_all(self._fd, record)
-            if self.fsync:
-                os.fsync(self._fd)
-        except OSError:
-            os.ftruncate(self._fd, offset)  # frees the blocks, needs none
-            os.lseek(self._fd, offset, os.SEEK_SET)
-            raise
-        self._sizes[path] = offset + len(record)
-        self._written_at[path] = time.time()
-        return offset
-
-    def _write_all(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = self.fs.write(fd, view.tobytes())
-            view = view[n:]
-
-    def _rotate(self, first_seq: int) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        path = self.directory / f"{SEGMENT_PREFIX}{first_seq:012d}.log"
-        if self._segments and self._segments[-1] == path:  # an empty leftover of a crash
-            self._segments.pop()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            self._write_all(fd, MAGIC)
-        except OSError:
-            os.close(fd)
-            self._drop_file(path)
-            raise
-        self._segments.append(path)
-        self._sizes[path] = len(MAGIC)
-        self._written_at[path] = time.time()
-        self._fd = fd
-
     def _make_room(self, size: int) -> bool:
         """Drop the oldest segments until ``size`` bytes fit with the reserve kept free. False if
         even an empty spool would not make them fit."""
@@ -342,19 +263,13 @@ class Spool:
                 raise SpoolError(f"cannot stat the spool's file system: {exc}") from exc
             if free - self.reserve_bytes >= size:
                 return True
-            if not self._droppable():
+            if not self.segments.droppable():
                 return False
             self.full = True
             self._drop_oldest("disk full")
 
-    def _droppable(self) -> bool:
-        """Is there a segment that holds data (and so could be dropped to make room)?"""
-        return len(self._segments) > 1 or (
-            bool(self._segments) and self._sizes.get(self._segments[0], 0) > len(MAGIC)
-        )
-
     def _enforce_bound(self) -> None:
-        while self.size_bytes > self.max_bytes and len(self._segments) > 1:
+        while self.size_bytes > self.max_bytes and len(self.segments.paths) > 1:
             self._drop_oldest("size bound")
 
     def _trim_retained(self) -> None:
@@ -362,42 +277,35 @@ class Spool:
 
         Acknowledgements are a prefix of the sequence and segments hold consecutive seqs, so
         those are exactly the segments before the one holding the oldest pending entry."""
+        paths, sizes = self.segments.paths, self.segments.sizes
         first_live = self._entries[0].segment if self._entries else None
-        done = [p for p in self._segments[:-1]]
+        done = paths[:-1]
         if first_live is not None:
-            done = done[: self._segments.index(first_live)]
-        retained = sum(self._sizes[p] for p in done)
+            done = done[: paths.index(first_live)]
+        retained = sum(sizes[p] for p in done)
         now = time.time()
         for path in done:
-            too_old = now - self._written_at.get(path, 0.0) > self.retain_s
+            too_old = now - self.segments.written_at.get(path, 0.0) > self.retain_s
             if retained <= self.retain_bytes and not too_old:
                 break
-            retained -= self._sizes[path]
+            retained -= sizes[path]
             self._drop_oldest("retention")
 
     def _drop_oldest(self, why: str) -> None:
         """Delete the oldest segment; count its unacknowledged batches and record their seconds
         as unreported gaps."""
-        path = self._segments.pop(0)
+        path = self.segments.drop_oldest()
         while self._retained and self._retained[0].segment == path:
             self._retained.popleft()
         gone: list[SpoolEntry] = []
         while self._entries and self._entries[0].segment == path:  # a prefix, seq order
             gone.append(self._entries.popleft())
-        if self._fd is not None and not self._segments:  # it was the active segment
-            os.close(self._fd)
-            self._fd = None
-        self._drop_file(path)
         if gone:
             # The dropped seqs count as settled so delivery moves past them.
             self.acked = max(self.acked, gone[-1].seq)
             self._write_state("acked", str(self.acked))
-            spans = [
-                (e.first_ts if e.first_ts is not None else e.last_ts, e.last_ts + 1) for e in gone
-            ]
-            for e in gone:  # the gaps a dropped batch carried are owed again
-                spans += self._carriers.pop(e.seq, [])
-            self._count_dropped(len(gone), sum(e.n_samples for e in gone), spans)
+            self.drops.lose(gone)  # their seconds, and the gaps they carried, are owed again
+            self._save_dropped()
             self._log_drop(why)
 
     def _log_drop(self, why: str) -> None:
@@ -411,117 +319,29 @@ class Spool:
             "samples); the seconds owed as spool_full gaps: %s",
             self.directory,
             why,
-            self.dropped_batches,
-            self.dropped_samples,
-            describe(self.unreported_gaps),
+            self.drops.batches,
+            self.drops.samples,
+            describe(self.drops.unreported_gaps),
         )
-
-    def _drop_file(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
-        self._sizes.pop(path, None)
-        self._written_at.pop(path, None)
-
-    def _count_dropped(self, batches: int, samples: int, spans: list[tuple[int, int]]) -> None:
-        self.dropped_batches += batches
-        self.dropped_samples += samples
-        self.unreported_gaps = merge(self.unreported_gaps + spans)
-        self._save_dropped()
 
     def _save_dropped(self) -> None:
-        self._write_state(
-            "dropped.json",
-            json.dumps(
-                {
-                    "batches": self.dropped_batches,
-                    "samples": self.dropped_samples,
-                    "gaps": [list(g) for g in self.unreported_gaps],
-                    "carriers": {str(k): [list(g) for g in v] for k, v in self._carriers.items()},
-                }
-            ),
-        )
+        self._write_state("dropped.json", self.drops.to_json())
 
     # -- internals: opening ----------------------------------------------------------------------
-    def _lock(self) -> int:
-        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        # A POSIX record lock: it excludes other processes (a second agent, ``agent resend``)
-        # and is released when the owner dies, kill -9 included.
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
-            raise SpoolError(
-                f"the spool {self.directory} is in use by another agent process; one spool "
-                "directory per running agent"
-            ) from None
-        return fd
-
     def _recover(self) -> None:
-        self._segments = sorted(self.directory.glob(f"{SEGMENT_PREFIX}*.log"))
-        for path in self._segments:
-            good_end = self._scan(path)
-            st = path.stat()
-            if good_end < st.st_size:
-                log.warning(
-                    "spool %s: cut a torn record (%d bytes) from %s",
-                    self.directory,
-                    st.st_size - good_end,
-                    path.name,
-                )
-                os.truncate(path, good_end)
-            self._sizes[path] = good_end
-            self._written_at[path] = st.st_mtime
-        # The first append after opening starts a new segment (named after its first seq, so it
-        # sorts last): never append to a segment of an older format or with an unknown tail.
-        self._trim_retained()
-
-    def _scan(self, path: Path) -> int:
-        """Index the intact records of one segment; the offset where intact data ends."""
-        entries, good_end = scan_segment(path)
-        for entry in entries:
+        """Index the intact records on disk: pending above ``acked``, retained up to it."""
+        for entry in self.segments.recover():
             self.last_seq = max(self.last_seq, entry.seq)
             self.last_ts = (
                 entry.last_ts if self.last_ts is None else max(self.last_ts, entry.last_ts)
             )
             (self._entries if entry.seq > self.acked else self._retained).append(entry)
-        return good_end
-
-    def _load_agent_id(self) -> str:
-        path = self.directory / "agent_id"
-        if path.exists():
-            return path.read_text().strip()
-        agent_id = str(uuid.uuid4())
-        tmp = self.directory / ".agent_id.tmp"
-        tmp.write_text(agent_id)
-        os.replace(tmp, path)
-        return agent_id
-
-    def _read_int(self, name: str, default: int) -> int:
-        path = self.directory / name
-        try:
-            return int(path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return default
-
-    def _read_json(self, name: str) -> dict[str, Any]:
-        try:
-            data = json.loads((self.directory / name).read_text())
-            return data if isinstance(data, dict) else {}
-        except (FileNotFoundError, ValueError):
-            return {}
+        self._trim_retained()
 
     def _write_state(self, name: str, text: str) -> None:
-        """Replace a small state file atomically. On a full disk the value stays in memory and
-        is written with the next successful append (losing ``acked`` only means re-sending)."""
-        tmp = self.directory / f".{name}.tmp"
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, self.directory / name)
-        except OSError as exc:
-            if exc.errno not in _FULL:
-                raise SpoolError(f"writing {self.directory / name} failed: {exc}") from exc
-            tmp.unlink(missing_ok=True)
+        """Replace a small state file. On a full disk the value stays in memory and is written
+        with the next successful append (losing ``acked`` only means re-sending)."""
+        if not write_state(self.directory, name, text):
             self._state_dirty = True
             log.warning("spool %s: disk full; %s kept in memory for now", self.directory, name)
             return

@@ -285,7 +285,7 @@ def test_retained_batches_older_than_the_age_window_are_deleted(tmp_path: Path) 
     spool = open_spool(tmp_path, segment_bytes=256, retain_s=3600)
     fill(spool, 6)
     old = tmp_path / "seg-000000000000.log"
-    spool._written_at[old] -= 7200  # written two hours ago
+    spool.segments.written_at[old] -= 7200  # written two hours ago
     spool.ack(3)
     assert [e.seq for e in spool.retained()] == [2, 3]
     assert not old.exists()
