@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "gpumeter.sql",
     "gpumeter.admin",
     "analytics.cli",
+    "analytics.capacity_cli",
 )
 
 
