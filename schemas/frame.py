@@ -22,9 +22,11 @@ the slice wins.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from schemas.usage import GpuSecond
+import orjson
+
+from schemas.usage import Gap, GpuSecond
 
 #: A whole GPU, in milli-GPUs.
 WHOLE = 1000
@@ -160,3 +162,48 @@ def _share_wire(s: Share) -> dict[str, object]:
     if s.sm_util is not None:
         doc["sm_util"] = list(s.sm_util)
     return doc
+
+
+#: The ``schema_version`` of a record of frames.
+FRAMES_SCHEMA_VERSION = 2
+
+
+def encode_frames(
+    node_id: str, agent_id: str, seq: int, frames: Sequence[Frame], gaps: Sequence[Gap]
+) -> bytes:
+    """The wire encoding of one v2 record: ``frames`` (each :func:`frame_wire`) and ``gaps``
+    (as in v1), what the node agent spools and sends on the usage topic."""
+    return orjson.dumps(
+        {
+            "schema_version": FRAMES_SCHEMA_VERSION,
+            "node_id": node_id,
+            "agent_id": agent_id,
+            "seq": seq,
+            "frames": [frame_wire(f) for f in frames],
+            "gaps": [g.__dict__ for g in gaps],
+        }
+    )
+
+
+def frame_slice(f: Frame, a: int, b: int) -> Frame:
+    """The seconds ``start + a .. start + b - 1`` of a frame, as a frame of their own
+    (``0 <= a < b <= n``): columns and allocations' per-second readings sliced, flags
+    re-indexed."""
+    return Frame(
+        gpu_uuid=f.gpu_uuid,
+        mig_uuid=f.mig_uuid,
+        gpu_model=f.gpu_model,
+        start=f.start + a,
+        allocations=tuple(
+            s if s.sm_util is None else replace(s, sm_util=tuple(s.sm_util[a:b]))
+            for s in f.allocations
+        ),
+        sm_util=f.sm_util[a:b],
+        mem_util=f.mem_util[a:b],
+        mem_used=f.mem_used[a:b],
+        mem_total=f.mem_total,
+        power_w=f.power_w[a:b],
+        energy_j=f.energy_j[a:b],
+        temp_c=None if f.temp_c is None else f.temp_c[a:b],
+        flags={i - a: v for i, v in f.flags.items() if a <= i < b},
+    )

@@ -30,9 +30,9 @@ class BadValue:
         self.why = why
 
 
-def load(raw: bytes) -> tuple[Any, list[tuple[int, int]] | None] | Rejection:
+def load(raw: bytes, key: str = "samples") -> tuple[Any, list[tuple[int, int]] | None] | Rejection:
     """The parsed document and, when the iterative tokenizer was needed, the byte span of each
-    element of the top-level ``samples`` array. ``NaN``, ``Infinity`` and numbers a double
+    element of the top-level array ``key`` (``samples`` in v1, ``frames`` in v2). ``NaN``, ``Infinity`` and numbers a double
     cannot hold become :class:`BadValue` marks in place, whichever parser read them."""
     raw = bytes(raw)
     if not raw.strip():
@@ -40,7 +40,7 @@ def load(raw: bytes) -> tuple[Any, list[tuple[int, int]] | None] | Rejection:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return _parse_tolerantly(raw)
+        return _parse_tolerantly(raw, key)
     try:
         return json.loads(text, parse_constant=_not_finite, parse_float=_double), None
     except json.JSONDecodeError as exc:
@@ -48,7 +48,7 @@ def load(raw: bytes) -> tuple[Any, list[tuple[int, int]] | None] | Rejection:
         return Rejection("malformed_json", reason, raw=raw)
     except (RecursionError, ValueError):
         # nested past Python's recursion limit; an integer past int's 4300-digit limit
-        return _parse_tolerantly(raw)
+        return _parse_tolerantly(raw, key)
 
 
 _TOKEN = re.compile(
@@ -72,7 +72,9 @@ class _Frame:
     spans: list[tuple[int, int]] | None = None  # element spans, for the samples array
 
 
-def _parse_tolerantly(raw: bytes) -> tuple[Any, list[tuple[int, int]] | None] | Rejection:
+def _parse_tolerantly(
+    raw: bytes, key: str = "samples"
+) -> tuple[Any, list[tuple[int, int]] | None] | Rejection:
     """JSON (plus ``NaN``/``Infinity``, as Python's ``json`` reads it) by an iterative state
     machine: any depth, any byte inside strings. What it cannot represent becomes a :class:`BadValue`
     mark in place, so only the sample (or envelope field) holding it is rejected. Containers
@@ -106,7 +108,7 @@ def _parse_tolerantly(raw: bytes) -> tuple[Any, list[tuple[int, int]] | None] | 
                         not is_object
                         and len(frames) == 1
                         and type(frames[0].container) is dict
-                        and frames[0].key == "samples"
+                        and frames[0].key == key
                     ):
                         frame.spans = []
                         samples_frames.append(frame)
@@ -150,7 +152,7 @@ def _parse_tolerantly(raw: bytes) -> tuple[Any, list[tuple[int, int]] | None] | 
         if not frames:
             if raw[pos:].strip(b" \t\n\r"):
                 return _malformed(raw, pos)
-            return value, _spans_of(value, samples_frames)
+            return value, _spans_of(value, samples_frames, key)
         parent = frames[-1]
         if isinstance(parent.container, dict):
             parent.container[parent.key] = value
@@ -161,8 +163,8 @@ def _parse_tolerantly(raw: bytes) -> tuple[Any, list[tuple[int, int]] | None] | 
         state = _NEXT
 
 
-def _spans_of(doc: Any, samples_frames: list[_Frame]) -> list[tuple[int, int]] | None:
-    samples = doc.get("samples") if type(doc) is dict else None
+def _spans_of(doc: Any, samples_frames: list[_Frame], key: str) -> list[tuple[int, int]] | None:
+    samples = doc.get(key) if type(doc) is dict else None
     for frame in samples_frames:  # a duplicate "samples" key: the last one won in doc
         if frame.container is samples:
             return frame.spans
@@ -216,8 +218,8 @@ _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
-def sample_spans(raw: bytes) -> list[tuple[int, int]]:
-    """The byte span of each element of the top-level ``samples`` array, for a record ``json``
+def sample_spans(raw: bytes, key: str = "samples") -> list[tuple[int, int]]:
+    """The byte span of each element of the top-level array ``key`` (``samples``, ``frames``), for a record ``json``
     already read: json's C decoder skips each value (``raw_decode`` says where it ends), so
     this costs one C call per top-level value and per sample. Empty if not found (the caller
     then keeps no exact bytes)."""
@@ -230,9 +232,9 @@ def sample_spans(raw: bytes) -> list[tuple[int, int]]:
             return []
         i = _skip(text, i + 1)
         while text[i] != "}":
-            key, i = decode(text, i)
+            name, i = decode(text, i)
             i = _skip(text, _skip(text, i) + 1)  # past the colon
-            if key == "samples" and text[i] == "[":
+            if name == key and text[i] == "[":
                 spans = []
                 i = _skip(text, i + 1)
                 while text[i] != "]":

@@ -10,9 +10,12 @@ RejectionCode = Literal[
     "unknown_schema_version",
     "invalid_envelope",
     "invalid_sample",
+    # v2: one element of frames is invalid; costs that frame only.
+    "invalid_frame",
     # A valid sample dated more than max_future_skew_s after the worker's clock. Kept apart
-    # from invalid_sample: the worker parks it and re-admits it (parse_sample) once its
-    # second is no longer in the future. Its raw is the sample's canonical JSON.
+    # from invalid_sample: the worker parks it and re-admits it (parse_sample, parse_parked)
+    # once its second is no longer in the future. Its raw is the sample's (v2: the future
+    # seconds' frame's) canonical JSON.
     "future_timestamp",
 ]
 
@@ -24,5 +27,7 @@ MAX_REASON_CHARS = 300
 class Rejection:
     code: RejectionCode
     reason: str
-    sample_index: int | None = None  # None: the whole record
-    raw: bytes = b""  # the offending payload (whole record, or the one sample's JSON)
+    #: the element's index in its record: ``samples[i]`` (v1) or ``frames[i]`` (v2); None: the
+    #: whole record
+    sample_index: int | None = None
+    raw: bytes = b""  # the offending payload (whole record, or the one sample's or frame's JSON)

@@ -17,7 +17,10 @@ ENERGY_SLACK_J = 50.0
 #: Flags under which energy_j is not held to power_w (it is estimated, or the counter reset).
 ENERGY_EXEMPT_FLAGS = ("energy_estimated", "counter_reset")
 
-RuleScope = Literal["sample", "gap", "string"]
+#: Where a rule applies: v1 ``sample``; v2 ``frame``, ``allocation`` (an element of a frame's
+#: allocations) and ``second`` (each second of a frame); both: ``gap`` and ``string``;
+#: ``worker``: across records, enforced by the worker (no rejection: a conflict it records).
+RuleScope = Literal["sample", "frame", "allocation", "second", "gap", "string", "worker"]
 
 
 @dataclass(frozen=True)
@@ -26,10 +29,10 @@ class Rule:
     in the schema's ``x-gpumeter-rules`` so a foreign producer can check it too."""
 
     id: str
-    scope: RuleScope  # where it applies; a violation costs that sample, or the record for a gap
+    scope: RuleScope  # where it applies; a violation costs that element, or the record for a gap
     fields: tuple[str, ...]
     description: str
-    code: str = "invalid_sample"  # the rejection code a violation gets (in a sample)
+    code: str | None = "invalid_sample"  # the rejection code a violation gets; None: none
     in_json_schema: bool = False  # also expressed with standard keywords (then redundant here)
     params: dict[str, Any] = field(default_factory=dict)
 

@@ -17,10 +17,9 @@ callers that build them directly (the NVML sampler); only ``parse_batch`` is the
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import orjson
 from pydantic import (
@@ -28,7 +27,6 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -36,74 +34,32 @@ from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from kernel.names import RESERVED_TENANTS, BillingClass
+from schemas.common import MALFORMED_JSON, MAX_TEMP_C, MIN_TEMP_C, UNKNOWN_SCHEMA_VERSION
+from schemas.common import MAX_ENERGY_J as MAX_ENERGY_J
+from schemas.common import MAX_MEMORY_BYTES as MAX_MEMORY_BYTES
+from schemas.common import MAX_POWER_W as MAX_POWER_W
+from schemas.common import MAX_SEQ as MAX_SEQ
+from schemas.common import MAX_TS as MAX_TS
+from schemas.common import MIN_TS as MIN_TS
+from schemas.common import Gap as Gap
+from schemas.common import GapReason as GapReason
+from schemas.common import Identifier as Identifier
+from schemas.common import SampleFlag as SampleFlag
+from schemas.common import TenantName as TenantName
+from schemas.identity import SAMPLE_NAMESPACE as SAMPLE_NAMESPACE
+from schemas.identity import sample_event_id as sample_event_id
+from schemas.identity import sample_event_int as sample_event_int
 from schemas.rule import ENERGY_EXEMPT_FLAGS as ENERGY_EXEMPT_FLAGS
-from schemas.rule import ENERGY_POWER_FACTOR, ENERGY_SLACK_J, RULES, violates
+from schemas.rule import ENERGY_POWER_FACTOR as ENERGY_POWER_FACTOR
+from schemas.rule import ENERGY_SLACK_J as ENERGY_SLACK_J
 from schemas.rule import MAX_FUTURE_SKEW_S as MAX_FUTURE_SKEW_S
 from schemas.rule import RULE_IDS as RULE_IDS
+from schemas.rule import RULES, violates
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
 #: The schema states the supported versions as an enum.
 _VERSION_ENUM: list[JsonValue] = [v for v in sorted(SUPPORTED_SCHEMA_VERSIONS)]
-
-#: Namespace of sample event ids. Never change it: ids already stored would stop matching.
-SAMPLE_NAMESPACE = uuid.UUID("6f1c7a52-3b0e-5d2a-9a51-7c7e0c2a9d11")
-
-#: Samples before this instant (2015-01-01T00:00:00Z) are rejected as absurd.
-MIN_TS = 1_420_070_400
-#: Samples after this instant (2099-12-31T23:59:59Z) are rejected: epoch milliseconds, most
-#: likely. Also keeps every second storable in ClickHouse's DateTime (UInt32).
-MAX_TS = 4_102_444_799
-#: The largest ``seq`` (a signed 64-bit integer, what most producers' languages have).
-MAX_SEQ = 2**63 - 1
-MAX_POWER_W = 3_000.0
-MAX_MEMORY_BYTES = 2 * 1024**4
-_NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]+$"  # for pydantic (Rust regex: $ is the very end)
-#: The same rule as published: "contains no control character", unanchored, because ``$`` is
-#: not portable (Python's ``re``, which the ``jsonschema`` package uses, lets ``$`` match
-#: before a final newline, so an anchored pattern would admit ``"node-a\n"`` there).
-_TEXT_JSON_SCHEMA: dict[str, Any] = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 128,
-    "not": {"pattern": "[\\x00-\\x1f\\x7f]"},
-}
-Identifier = Annotated[
-    str,
-    Field(min_length=1, max_length=128, pattern=_NO_CONTROL_CHARS),
-    WithJsonSchema(_TEXT_JSON_SCHEMA),
-]
-#: An identifier that is not one of the reserved tenant names (``__idle__`` is how the ledger
-#: stores idle seconds; a producer sending it would make allocated seconds look idle).
-TenantName = Annotated[
-    str,
-    Field(min_length=1, max_length=128, pattern=_NO_CONTROL_CHARS),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 128,
-            "allOf": [
-                {"not": _TEXT_JSON_SCHEMA["not"]},
-                {"not": {"enum": sorted(RESERVED_TENANTS)}},
-            ],
-        }
-    ),
-]
-
-SampleFlag = Literal[
-    "energy_estimated",  # no total-energy counter on this GPU: energy_j = power_w x 1 s
-    "counter_reset",  # the energy counter went backwards (driver reload, GPU reset)
-    "nvml_error",  # some NVML reads failed this second; the fields affected are zero
-    "clock_jump",  # the host clock jumped; the second was re-aligned
-]
-
-GapReason = Literal[
-    "agent_stalled",  # the sampling loop fell behind
-    "agent_restarted",  # the agent was down
-    "nvml_unavailable",  # the driver did not answer
-    "spool_full",  # the spool hit its bound or a full disk: sampled seconds were dropped
-]
 
 _ALLOCATED_OR_IDLE: JsonDict = {
     "anyOf": [
@@ -153,14 +109,10 @@ class GpuSecond(BaseModel):
     mem_used: int = Field(ge=0, le=MAX_MEMORY_BYTES, description="Memory used, bytes.")
     mem_total: int = Field(ge=0, le=MAX_MEMORY_BYTES, description="Memory total, bytes.")
     power_w: float = Field(ge=0, le=MAX_POWER_W, description="Average power over the second, W.")
-    energy_j: float = Field(
-        ge=0,
-        # Even flagged (estimated) energy is power x 1 s, so this bound always holds for real
-        # data; it also keeps huge values out of integer sums.
-        le=MAX_POWER_W * ENERGY_POWER_FACTOR + ENERGY_SLACK_J,
-        description="Energy used in this second, J.",
+    energy_j: float = Field(ge=0, le=MAX_ENERGY_J, description="Energy used in this second, J.")
+    temp_c: float | None = Field(
+        None, ge=MIN_TEMP_C, le=MAX_TEMP_C, description="GPU temperature, Celsius."
     )
-    temp_c: float | None = Field(None, ge=-40, le=150, description="GPU temperature, Celsius.")
     flags: tuple[SampleFlag, ...] = ()
 
     @model_validator(mode="after")
@@ -225,27 +177,6 @@ class GpuSecond(BaseModel):
 _SAMPLE_FIELDS = frozenset(GpuSecond.model_fields)
 
 
-class Gap(BaseModel):
-    """Seconds the agent did not sample (it was stalled or down): reported, never invented."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    start: int = Field(ge=MIN_TS, le=MAX_TS, description="First missing second (epoch).")
-    end: int = Field(
-        ge=MIN_TS, le=MAX_TS + 1, description="First second after the gap (epoch, exclusive)."
-    )
-    reason: GapReason
-    gpu_uuid: Identifier | None = Field(None, description="Null: the whole node.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Gap:
-        if self.end <= self.start:
-            raise violates(
-                "gap-ordered", f"gap end {self.end} must be after its start {self.start}"
-            )
-        return self
-
-
 class GpuSecondsSampled(BaseModel):
     """One Kafka record: the samples one node agent sends in one flush."""
 
@@ -298,38 +229,10 @@ def encode_batch(
     )
 
 
-def sample_event_id(gpu_uuid: str, mig_uuid: str | None, ts: int) -> uuid.UUID:
-    """The deterministic id of a sample: the same GPU-second always gets the same id.
-
-    Equal to ``uuid.uuid5(SAMPLE_NAMESPACE, f"{gpu_uuid}|{mig_uuid or ''}|{ts}")``."""
-    return uuid.UUID(int=sample_event_int(gpu_uuid, mig_uuid, ts))
-
-
-_NAMESPACE_BYTES = SAMPLE_NAMESPACE.bytes
-#: RFC 4122 version (5) and variant bits, as :func:`uuid.uuid5` sets them on the SHA-1 prefix.
-_UUID5_KEEP = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 128) - 1)
-_UUID5_SET = (0x8000 << 48) | (5 << 76)
-
-
-def sample_event_int(
-    gpu_uuid: str,
-    mig_uuid: str | None,
-    ts: int,
-    _sha1: Any = hashlib.sha1,
-    _from_bytes: Any = int.from_bytes,
-) -> int:
-    """:func:`sample_event_id` as a 128-bit integer (``.int``), without building a UUID object:
-    UUIDv5 computed with hashlib directly, several times cheaper than :func:`uuid.uuid5`, for
-    the worker archiving every sample (clickhouse-connect writes UUID columns from ints)."""
-    digest = _sha1(_NAMESPACE_BYTES + f"{gpu_uuid}|{mig_uuid or ''}|{ts}".encode()).digest()
-    return _from_bytes(digest[:16], "big") & _UUID5_KEEP | _UUID5_SET
-
-
 #: What a rejection costs, by code; published in the schema as ``x-gpumeter-rejection-codes``.
 REJECTION_CODES: dict[str, str] = {
-    "malformed_json": "The record is not a JSON object (syntax error, not UTF-8 outside a "
-    "string, or not an object at the top). Costs the record.",
-    "unknown_schema_version": "schema_version is not one this worker supports. Costs the record.",
+    "malformed_json": MALFORMED_JSON,
+    "unknown_schema_version": UNKNOWN_SCHEMA_VERSION,
     "invalid_envelope": "A field outside samples (node_id, agent_id, seq, gaps, an unknown "
     "key) is invalid. Costs the record.",
     "invalid_sample": "One element of samples is invalid. Costs that sample only.",

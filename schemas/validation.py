@@ -1,317 +1,39 @@
-"""Turning raw ``gpu.usage.v1`` bytes into validated samples, or into rejections with reasons.
+"""The worker's gate, both contract versions: what callers import.
 
-Policy (the published JSON Schema states the same in its description):
-
-- Exactly what the schema states is accepted: pydantic strict mode, so nothing is coerced (a
-  string is not a number, ``true`` is not ``1``). An integer is a valid number; an integer field
-  also takes a number with no fractional part (``1700000000.0``), as JSON Schema defines
-  *integer*. The rules JSON Schema keywords cannot state are the schema's
-  ``x-gpumeter-rules`` (:data:`schemas.rule.RULES`).
-- A bad envelope costs its record: not a JSON object, an unknown ``schema_version``, a bad
-  ``node_id``/``agent_id``/``seq``, a bad gap (gaps belong to the envelope), an unknown key.
-- A bad sample costs only itself, whatever its defect: wrong type or range, a broken rule, an
-  unknown field, ``NaN``/``Infinity`` or a number a double cannot hold (``1e400``), an integer
-  out of range however long, nesting too deep, a string that is not UTF-8 or holds a lone
-  surrogate. The record and its other samples are kept, so one broken reading never costs the
-  node's other GPU-seconds.
-- A valid sample dated more than ``max_future_skew_s`` after the worker's clock is rejected
-  alone with code ``future_timestamp``; its ``raw`` is its canonical JSON, so the worker can
-  park it and re-admit it later with :func:`parse_sample`.
-- Reasons are one line under :data:`MAX_REASON_CHARS` characters and name the field (or the
-  rule) and, shortened, the value.
-
-How: the fast path is one strict ``model_validate_json`` of the whole record. Only when it
-fails is the record parsed again, with Python's ``json`` (C speed, tolerant of what JSON
-forbids but producers send: ``NaN``, huge numbers, lone surrogates) or, when even that cannot
-(invalid UTF-8 inside a string, nesting past the recursion limit, integers of thousands of
-digits), with an iterative tokenizer here that never recurses. Then the envelope and each
-sample are checked on their own: first for defects no validator sees the same way
-(:func:`_find_defect`), then by the same strict pydantic models on their canonical JSON.
+- :func:`parse_record` (version 2 and version 1, into frames) and :func:`parse_parked`:
+  :mod:`schemas.frames_validation`.
+- :func:`parse_batch` and :func:`parse_sample` (version 1 only, into samples; kept while
+  callers switch): :mod:`schemas.samples_validation`.
 """
 
 from __future__ import annotations
 
-import math
-import re
-import time
-from dataclasses import dataclass, field, replace
-from typing import Any
-
-import orjson
-from pydantic import TypeAdapter, ValidationError
-
-from schemas.json_reader import MAX_DEPTH, BadValue, load, sample_spans
-from schemas.reason import (
-    MAX_REASON_CHARS,
-    bounded,
-    describe,
-    excerpt,
-    json_float,
-    json_kind,
-    location,
-)
-from schemas.rejection import Rejection, RejectionCode
-from schemas.usage import MAX_FUTURE_SKEW_S, GpuSecond, GpuSecondsSampled
+from schemas.frame_check import FrameError as FrameError
+from schemas.frames_validation import ACCEPTED_VERSIONS as ACCEPTED_VERSIONS
+from schemas.frames_validation import ParsedRecord as ParsedRecord
+from schemas.frames_validation import parse_parked as parse_parked
+from schemas.frames_validation import parse_record as parse_record
+from schemas.reason import MAX_REASON_CHARS as MAX_REASON_CHARS
+from schemas.reason import describe as describe
+from schemas.rejection import Rejection as Rejection
+from schemas.rejection import RejectionCode as RejectionCode
+from schemas.samples_validation import MAX_DEPTH as MAX_DEPTH
+from schemas.samples_validation import ParsedBatch as ParsedBatch
+from schemas.samples_validation import parse_batch as parse_batch
+from schemas.samples_validation import parse_sample as parse_sample
 
 __all__ = [
+    "ACCEPTED_VERSIONS",
     "MAX_DEPTH",
     "MAX_REASON_CHARS",
+    "FrameError",
     "ParsedBatch",
+    "ParsedRecord",
     "Rejection",
     "RejectionCode",
     "describe",
     "parse_batch",
+    "parse_parked",
+    "parse_record",
     "parse_sample",
 ]
-
-_SAMPLE_INTEGERS = ("ts", "mem_used", "mem_total")
-_ENVELOPE_INTEGERS = ("schema_version", "seq")
-_GAP_INTEGERS = ("start", "end")
-_INT_MIN, _INT_END = -(2**63), 2**64  # what orjson (and most producers) can hold
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-@dataclass(slots=True)
-class ParsedBatch:
-    batch: GpuSecondsSampled | None  # envelope, with only the valid samples
-    rejections: list[Rejection] = field(default_factory=list)
-
-    @property
-    def samples(self) -> tuple[GpuSecond, ...]:
-        return self.batch.samples if self.batch is not None else ()
-
-
-def parse_batch(
-    raw: bytes, *, now: float | None = None, max_future_skew_s: int = MAX_FUTURE_SKEW_S
-) -> ParsedBatch:
-    """Validate one record. Never raises on bad input: problems come back as rejections.
-
-    ``now`` is the worker's clock (default: the wall clock); a sample dated more than
-    ``max_future_skew_s`` after it is rejected alone with code ``future_timestamp``."""
-    try:
-        batch = _validate_record(raw, strict=True)
-    except ValidationError as exc:
-        return _parse_piecewise(raw, _clock(now), max_future_skew_s, _faulted_samples(exc))
-    samples = batch.samples
-    if samples:
-        limit = _clock(now) + max_future_skew_s
-        if max(s.ts for s in samples) > limit:
-            return _park_future(batch, limit, max_future_skew_s)
-    return ParsedBatch(batch)
-
-
-def parse_sample(
-    raw_sample: bytes,
-    *,
-    now: float | None = None,
-    max_future_skew_s: int = MAX_FUTURE_SKEW_S,
-    index: int | None = None,
-) -> GpuSecond | Rejection:
-    """Validate one sample's JSON, as :func:`parse_batch` validates an element of ``samples``.
-
-    For re-admitting a parked ``future_timestamp`` sample (its ``raw``). ``index``, when given,
-    is the sample's index in its record, used in reasons and in ``Rejection.sample_index``."""
-    try:
-        sample = _validate_sample(raw_sample, strict=True)
-    except ValidationError:
-        loaded = load(raw_sample)
-        if isinstance(loaded, Rejection):
-            return replace(loaded, code="invalid_sample", sample_index=index)
-        checked = _check_sample(loaded[0], index, raw_sample)
-        if isinstance(checked, Rejection):
-            return checked
-        sample = checked
-    now = _clock(now)
-    if sample.ts > now + max_future_skew_s:
-        return _future(sample, index, now, max_future_skew_s)
-    return sample
-
-
-_validate_record = GpuSecondsSampled.model_validate_json
-_validate_sample = GpuSecond.model_validate_json
-_validate_samples = TypeAdapter(list[GpuSecond]).validate_json
-
-
-def _faulted_samples(exc: ValidationError) -> set[int] | None:
-    """The indices of the samples a whole-record validation faulted, when it faulted nothing
-    else; None when the JSON itself or the envelope is at fault (then every part is checked).
-    Samples it did not fault are clean: jiter read them and strict validation passed them."""
-    faulted = set()
-    for e in exc.errors(include_url=False, include_context=False, include_input=False):
-        loc = e["loc"]
-        if len(loc) < 2 or loc[0] != "samples" or type(loc[1]) is not int:
-            return None
-        faulted.add(loc[1])
-    return faulted
-
-
-def _clock(now: float | None) -> float:
-    return time.time() if now is None else now
-
-
-# -- the slow path: envelope and samples one by one ----------------------------------------------
-
-
-def _parse_piecewise(
-    raw: bytes, now: float, skew: int, faulted: set[int] | None = None
-) -> ParsedBatch:
-    loaded = load(raw)
-    if isinstance(loaded, Rejection):
-        return ParsedBatch(None, [loaded])
-    doc, spans = loaded
-    if not isinstance(doc, dict):
-        got = json_kind(doc)
-        return ParsedBatch(
-            None, [Rejection("malformed_json", f"expected a JSON object, got {got}", raw=raw)]
-        )
-    samples = doc.get("samples", [])
-    if isinstance(samples, list):  # checked one by one below; anything else is the envelope's
-        doc["samples"] = []
-    envelope = _check_envelope(doc, raw)
-    if isinstance(envelope, Rejection):
-        return ParsedBatch(None, [envelope])
-    checked: dict[int, GpuSecond | Rejection] = {}
-    if faulted is not None:
-        # Only the faulted samples need a look of their own; the others pass in one call.
-        clean = [i for i in range(len(samples)) if i not in faulted]
-        try:
-            checked.update(
-                zip(
-                    clean,
-                    _validate_samples(orjson.dumps([samples[i] for i in clean]), strict=True),
-                    strict=True,
-                )
-            )
-        except ValidationError:
-            checked.clear()  # not expected; then every sample gets its own look
-    rejections: list[Rejection] = []
-    good: list[GpuSecond] = []
-    limit = now + skew
-    for i, item in enumerate(samples):
-        result = checked.get(i)
-        if result is None:
-            exact = raw[spans[i][0] : spans[i][1]] if spans and i < len(spans) else None
-            result = _check_sample(item, i, exact)
-        if isinstance(result, Rejection):
-            if not result.raw:  # a defect: keep its exact bytes, which only a re-scan finds
-                spans = spans if spans is not None else sample_spans(raw)
-                if i < len(spans):
-                    result = replace(result, raw=raw[spans[i][0] : spans[i][1]])
-            rejections.append(result)
-        elif result.ts > limit:
-            rejections.append(_future(result, i, now, skew))
-        else:
-            good.append(result)
-    return ParsedBatch(envelope.model_copy(update={"samples": tuple(good)}), rejections)
-
-
-def _check_envelope(doc: dict[str, Any], raw: bytes) -> GpuSecondsSampled | Rejection:
-    defect = _find_defect(doc)
-    if defect is not None:
-        path, why = defect
-        code: RejectionCode = (
-            "unknown_schema_version" if path[:1] == ("schema_version",) else "invalid_envelope"
-        )
-        return Rejection(code, bounded(f"{location('', path) or 'record'}: {why}"), raw=raw)
-    _integral(doc, _ENVELOPE_INTEGERS)
-    gaps = doc.get("gaps")
-    if isinstance(gaps, list):
-        for gap in gaps:
-            if isinstance(gap, dict):
-                _integral(gap, _GAP_INTEGERS)
-    try:
-        return _validate_record(orjson.dumps(doc), strict=True)
-    except ValidationError as exc:
-        code = (
-            "unknown_schema_version"
-            if any(e["loc"][:1] == ("schema_version",) for e in exc.errors())
-            else "invalid_envelope"
-        )
-        return Rejection(code, describe(exc), raw=raw)
-
-
-def _check_sample(item: Any, index: int | None, exact: bytes | None) -> GpuSecond | Rejection:
-    """One element of ``samples``: a GpuSecond, or its rejection. ``exact`` is its bytes in the
-    record when known (else its canonical JSON is kept as ``raw``)."""
-    where = "sample" if index is None else f"samples[{index}]"
-    defect = _find_defect(item)
-    if defect is not None:
-        path, why = defect
-        reason = bounded(f"{location(where, path)}: {why}")
-        return Rejection("invalid_sample", reason, index, exact or b"")
-    if isinstance(item, dict):
-        _integral(item, _SAMPLE_INTEGERS)
-    encoded = orjson.dumps(item)  # cannot fail: _find_defect ruled out what orjson refuses
-    try:
-        return _validate_sample(encoded, strict=True)
-    except ValidationError as exc:
-        return Rejection("invalid_sample", describe(exc, where), index, exact or encoded)
-
-
-def _park_future(batch: GpuSecondsSampled, limit: float, skew: int) -> ParsedBatch:
-    keep: list[GpuSecond] = []
-    parked: list[Rejection] = []
-    for i, s in enumerate(batch.samples):
-        if s.ts > limit:
-            parked.append(_future(s, i, limit - skew, skew))
-        else:
-            keep.append(s)
-    return ParsedBatch(batch.model_copy(update={"samples": tuple(keep)}), parked)
-
-
-def _future(sample: GpuSecond, index: int | None, now: float, skew: int) -> Rejection:
-    where = "sample" if index is None else f"samples[{index}]"
-    return Rejection(
-        "future_timestamp",
-        f"{where}.ts: timestamp {sample.ts} is {sample.ts - int(now)} s in the future "
-        f"(more than {skew} s): check the node's clock",
-        sample_index=index,
-        # Canonical JSON of the validated sample (every field, schema order): parse_sample
-        # accepts it as is once its second is no longer in the future.
-        raw=orjson.dumps(sample.__dict__),
-    )
-
-
-def _integral(doc: dict[str, Any], names: tuple[str, ...]) -> None:
-    """JSON Schema's integer includes numbers with no fractional part; strict pydantic does
-    not, so they become ints here (only on the slow path: the fast path rejected them)."""
-    for name in names:
-        v = doc.get(name)
-        if type(v) is float and v.is_integer() and _INT_MIN <= v < _INT_END:
-            doc[name] = int(v)
-
-
-# -- defects no validator sees the same way ------------------------------------------------------
-
-
-def _find_defect(value: Any) -> tuple[tuple[str | int, ...], str] | None:
-    """The first thing in a parsed value that is not plain JSON data: a non-finite number, an
-    integer beyond 64 bits, a lone surrogate, nesting deeper than :data:`MAX_DEPTH`, or a mark
-    the tolerant parser left (invalid UTF-8). Iterative: never recurses, whatever the depth."""
-    stack: list[tuple[Any, tuple[str | int, ...], int]] = [(value, (), 0)]
-    while stack:
-        v, path, depth = stack.pop()
-        t = type(v)
-        if t is str:
-            m = _SURROGATE.search(v)
-            if m:
-                return path, f"lone surrogate \\u{ord(m.group()):04x} (not valid Unicode text)"
-        elif t is float:
-            if not math.isfinite(v):
-                return path, f"{json_float(v)} is not a finite number"
-        elif t is int:
-            if not _INT_MIN <= v < _INT_END:
-                return path, f"integer {excerpt(v)} is out of range"
-        elif t is BadValue:
-            return path, v.why
-        elif t is dict or t is list:
-            if depth >= MAX_DEPTH:
-                return path, f"nested more than {MAX_DEPTH} levels deep"
-            items = list(v.items()) if t is dict else list(enumerate(v))
-            for k, x in reversed(items):  # reversed: the first defect in document order wins
-                if type(k) is BadValue:
-                    return path, f"a key is {k.why}"
-                if t is dict and _SURROGATE.search(k):
-                    return path + (k,), "lone surrogate in the key (not valid Unicode text)"
-                stack.append((x, path + (k,), depth + 1))
-    return None
