@@ -9,20 +9,19 @@ One cycle (:meth:`TokenCompanion.scrape_once`), in this order:
 2. Turn each endpoint's counter deltas (:class:`agents.inference.CounterWindow`) into
    ``WorkUnitsReported`` records, one per (model, prompt|generated), attributed to the
    allocation of the endpoint's GPUs at the window's last second.
-3. Save the state file (baselines and every report not yet acknowledged) atomically, *before*
-   sending. A crash after this step re-sends the same reports (same identity, same values: the
-   worker's ReplacingMergeTree keeps one row); a crash before it re-scrapes from the old
-   baseline, and nothing of the lost cycle was sent. Sending first would let a restarted
-   companion publish a second, longer window with the same ``window_start`` and a different
-   quantity: two rows competing for one identity.
+3. Save the state file (baselines and every report not yet acknowledged, see
+   :mod:`agents.inference_state`) atomically, *before* sending. A crash after this step
+   re-sends the same reports (same identity, same values: the worker's ReplacingMergeTree keeps
+   one row); a crash before it re-scrapes from the old baseline, and nothing of the lost cycle
+   was sent. Sending first would let a restarted companion publish a second, longer window
+   with the same ``window_start`` and a different quantity: two rows competing for one
+   identity.
 4. Send the unacknowledged reports (key: tenant); acknowledged ones leave the state file.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import logging
 import os
 import queue
@@ -41,12 +40,10 @@ from agents.attribution import Allocation
 from agents.errors import AgentError
 from agents.inference import CounterWindow, MetricsParseError, TokenDelta, parse_metrics
 from agents.inference_config import Endpoint
+from agents.inference_state import Outbox, load_state, lock_state_dir, save_state
 from schemas.work import MAX_WINDOW_S, WorkUnitsReported
 
 log = logging.getLogger(__name__)
-
-STATE_FILE = "inference-state.json"
-STATE_VERSION = 1
 
 
 class AllocationSource(Protocol):
@@ -119,11 +116,11 @@ class TokenCompanion:
         self.state_dir = Path(state_dir)
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = _lock(self.state_dir / "lock")
+            self._lock_fd = lock_state_dir(self.state_dir)
         except OSError as exc:
             raise AgentError(f"cannot open the state directory {self.state_dir}: {exc}") from exc
         self.windows: dict[str, CounterWindow] = {e.name: CounterWindow() for e in endpoints}
-        self.outbox: dict[str, tuple[str, bytes]] = {}  # event id -> (tenant, record), in order
+        self.outbox: Outbox = {}  # event id -> (tenant, record), in order
         self._in_flight: set[str] = set()
         self._results: queue.SimpleQueue[tuple[str, BaseException | None]] = queue.SimpleQueue()
         self._warned: set[tuple[str, str]] = set()
@@ -308,59 +305,15 @@ class TokenCompanion:
             )
 
     def _save(self) -> None:
-        doc = {
-            "version": STATE_VERSION,
-            "endpoints": {
-                name: {
-                    "ts": w.ts,
-                    "process_start": w.process_start,
-                    "series": [
-                        [k, [list(p) for p in labels], v] for (k, labels), v in w.series.items()
-                    ],
-                }
-                for name, w in self.windows.items()
-            },
-            "outbox": [[e, t, p.decode()] for e, (t, p) in self.outbox.items()],
-            "dropped_reports": self.stats.dropped_reports,
-        }
-        path = self.state_dir / STATE_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(doc, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise AgentError(
-                f"cannot save the token state {path}: {exc.strerror or exc}; free some space "
-                "(nothing of this cycle was sent)"
-            ) from exc
+        save_state(self.state_dir, self.windows, self.outbox, self.stats.dropped_reports)
 
     def _load(self) -> None:
-        path = self.state_dir / STATE_FILE
-        try:
-            doc = json.loads(path.read_text("utf-8"))
-        except FileNotFoundError:
+        saved = load_state(self.state_dir, self.windows)
+        if saved is None:
             return
-        except (OSError, ValueError) as exc:
-            raise AgentError(
-                f"the token state {path} is unreadable ({exc}); move it away to "
-                "start over (tokens since its last scrape will not be reported)"
-            ) from exc
-        if doc.get("version") != STATE_VERSION:
-            raise AgentError(
-                f"{path}: state version {doc.get('version')!r}, expected {STATE_VERSION}"
-            )
-        for name, w in doc.get("endpoints", {}).items():
-            if name in self.windows:  # an endpoint removed from the config is forgotten
-                self.windows[name] = CounterWindow(
-                    w["ts"],
-                    {(k, tuple(tuple(p) for p in labels)): int(v) for k, labels, v in w["series"]},
-                    w["process_start"],
-                )
-        self.outbox = {e: (t, p.encode()) for e, t, p in doc.get("outbox", [])}
-        self.stats.dropped_reports = int(doc.get("dropped_reports", 0))
+        self.windows.update(saved.windows)
+        self.outbox = saved.outbox
+        self.stats.dropped_reports = saved.dropped_reports
 
 
 def token_source(node_id: str, endpoint: str, model: str, kind: str) -> str:
@@ -371,15 +324,3 @@ def token_source(node_id: str, endpoint: str, model: str, kind: str) -> str:
         return source
     digest = hashlib.blake2b(source.encode(), digest_size=8).hexdigest()
     return f"{source[: 128 - len(kind) - 18]}~{digest}/{kind}"
-
-
-def _lock(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file: also within one process
-    except OSError:
-        os.close(fd)
-        raise AgentError(
-            f"another token companion uses {path.parent}; one per state directory"
-        ) from None
-    return fd

@@ -5,6 +5,9 @@ Every problem is reported at once, by variable name: bad values, missing compani
 without a password), and ``GPUMETER_*`` variables that are not settings at all (a typo would
 otherwise leave the default in force silently). Secrets never appear in clear: not in
 ``gpumeter check``, not in ``repr``, not inside a DSN.
+
+The rules across fields and the data-directory check are :mod:`kernel.settings_rules`; DSN and
+bootstrap parsing is :mod:`kernel.dsn`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from kernel.dsn import (
     parse_bootstrap,
     parse_clickhouse_dsn,
 )
+from kernel.settings_rules import (
+    MIN_REBUILD_RETENTION_DAYS,
+    cross_field_problems,
+    unusable_directory,
+)
 
 ENV_PREFIX = "GPUMETER_"
 
@@ -43,22 +51,12 @@ EMBEDDED_GROUP_TIMEOUTS: Mapping[str, float] = {
     "kafka_heartbeat_interval_s": 1.0,
 }
 
-#: A billing period is a calendar month (up to 31 days) and is finalized a little after it
-#: ends; the usage topic must still hold the whole period to rebuild its ledger from scratch.
-MIN_REBUILD_RETENTION_DAYS = 32
-
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class SettingsError(Exception):
     """Configuration is invalid; the message lists every bad entry at once."""
-
-
-# --- DSNs -----------------------------------------------------------------------------------
-
-
-# --- the settings object --------------------------------------------------------------------
 
 
 class Settings(BaseSettings):
@@ -161,7 +159,7 @@ class Settings(BaseSettings):
     @field_validator("data_dir")
     @classmethod
     def _data_dir(cls, v: Path) -> Path:
-        problem = _unusable_directory(v)
+        problem = unusable_directory(v)
         if problem:
             raise ValueError(problem)
         return v
@@ -176,69 +174,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _together(self) -> Settings:
         """Checks that span fields; all problems in one error, one line per variable."""
-        problems = []
-        sasl = self.kafka_security_protocol.startswith("SASL_")
-        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
-        if sasl:
-            for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password"):
-                if getattr(self, name) is None:
-                    problems.append(
-                        (
-                            name,
-                            f"required with GPUMETER_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}",
-                        )
-                    )
-        else:
-            for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password"):
-                if getattr(self, name) is not None:
-                    problems.append(
-                        (
-                            name,
-                            "set, but GPUMETER_KAFKA_SECURITY_PROTOCOL is "
-                            f"{self.kafka_security_protocol}: use SASL_SSL (or SASL_PLAINTEXT) or unset it",
-                        )
-                    )
-        if self.kafka_ssl_cafile is not None and not tls:
-            problems.append(
-                (
-                    "kafka_ssl_cafile",
-                    "set, but GPUMETER_KAFKA_SECURITY_PROTOCOL is "
-                    f"{self.kafka_security_protocol}: use SSL or SASL_SSL or unset it",
-                )
-            )
-        if self.kafka_heartbeat_interval_s * 3 > self.kafka_session_timeout_s:
-            problems.append(
-                (
-                    "kafka_heartbeat_interval_s",
-                    f"{self.kafka_heartbeat_interval_s:g} s is more than a "
-                    f"third of GPUMETER_KAFKA_SESSION_TIMEOUT_S ({self.kafka_session_timeout_s:g} s): "
-                    "one lost heartbeat would drop the worker from its group",
-                )
-            )
-        if (
-            self.kafka_retention_days < MIN_REBUILD_RETENTION_DAYS
-            and not self.kafka_allow_short_retention
-        ):
-            problems.append(
-                (
-                    "kafka_retention_days",
-                    f"{self.kafka_retention_days} days cannot rebuild a billing "
-                    f"period from the usage topic (needs >= {MIN_REBUILD_RETENTION_DAYS}); set "
-                    "GPUMETER_KAFKA_ALLOW_SHORT_RETENTION=true to accept that",
-                )
-            )
-        if (
-            self.clickhouse_dsn
-            and self.clickhouse_password is not None
-            and parse_clickhouse_dsn(self.clickhouse_dsn).password is not None
-        ):
-            problems.append(
-                (
-                    "clickhouse_dsn",
-                    "has a password and GPUMETER_CLICKHOUSE_PASSWORD is set too: "
-                    "give it once (preferably in GPUMETER_CLICKHOUSE_PASSWORD, from a secret)",
-                )
-            )
+        problems = cross_field_problems(self)
         if problems:
             raise ValueError("\n".join(f"{env_name(f)}: {m}" for f, m in problems))
         return self
@@ -337,22 +273,3 @@ def _error_lines(exc: ValidationError) -> list[str]:
             msg = e["msg"].removeprefix("Value error, ")
             lines.extend(f"  {line}" for line in msg.splitlines())
     return lines
-
-
-def _unusable_directory(path: Path) -> str | None:
-    """Why ``path`` cannot be used as a writable data directory, or None. Creates nothing:
-    validating configuration has no side effects."""
-    if path.exists():
-        if not path.is_dir():
-            return f"{path} exists and is not a directory"
-        if not os.access(path, os.W_OK | os.X_OK):
-            return f"{path} is not writable by this user (uid {os.getuid()})"
-        return None
-    for parent in path.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                return f"{path} cannot be created: {parent} is a file"
-            if not os.access(parent, os.W_OK | os.X_OK):
-                return f"{path} cannot be created: {parent} is not writable by this user (uid {os.getuid()})"
-            return None
-    return None
