@@ -13,10 +13,6 @@ from kernel.settings import Settings, env_name
 if TYPE_CHECKING:
     from schemas.clickhouse.migrate import ClusterDDL
 
-SCHEMA_FILE = (
-    Path(__file__).resolve().parent.parent / "schemas" / "json" / "gpu.usage.v1.schema.json"
-)
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     check = sub.add_parser(
@@ -75,10 +71,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     ssub = schema.add_subparsers(dest="schema_command", metavar="<action>", required=True)
     exp = ssub.add_parser(
         "export",
-        help="write the JSON Schema of gpu.usage.v1 records",
-        description="Write the JSON Schema that producers in other languages validate against.",
+        help="write the JSON Schema of usage records (gpu.usage.v1), version 2 by default",
+        description="Write the JSON Schema that producers in other languages validate against: "
+        "schema_version 2 (frames, shares; the current version) by default, or 1 (samples; "
+        "still accepted for one release) with --version 1.",
     )
-    exp.add_argument("--out", type=Path, default=SCHEMA_FILE, help=f"default: {SCHEMA_FILE}")
+    exp.add_argument(
+        "--version", type=int, choices=(1, 2), default=2, help="schema_version (default: 2)"
+    )
+    exp.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: schemas/json/gpu.usage.v<version>.schema.json",
+    )
     exp.set_defaults(handler=_export_schema)
 
 
@@ -166,14 +172,16 @@ def _print_sharding(ddl: ClusterDDL) -> None:
 
 
 def _export_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.published import schema_path
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render_schema())
-    print(f"wrote {args.out}")
+    out: Path = args.out or schema_path(args.version)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_schema(args.version))
+    print(f"wrote {out} (schema_version {args.version})")
     return 0
 
 
-def render_schema() -> str:
-    from schemas.usage import json_schema
+def render_schema(version: int = 2) -> str:
+    from schemas.published import render_schema as render
 
-    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    return render(version)

@@ -17,10 +17,8 @@ records (:mod:`schemas.usage`) are still accepted and translated, for one releas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from kernel.names import BillingClass
@@ -41,11 +39,12 @@ from schemas.common import (
     SampleFlag,
     TenantName,
 )
-from schemas.frame import Frame, frame_wire
+from schemas.frame import FRAMES_SCHEMA_VERSION
 from schemas.identity import SAMPLE_NAMESPACE
 from schemas.rule_v2 import MAX_FRAME_SECONDS, RULES_V2, WHOLE_MILLI
 
-SCHEMA_VERSION_V2 = 2
+#: The version these models state (defined beside the encoder, :func:`schemas.frame.encode_frames`).
+SCHEMA_VERSION_V2 = FRAMES_SCHEMA_VERSION
 
 Percent = Annotated[float, Field(ge=0, le=MAX_PERCENT)]
 _SECONDS: Any = {"min_length": 1, "max_length": MAX_FRAME_SECONDS}
@@ -147,22 +146,6 @@ class GpuFramesSampled(BaseModel):
     )
     frames: list[FrameWire] = Field(default_factory=list)
     gaps: list[Gap] = Field(default_factory=list)
-
-
-def encode_record(
-    node_id: str, agent_id: str, seq: int, frames: Sequence[Frame], gaps: Sequence[Gap]
-) -> bytes:
-    """The wire encoding of a version 2 record (what producers send)."""
-    return orjson.dumps(
-        {
-            "schema_version": SCHEMA_VERSION_V2,
-            "node_id": node_id,
-            "agent_id": agent_id,
-            "seq": seq,
-            "frames": [frame_wire(f) for f in frames],
-            "gaps": [g.__dict__ for g in gaps],
-        }
-    )
 
 
 #: What a rejection of a version 2 record costs, by code (``x-gpumeter-rejection-codes``).
