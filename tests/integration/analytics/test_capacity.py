@@ -115,3 +115,28 @@ def test_a_minute_nobody_reported_is_an_error_not_an_empty_feed(
     assert rc == 1
     assert "no device reported in the minute 2026-03-31 23:57" in err
     assert "the latest minute in the ledger is 2026-03-02 12:59" in err
+
+
+def test_publish_sends_one_record_per_model_to_the_feed_topic(
+    ledger, chdb_path: Path, broker, topic_factory, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    from kafka import KafkaConsumer
+
+    topic = topic_factory("capacity")
+    monkeypatch.setenv("GPUMETER_CLICKHOUSE_DSN", f"chdb://{chdb_path}")
+    monkeypatch.setenv("GPUMETER_KAFKA_BOOTSTRAP", broker.bootstrap)
+    argv = ["capacity", "--database", ledger.database, "--at", "2026-03-02 12:30"]
+    assert main([*argv, "--publish", "--topic", topic]) == 0
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=broker.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+    )
+    got = {m.key.decode(): json.loads(m.value) for m in consumer}
+    consumer.close()
+    assert set(got) == {"A100", "H100"}
+    for record in got.values():
+        jsonschema.validate(record, capacity_json_schema())
+    assert got["H100"]["whole_idle_devices"] == p(NOW_HOUR)
+    assert "idle now" in capsys.readouterr().out  # the table is printed as well
