@@ -1,28 +1,14 @@
 """`gpumeter db migrate --cluster NAME`: the single-node migrations transformed into Replicated
-tables behind Distributed ones (schemas/clickhouse/migrate.py, "cluster mode").
-
-What runs where (no ClickHouse cluster and no Keeper can run here):
-- pure checks of the transform over the real migration files, and a golden example;
-- every generated statement parsed by ClickHouse's own parser (chDB ``formatQuery``);
-- the DDL applied to chDB with only what needs a cluster substituted (ON CLUSTER dropped,
-  Replicated engines without their Keeper path, Distributed -> Merge), then every view queried;
-- the Distributed tables created for real, exactly as generated minus ON CLUSTER, in a chDB
-  given a <remote_servers> config (a subprocess: chDB takes one configuration per process);
-- the single-node path runs exactly the statements in the files.
-chDB refuses ON CLUSTER ("Replicated DDL queries are disabled") and cannot reach a Keeper, so
-ON CLUSTER and the Replicated engines themselves run only in the Docker test
-(tests/integration/test_docker_stack.py) where a Docker engine exists.
+tables behind Distributed ones (schemas/clickhouse/cluster.py), checked without a server: the
+transform over the real migration files, a golden example of each statement kind, what is
+refused, and the single-node path running exactly the statements in the files. The same DDL
+in ClickHouse's own parser and engine: test_cluster_ddl_chdb.py.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 import textwrap
-import uuid
-from pathlib import Path
 
 import pytest
 
@@ -34,28 +20,7 @@ from schemas.clickhouse.migrate import (
     discover,
     migrate,
 )
-
-CLUSTER, DATABASE = "gpumeter", "ledger"
-_FUNCTION = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(")
-_IDENTIFIER = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\b")
-
-
-def _columns_of(expression: str) -> set[str]:
-    functions = set(_FUNCTION.findall(expression))
-    return {name for name in _IDENTIFIER.findall(expression) if name not in functions}
-
-
-def _single_node_tables() -> dict[str, str]:
-    """name -> ORDER BY expression of every MergeTree table the files create."""
-    out = {}
-    for m in discover():
-        for stmt in m.statements():
-            if t := re.match(r"^CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", stmt, re.I):
-                order = re.search(r"^ORDER\s+BY\s+(.+?)\s*$", stmt, re.M | re.I)
-                assert order, stmt
-                out[t.group(1)] = order.group(1)
-    return out
-
+from tests.unit.migration_tables import CLUSTER, DATABASE, columns_of, single_node_tables
 
 # --- pure: the transform over the real migration files ---------------------------------------
 
@@ -63,7 +28,7 @@ def _single_node_tables() -> dict[str, str]:
 def test_every_table_becomes_a_replicated_local_table_behind_a_distributed_one() -> None:
     ddl, plan = cluster_plan(CLUSTER, DATABASE)
     statements = [s for _, stmts in plan for s in stmts]
-    for name in _single_node_tables():
+    for name in single_node_tables():
         if name not in ddl.tables:
             continue  # created and dropped by the migrations (0003's copy of the ledger)
         local = [s for s in statements if re.match(rf"CREATE TABLE IF NOT EXISTS {name}_local ", s)]
@@ -111,16 +76,16 @@ def test_every_sharding_key_uses_only_columns_of_the_row_identity() -> None:
     # Every version of a row must reach the same shard, or ReplacingMergeTree/FINAL cannot
     # collapse them: the key may only read ORDER BY columns.
     ddl, _ = cluster_plan(CLUSTER, DATABASE)
-    for name, order_by in _single_node_tables().items():
+    for name, order_by in single_node_tables().items():
         if name not in ddl.tables:
             continue  # created and dropped by the migrations
         key = ddl.tables[name].sharding_key
-        assert _columns_of(key) <= _columns_of(order_by), (name, key, order_by)
+        assert columns_of(key) <= columns_of(order_by), (name, key, order_by)
         assert key.startswith("cityHash64("), key  # an integer, spread evenly
 
 
 def test_stated_keys_name_existing_tables_and_the_ledger_is_sharded_by_gpu() -> None:
-    tables = _single_node_tables()
+    tables = single_node_tables()
     stale = [name for name in SHARDING_KEYS if name not in tables]
     assert not stale, f"sharding keys stated for tables no migration creates: {stale}"
     assert SHARDING_KEYS["usage_minutely"][0] == "cityHash64(gpu_uuid)"
@@ -176,6 +141,25 @@ def test_golden_example_of_each_statement_kind() -> None:
     assert ddl.ttl("t", 7) == "ALTER TABLE t ON CLUSTER c1 MODIFY TTL ts + INTERVAL 7 DAY"
 
 
+def test_an_alter_mixing_column_and_table_ops_mirrors_only_the_column_ops() -> None:
+    # given a sharded table and one ALTER that adds columns (commas inside their types, default
+    # and comment) and extends the sorting key, as migration 0030 does
+    ddl = ClusterDDL("c1", "db")
+    ddl.transform("CREATE TABLE t (k String, v UInt64)\nENGINE = MergeTree\nORDER BY k")
+    add_map = "ADD COLUMN m Map(String, Tuple(UInt8, UInt8)) DEFAULT map('a,b', (1, 2))"
+    comment = "COMMENT COLUMN m 'x, (y'"
+    sort = "MODIFY ORDER BY (k, m)"
+    # when it is transformed
+    out = ddl.transform(f"ALTER TABLE t {add_map}, {sort}, {comment}")
+    # then the local table gets every op as written, the Distributed one the column ops only
+    assert out == [
+        f"ALTER TABLE t_local ON CLUSTER c1 {add_map}, {sort}, {comment}",
+        f"ALTER TABLE t ON CLUSTER c1 {add_map}, {comment}",
+    ]
+    # and an ALTER without a column op leaves the Distributed table alone
+    assert ddl.transform(f"ALTER TABLE t {sort}") == [f"ALTER TABLE t_local ON CLUSTER c1 {sort}"]
+
+
 @pytest.mark.parametrize(
     "stmt",
     [
@@ -229,156 +213,3 @@ def test_single_node_migrate_runs_exactly_the_statements_in_the_files() -> None:
     ]
     assert client.commands == expected
     assert [r[2] for r in client.inserted] == [m.checksum for m in discover()]
-
-
-# --- chDB: ClickHouse's own parser and engine ------------------------------------------------
-
-
-@pytest.fixture
-def chdb_database(chdb_path: Path):
-    """A fresh, empty database in the session's embedded engine."""
-    from kernel.clickhouse import connect
-
-    db = f"c_{uuid.uuid4().hex[:12]}"
-    client = connect(f"chdb://{chdb_path}", database=db)
-    yield client, db
-    client.command(f"DROP DATABASE IF EXISTS {db}")
-
-
-def _formatted(client, sql: str) -> str:
-    return client.query("SELECT formatQuery({q:String})", parameters={"q": sql}).result_rows[0][0]
-
-
-def test_every_cluster_statement_parses_in_clickhouse(chdb_database) -> None:
-    client, db = chdb_database
-    _, plan = cluster_plan(CLUSTER, db)
-    for _, statements in plan:
-        for stmt in statements:
-            formatted = _formatted(client, stmt)  # raises on a syntax error
-            if not stmt.startswith("INSERT"):  # an INSERT goes through a Distributed table once
-                assert f"ON CLUSTER {CLUSTER}" in formatted
-
-
-def test_the_ledger_ddl_means_what_it_should(chdb_database) -> None:
-    client, _ = chdb_database
-    _, plan = cluster_plan(CLUSTER, DATABASE)
-    front = next(
-        s
-        for _, ss in plan
-        for s in ss
-        if s.startswith("CREATE TABLE IF NOT EXISTS usage_minutely ")
-    )
-    assert _formatted(client, front) == _formatted(
-        client,
-        "CREATE TABLE IF NOT EXISTS usage_minutely ON CLUSTER gpumeter AS usage_minutely_local "
-        "ENGINE = Distributed(gpumeter, ledger, usage_minutely_local, cityHash64(gpu_uuid))",
-    )
-
-
-def _without_cluster(stmt: str) -> tuple[str, tuple[str, str] | None]:
-    """What chDB can execute: no ON CLUSTER, no Keeper path; Distributed -> Merge over the
-    local table. Returns the statement and, for a Distributed one, (local table, key)."""
-    stmt = re.sub(rf" ON CLUSTER {CLUSTER}\b", "", stmt)
-    # one node stands for every shard: a copy between Distributed tables writes the local one
-    stmt = re.sub(r"^INSERT INTO (\w+)", r"INSERT INTO \1_local", stmt)
-    stmt = re.sub(r"Replicated(\w*MergeTree)\('[^']*', '[^']*'(?:, )?", r"\1(", stmt)
-    m = re.search(r"ENGINE = Distributed\(\w+, (\w+), (\w+), (.+)\)$", stmt)
-    if m is None:
-        return stmt, None
-    return stmt[: m.start()] + f"ENGINE = Merge({m.group(1)}, '^{m.group(2)}$')", (
-        m.group(2),
-        m.group(3),
-    )
-
-
-def test_cluster_ddl_applies_to_chdb_where_its_syntax_allows_and_the_views_read_through(
-    chdb_database,
-) -> None:
-    # given the cluster DDL with only the cluster-only parts substituted
-    client, db = chdb_database
-    _, plan = cluster_plan(CLUSTER, db)
-    for _, statements in plan:
-        for stmt in statements:
-            runnable, distributed = _without_cluster(stmt)
-            client.command(runnable)
-            if distributed:  # the sharding key is a valid integer expression on the local table
-                local, key = distributed
-                kind = client.query(f"DESCRIBE (SELECT {key} AS k FROM {local})").result_rows
-                # a bad column would raise; over a LowCardinality column the hash is
-                # LowCardinality(UInt64), which Distributed accepts (created for real below)
-                assert kind[0][1] in ("UInt64", "LowCardinality(UInt64)"), (local, key, kind)
-    # when two partial states of one ledger minute land (on the one shard the key picks)
-    client.command(
-        "INSERT INTO usage_minutely_local (minute, tenant, job, gpu_uuid, claimed_mask) "
-        "VALUES ('2026-11-01 00:00:00', 'acme', 'j', 'GPU-1', 1073741823)"  # seconds 0-29
-    )
-    client.command(
-        "INSERT INTO usage_minutely_local (minute, tenant, job, gpu_uuid, claimed_mask) "
-        "VALUES ('2026-11-01 00:00:00', 'acme', 'j', 'GPU-1', 1152921503533105152)"  # 30-59
-    )
-    # then the views over the front table read their union once
-    assert client.query("SELECT sum(gpu_seconds) FROM usage_daily").result_rows == [(60,)]
-    assert client.query(
-        "SELECT gpu_seconds FROM tenant_usage_daily(tenant = 'acme')"
-    ).result_rows == [(60,)]
-    assert client.query("SELECT count() FROM utilization_daily").result_rows == [(1,)]
-
-
-def test_distributed_tables_are_created_as_generated_in_a_chdb_with_a_cluster_config(
-    tmp_path: Path,
-) -> None:
-    # given a chDB whose configuration defines the cluster and the macros (own process: chDB
-    # takes one configuration and data directory per process)
-    config = tmp_path / "cluster.xml"
-    config.write_text(
-        f"<clickhouse><remote_servers><{CLUSTER}><shard><replica><host>localhost</host>"
-        f"<port>9000</port></replica></shard></{CLUSTER}></remote_servers>"
-        "<macros><shard>01</shard><replica>r1</replica></macros></clickhouse>"
-    )
-    # chDB refuses ON CLUSTER and has no Keeper: the local tables go in without replication;
-    # the Distributed statements run exactly as generated otherwise
-    _, plan = cluster_plan(CLUSTER, DATABASE)
-    creates = [
-        re.sub(r"Replicated(\w*MergeTree)\('[^']*', '[^']*'(?:, )?", r"\1(", stmt).replace(
-            f" ON CLUSTER {CLUSTER}", ""
-        )
-        for _, statements in plan
-        for stmt in statements
-        if stmt.startswith("CREATE TABLE")
-    ]
-    (tmp_path / "ddl.json").write_text(json.dumps(creates))
-    script = textwrap.dedent(f"""
-        import json
-        from chdb import session
-        s = session.Session("{tmp_path / "data"}?config-file={config}")
-        s.query("CREATE DATABASE {DATABASE}")
-        s.query("USE {DATABASE}")
-        for stmt in json.loads(open("{tmp_path / "ddl.json"}").read()):
-            s.query(stmt)
-        print(s.query("SELECT count() FROM system.tables WHERE database = '{DATABASE}' "
-                      "AND engine = 'Distributed'", "CSV").bytes().decode().strip())
-    """)
-    # when the statements run
-    run = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-        timeout=120,
-    )
-    # then every Distributed table exists with the engine clause as generated
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert int(run.stdout.strip()) == len(_single_node_tables())
-
-
-def test_migrate_with_a_cluster_refuses_a_server_without_one(chdb_database) -> None:
-    client, _ = chdb_database
-    with pytest.raises(
-        MigrationError, match="cluster 'gpumeter' is not defined.*macro \\{shard\\}"
-    ):
-        migrate(client, cluster=CLUSTER)
-
-
-def test_a_single_node_database_is_not_taken_over_by_cluster_mode(clickhouse) -> None:
-    with pytest.raises(MigrationError, match="migrated for a single node"):
-        migrate(clickhouse, cluster=CLUSTER)
