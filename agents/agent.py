@@ -1,8 +1,10 @@
 """The node agent: sample every second, batch, spool, deliver.
 
-One :class:`NodeAgent` per node. Per second it asks its sampler for the node's samples; every
-``flush_every_s`` seconds of *sample time* it seals a batch (a ``gpu.usage.v1`` record), appends
-it to the spool (durable) and lets delivery send it. Time comes from a clock object so the same
+One :class:`NodeAgent` per node. Per second it asks its sampler for the node's device seconds;
+every ``flush_every_s`` seconds of *sample time* it seals a record, appends it to the spool
+(durable) and lets delivery send it. A record is contract v2 by default (each device's seconds
+grouped into frames with their shares, :mod:`agents.framer`), or v1 samples for a worker not
+yet upgraded (``schema_version=1``, one release). Time comes from a clock object so the same
 code runs at 1 Hz on real GPUs and in accelerated time on a simulated fleet:
 
 - :func:`run_realtime`: wakes at each wall-clock second boundary and samples the second that
@@ -20,10 +22,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from agents.errors import AgentError
+from agents.framer import Framer
 from agents.kafka import Delivery
 from agents.sampler import Sampler
 from agents.spool import Spool
+from schemas.frame import FRAMES_SCHEMA_VERSION, encode_frames
+from schemas.usage import SCHEMA_VERSION as V1
 from schemas.usage import Gap, GpuSecond, encode_batch
+
+#: The contract versions the agent can emit.
+EMITTED_VERSIONS = (V1, FRAMES_SCHEMA_VERSION)
+#: What the agent emits unless told otherwise (v2 once the worker reads it: see agents/README.md).
+DEFAULT_SCHEMA_VERSION = V1
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +53,19 @@ class NodeAgent:
     spool: Spool
     delivery: Delivery
     flush_every_s: int = 10
+    schema_version: int = DEFAULT_SCHEMA_VERSION
     stats: AgentStats = field(default_factory=AgentStats)
     _samples: list[GpuSecond] = field(default_factory=list)
+    _framer: Framer = field(default_factory=Framer)
     _gaps: list[Gap] = field(default_factory=list)
     _batch_start: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.schema_version not in EMITTED_VERSIONS:
+            raise AgentError(
+                f"schema_version {self.schema_version} is not one the agent emits "
+                f"{list(EMITTED_VERSIONS)}"
+            )
 
     @property
     def node_id(self) -> str:
@@ -55,7 +75,10 @@ class NodeAgent:
         """Sample second ``ts`` and seal a batch when the flush interval is complete."""
         if self._batch_start is None:
             self._batch_start = ts
-        self._samples.extend(self.sampler.sample(ts))
+        if self.schema_version == V1:
+            self._samples.extend(self.sampler.sample(ts))
+        else:
+            self._framer.add(self.sampler.seconds(ts))
         if ts + 1 - self._batch_start >= self.flush_every_s:
             self.seal(last_ts=ts)
 
@@ -70,7 +93,8 @@ class NodeAgent:
         ``spool_full`` gaps. If the disk is so full that even this batch cannot be stored, its
         seconds join those gaps (reported by the next batch that fits) and sampling goes on."""
         owed = list(self.spool.unreported_gaps)
-        if not self._samples and not self._gaps and not owed:
+        n_seconds = len(self._samples) if self.schema_version == V1 else self._framer.seconds
+        if not n_seconds and not self._gaps and not owed:
             return
         first_ts = min(
             [self._batch_start if self._batch_start is not None else last_ts]
@@ -78,20 +102,24 @@ class NodeAgent:
         )
         gaps = self._gaps + [Gap(start=s, end=e, reason="spool_full") for s, e in owed]
         seq = self.spool.next_seq
-        payload = encode_batch(self.node_id, self.spool.agent_id, seq, self._samples, gaps)
+        if self.schema_version == V1:
+            payload = encode_batch(self.node_id, self.spool.agent_id, seq, self._samples, gaps)
+        else:
+            frames = self._framer.take()
+            payload = encode_frames(self.node_id, self.spool.agent_id, seq, frames, gaps)
         stored = self.spool.append(
             seq,
             payload,
-            n_samples=len(self._samples),
+            n_samples=n_seconds,
             last_ts=last_ts,
             first_ts=first_ts,
             reports=owed,
         )
         if stored:
-            self.stats.samples += len(self._samples)
+            self.stats.samples += n_seconds
             self.stats.batches += 1
         else:
-            self.stats.dropped_samples += len(self._samples)
+            self.stats.dropped_samples += n_seconds
         self._samples = []
         self._gaps = []
         self._batch_start = None

@@ -26,14 +26,21 @@ def make_fleet(
     seed: int = 7,
     max_gpus: int = 256,
     trace_dir: Path | None = None,
+    shares: bool = False,
 ) -> SimulatedFleet | TraceFleet:
     """A simulated fleet (``nodes`` x ``gpus_per_node``, seeded) or the Alibaba trace replay
-    (at most ``max_gpus``), covering ``[start, start + duration_s)``."""
+    (at most ``max_gpus``), covering ``[start, start + duration_s)``. ``shares``: the
+    simulated nodes also have shared GPUs and a MIG GPU (needs contract v2)."""
     if not trace:
         from agents.simulator import SimulatedFleet
 
         return SimulatedFleet(
-            seed=seed, nodes=nodes, gpus_per_node=gpus_per_node, start=start, duration_s=duration_s
+            seed=seed,
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            start=start,
+            duration_s=duration_s,
+            shares=shares,
         )
     from agents.trace import DEFAULT_DATA_DIR, TraceFleet
 
@@ -57,8 +64,10 @@ def build_agents(
     fsync: bool = True,
     retain_s: float = 3600.0,
     clock_warn_s: float = 2.0,
+    schema_version: int | None = None,
 ) -> list[NodeAgent]:
-    from agents.agent import NodeAgent
+    """One agent per sampler; ``schema_version`` None: the agent's default."""
+    from agents.agent import DEFAULT_SCHEMA_VERSION, NodeAgent
     from agents.kafka import Delivery
     from agents.spool import Spool
 
@@ -76,5 +85,13 @@ def build_agents(
         delivery = Delivery(
             spool, producer, topic, key=sampler.node_id.encode(), clock_warn_s=clock_warn_s
         )
-        agents.append(NodeAgent(sampler, spool, delivery, flush_every_s=flush_every))
+        agents.append(
+            NodeAgent(
+                sampler,
+                spool,
+                delivery,
+                flush_every_s=flush_every,
+                schema_version=schema_version or DEFAULT_SCHEMA_VERSION,
+            )
+        )
     return agents

@@ -1,34 +1,22 @@
-"""The NVML sampler: this node's real GPUs (and MIG slices), one attributed sample per second.
+"""The NVML sampler: this node's real GPUs (and MIG slices), one attributed second per device.
 
-Readings and units (NVIDIA's ``pynvml`` module, package nvidia-ml-py):
-
-=====================================  ==========================  ========================
-NVML call                              GpuSecond field             conversion
-=====================================  ==========================  ========================
-nvmlDeviceGetUtilizationRates          sm_util / mem_util          percent, as is
-nvmlDeviceGetMemoryInfo                mem_used / mem_total        bytes, as is
-nvmlDeviceGetPowerUsage                power_w                     mW / 1000
-nvmlDeviceGetTotalEnergyConsumption    energy_j                    delta of the mJ counter
-                                                                   since the last read / 1000
-nvmlDeviceGetTemperature(GPU sensor)   temp_c                      Celsius, as is
-nvmlDeviceGetComputeRunningProcesses   tenant / job / billing_cls  via :class:`Attributor`
-=====================================  ==========================  ========================
-
-Energy: the counter is cumulative, so a second's energy is the delta since the previous read,
-divided by the seconds between them. Where there is no previous read (first second, after a
-failed read), no counter (``NotSupported``), or the counter went backwards (driver reload, GPU
-reset: flag ``counter_reset``), energy is power x 1 s and flagged ``energy_estimated``.
+The readings of one device and their units are in :mod:`agents.nvml_device`; attribution
+(who holds the device, at what share) in :mod:`agents.attribution`. Each share's measured
+SM utilization comes from ``nvmlDeviceGetProcessUtilization``: the sum over the processes of
+that share (matched by their environment's tenant and job; on a device held by one
+allocation, every process is its). Where NVML does not report per-process utilization, the
+shares carry none.
 
 Failure policy (never stop the node for one GPU):
 
-- A failing read zeroes its field (``temp_c``: null, since 0 °C is a real temperature) and
-  flags the sample ``nvml_error``; the other readings of that GPU and the other GPUs go on.
-- A lost GPU (every call fails, e.g. ``NVMLError_GpuIsLost``) keeps producing samples, all
+- A failing read zeroes its field and flags the second ``nvml_error``; the other readings of
+  that GPU and the other GPUs go on.
+- A lost GPU (every call fails, e.g. ``NVMLError_GpuIsLost``) keeps producing seconds, all
   readings zero and flagged ``nvml_error``, still attributed from the allocation file. Its
   seconds were allocated, and they are part of the inventory: dropping them would hide both.
   Whether a tenant is credited for them is a billing decision made on the flag, downstream.
   The transition is logged once, not every second.
-- MIG: with MIG enabled, each slice is sampled as its own sample (``gpu_uuid`` = parent,
+- MIG: with MIG enabled, each slice is sampled as its own device (``gpu_uuid`` = parent,
   ``mig_uuid`` = slice) and the parent itself is not, since its seconds *are* its slices'
   seconds and sampling both would double-count. Slices usually answer ``NotSupported`` for
   utilization, power, energy and temperature: those fields are zero (null) and flagged.
@@ -38,48 +26,24 @@ Failure policy (never stop the node for one GPU):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 
-from agents.attribution import Attributor
+from agents.attribution import Allocation, Attributor
 from agents.errors import AgentError
-from agents.sampler import GpuInfo
-from schemas.usage import (
-    ENERGY_POWER_FACTOR,
-    ENERGY_SLACK_J,
-    MAX_MEMORY_BYTES,
-    MAX_POWER_W,
-    GpuSecond,
-    SampleFlag,
-)
+from agents.nvml_device import Device, DeviceReader, Reading
+from agents.sampler import DeviceSecond, GpuInfo, v1_sample
+from schemas.frame import Share
+from schemas.usage import MAX_MEMORY_BYTES, MAX_POWER_W, GpuSecond
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class NvmlUnavailableError(AgentError, RuntimeError):
     """NVML cannot be used on this machine (no package, no driver, no permission)."""
-
-
-@dataclass
-class _Device:
-    """One sampled device and the state carried from one second to the next."""
-
-    info: GpuInfo
-    handle: Any
-    energy_mj: int | None = None  # last counter value read
-    energy_ts: int | None = None  # the second it was read for
-    energy_supported: bool = True  # False after NotSupported: stop asking every second
-    failing: dict[str, str] = field(default_factory=dict)  # reading -> error, for transition logs
-
-    @property
-    def label(self) -> str:
-        return f"GPU {self.info.index} {self.info.mig_uuid or self.info.uuid}"
 
 
 def _import_pynvml() -> ModuleType:
@@ -126,8 +90,9 @@ class NvmlSampler:
                 f"NVML did not initialise ({exc}): is the NVIDIA driver loaded and the device "
                 "visible to this container? On a machine without GPUs use --simulate."
             ) from exc
+        self._reader = DeviceReader(self._nvml)
         self._open = True
-        self._devices: list[_Device] = []
+        self._devices: list[Device] = []
         self.rescan()
 
     # --- Sampler protocol ----------------------------------------------------------------
@@ -135,12 +100,15 @@ class NvmlSampler:
     def gpus(self) -> Sequence[GpuInfo]:
         return tuple(d.info for d in self._devices)
 
-    def sample(self, ts: int) -> list[GpuSecond]:
+    def seconds(self, ts: int) -> list[DeviceSecond]:
         if self._rescan_interval_s:
             self._seconds_since_scan += 1
             if self._seconds_since_scan >= self._rescan_interval_s:
                 self.rescan()
-        return [self._sample_device(d, ts) for d in self._devices]
+        return [self._second(d, ts) for d in self._devices]
+
+    def sample(self, ts: int) -> list[GpuSecond]:
+        return [v1_sample(d) for d in self.seconds(ts)]
 
     def close(self) -> None:
         if not self._open:
@@ -170,7 +138,7 @@ class NvmlSampler:
             log.error("nvmlDeviceGetCount failed (%s); keeping the previous device list", exc)
             return
         previous = {(d.info.uuid, d.info.mig_uuid): d for d in self._devices}
-        devices: list[_Device] = []
+        devices: list[Device] = []
         for index in range(count):
             try:
                 handle = nv.nvmlDeviceGetHandleByIndex(index)
@@ -189,19 +157,18 @@ class NvmlSampler:
                 continue
             slices = self._mig_slices(handle, uuid, name, index)
             fresh = slices or [
-                _Device(GpuInfo(uuid, name, index, None, self._mem_total(handle)), handle)
+                Device(GpuInfo(uuid, name, index, None, self._mem_total(handle)), handle)
             ]
             for dev in fresh:
                 old = previous.get((dev.info.uuid, dev.info.mig_uuid))
                 if old is not None:  # carry the energy counter across a rescan
-                    dev.energy_mj, dev.energy_ts = old.energy_mj, old.energy_ts
-                    dev.energy_supported, dev.failing = old.energy_supported, old.failing
+                    dev.carry(old)
                 devices.append(dev)
         if [d.info for d in devices] != [d.info for d in self._devices]:
             log.info("NVML devices: %s", ", ".join(d.label for d in devices) or "none")
         self._devices = devices
 
-    def _mig_slices(self, handle: Any, uuid: str, name: str, index: int) -> list[_Device]:
+    def _mig_slices(self, handle: Any, uuid: str, name: str, index: int) -> list[Device]:
         nv = self._nvml
         try:
             current, _pending = nv.nvmlDeviceGetMigMode(handle)
@@ -214,7 +181,7 @@ class NvmlSampler:
         except nv.NVMLError as exc:
             log.warning("GPU %d: MIG enabled but slices cannot be counted (%s)", index, exc)
             return []
-        slices: list[_Device] = []
+        slices: list[Device] = []
         for j in range(slots):
             try:
                 mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, j)
@@ -227,7 +194,7 @@ class NvmlSampler:
             except nv.NVMLError:
                 mig_name = name
             info = GpuInfo(uuid, mig_name, index, mig_uuid, self._mem_total(mig))
-            slices.append(_Device(info, mig))
+            slices.append(Device(info, mig))
         return slices
 
     def _mem_total(self, handle: Any) -> int:
@@ -238,146 +205,87 @@ class NvmlSampler:
 
     # --- one second of one device --------------------------------------------------------
 
-    def _sample_device(self, dev: _Device, ts: int) -> GpuSecond:
-        nv, h = self._nvml, dev.handle
-        flags: set[SampleFlag] = set()
-        util = self._read(dev, flags, "utilization", lambda: nv.nvmlDeviceGetUtilizationRates(h))
-        mem = self._read(dev, flags, "memory", lambda: nv.nvmlDeviceGetMemoryInfo(h))
-        power_mw = self._read(dev, flags, "power", lambda: nv.nvmlDeviceGetPowerUsage(h))
-        temp = self._read(
-            dev,
-            flags,
-            "temperature",
-            lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU),
+    def _second(self, dev: Device, ts: int) -> DeviceSecond:
+        r = self._reader.read(dev, ts)
+        fields = _checked_fields(dev, ts, r)
+        allocations = self._attributor.shares_for(dev.info.uuid, dev.info.mig_uuid, r.pids, at=ts)
+        shares = tuple(Share(a.tenant, a.job, a.milli, a.billing_class) for a in allocations)
+        return DeviceSecond(
+            dev.info.uuid,
+            dev.info.mig_uuid,
+            dev.info.model,
+            ts,
+            shares,
+            fields["sm_util"],
+            fields["mem_util"],
+            fields["mem_used"],
+            fields["mem_total"],
+            fields["power_w"],
+            fields["energy_j"],
+            fields["temp_c"],
+            tuple(fields["flags"]),
+            self._share_util(dev, allocations) if allocations else None,
         )
-        procs = self._read(
-            dev, flags, "processes", lambda: nv.nvmlDeviceGetComputeRunningProcesses(h)
-        )
 
-        sm_util = _percent(util.gpu) if util is not None else 0.0
-        mem_util = _percent(util.memory) if util is not None else 0.0
-        mem_total = int(mem.total) if mem is not None else 0
-        mem_used = int(mem.used) if mem is not None else 0
-        if not (0 <= mem_used <= MAX_MEMORY_BYTES and 0 <= mem_total <= MAX_MEMORY_BYTES):
-            flags.add("nvml_error")  # a garbage reading, not a real GPU
-            mem_used = mem_total = 0
-        mem_used = min(mem_used, mem_total)  # NVML never reports more; guard the contract
-        power_w = power_mw / 1000.0 if power_mw is not None else 0.0
-        if not 0 <= power_w <= MAX_POWER_W:
-            flags.add("nvml_error")
-            power_w = 0.0
-        temp_c = float(temp) if temp is not None and -40 <= temp <= 150 else None
-        energy_j = self._energy(dev, ts, power_w, flags)
-
-        pids = [int(p.pid) for p in procs] if procs is not None else []
-        allocation = self._attributor.allocation_for(dev.info.uuid, dev.info.mig_uuid, pids, at=ts)
-        fields: dict[str, Any] = {
-            "gpu_uuid": dev.info.uuid,
-            "mig_uuid": dev.info.mig_uuid,
-            "gpu_model": dev.info.model,
-            "ts": ts,
-            "tenant": allocation.tenant if allocation else None,
-            "job": allocation.job if allocation else None,
-            "billing_class": allocation.billing_class if allocation else None,
-            "sm_util": sm_util,
-            "mem_util": mem_util,
-            "mem_used": mem_used,
-            "mem_total": mem_total,
-            "power_w": power_w,
-            "energy_j": energy_j,
-            "temp_c": temp_c,
-        }
-        try:
-            return GpuSecond(**fields, flags=tuple(sorted(flags)))
-        except ValidationError as exc:
-            # Should not happen after the checks above; if a driver still produces something
-            # the contract rejects, keep the second (allocation intact) with zeroed readings
-            # rather than lose it. A bad `ts` is the caller's bug and raises below.
-            log.error("%s: sample for %d rejected (%s); sending it zeroed", dev.label, ts, exc)
-            fields.update(
-                sm_util=0.0,
-                mem_util=0.0,
-                mem_used=0,
-                mem_total=0,
-                power_w=0.0,
-                energy_j=0.0,
-                temp_c=None,
-            )
-            return GpuSecond(**fields, flags=("energy_estimated", "nvml_error"))
-
-    def _energy(self, dev: _Device, ts: int, power_w: float, flags: set[SampleFlag]) -> float:
-        counter: int | None = None
-        if dev.energy_supported:
-            try:
-                counter = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(dev.handle))
-                self._recovered(dev, "energy")
-            except self._nvml.NVMLError_NotSupported:
-                dev.energy_supported = False  # a property of the GPU; stop asking
-                log.info("%s: no energy counter; energy estimated from power", dev.label)
-            except self._nvml.NVMLError as exc:
-                self._failed(dev, "energy", exc)
-                flags.add("nvml_error")
-        prev, prev_ts = dev.energy_mj, dev.energy_ts
-        if counter is not None:
-            dev.energy_mj, dev.energy_ts = counter, ts
-        if counter is None or prev is None or prev_ts is None or ts <= prev_ts:
-            flags.add("energy_estimated")
-            return power_w
-        if counter < prev:
-            log.warning(
-                "%s: energy counter went backwards (%d -> %d mJ): reset", dev.label, prev, counter
-            )
-            flags.update(("counter_reset", "energy_estimated"))
-            return power_w
-        # Over a gap of several seconds the delta is their total: spread it evenly.
-        energy_j = (counter - prev) / 1000.0 / (ts - prev_ts)
-        if ts - prev_ts > 1:
-            flags.add("energy_estimated")
-        high = power_w * ENERGY_POWER_FACTOR + ENERGY_SLACK_J
-        low = power_w / ENERGY_POWER_FACTOR - ENERGY_SLACK_J
-        if not low <= energy_j <= high:
-            # Counter and power disagree beyond what the contract accepts (a counter glitch,
-            # a failed power read): the contract would reject the sample, so fall back to
-            # the bounded estimate and say so.
-            flags.add("energy_estimated")
-            return power_w
-        return energy_j
-
-    def _read(
-        self, dev: _Device, flags: set[SampleFlag], reading: str, call: Callable[[], T]
-    ) -> T | None:
-        """One NVML read; on failure None and flag ``nvml_error``; the others go on."""
-        try:
-            value = call()
-        except self._nvml.NVMLError as exc:
-            self._failed(dev, reading, exc)
-            flags.add("nvml_error")
+    def _share_util(self, dev: Device, shares: tuple[Allocation, ...]) -> tuple[float, ...] | None:
+        """Each share's SM utilization: its processes' sum (capped at 100), or None."""
+        per_pid = self._reader.process_utilization(dev)
+        if per_pid is None:
             return None
-        self._recovered(dev, reading)
-        return value
-
-    def _failed(self, dev: _Device, reading: str, exc: BaseException) -> None:
-        # Log transitions only: a lost GPU fails every call every second.
-        error = type(exc).__name__
-        if dev.failing.get(reading) != error:
-            dev.failing[reading] = error
-            level = (
-                logging.INFO
-                if isinstance(exc, self._nvml.NVMLError_NotSupported)
-                else logging.WARNING
+        if len(shares) == 1:
+            return (min(100.0, round(sum(per_pid.values()), 1)),)
+        owners = self._attributor.owners(list(per_pid))
+        return tuple(
+            min(
+                100.0,
+                round(sum(u for p, u in per_pid.items() if owners.get(p) == (a.tenant, a.job)), 1),
             )
-            log.log(
-                level,
-                "%s: %s read failed (%s: %s); zero and flagged nvml_error",
-                dev.label,
-                reading,
-                error,
-                exc,
-            )
+            for a in shares
+        )
 
-    def _recovered(self, dev: _Device, reading: str) -> None:
-        if dev.failing.pop(reading, None) is not None:
-            log.info("%s: %s read works again", dev.label, reading)
+
+def _checked_fields(dev: Device, ts: int, r: Reading) -> dict[str, Any]:
+    """The second's readings within the contract: out-of-range values zeroed and flagged;
+    checked by the contract's own model (as an idle second) before they leave the sampler."""
+    flags = set(r.flags)
+    mem_total = int(r.mem.total) if r.mem is not None else 0
+    mem_used = int(r.mem.used) if r.mem is not None else 0
+    if not (0 <= mem_used <= MAX_MEMORY_BYTES and 0 <= mem_total <= MAX_MEMORY_BYTES):
+        flags.add("nvml_error")  # a garbage reading, not a real GPU
+        mem_used = mem_total = 0
+    power_w = r.power_mw / 1000.0 if r.power_mw is not None else 0.0
+    energy_j = r.energy_j
+    if not 0 <= power_w <= MAX_POWER_W:
+        flags.add("nvml_error")
+        power_w = 0.0
+    fields: dict[str, Any] = {
+        "gpu_uuid": dev.info.uuid,
+        "mig_uuid": dev.info.mig_uuid,
+        "gpu_model": dev.info.model,
+        "ts": ts,
+        "sm_util": _percent(r.util.gpu) if r.util is not None else 0.0,
+        "mem_util": _percent(r.util.memory) if r.util is not None else 0.0,
+        "mem_used": min(mem_used, mem_total),  # NVML never reports more; guard the contract
+        "mem_total": mem_total,
+        "power_w": power_w,
+        "energy_j": energy_j,
+        "temp_c": float(r.temp) if r.temp is not None and -40 <= r.temp <= 150 else None,
+    }
+    try:
+        GpuSecond(**fields, flags=tuple(sorted(flags)))
+    except ValidationError as exc:
+        # Should not happen after the checks above; if a driver still produces something
+        # the contract rejects, keep the second (allocation intact) with zeroed readings
+        # rather than lose it. A bad `ts` is the caller's bug and raises below.
+        log.error("%s: sample for %d rejected (%s); sending it zeroed", dev.label, ts, exc)
+        fields.update(
+            sm_util=0.0, mem_util=0.0, mem_used=0, mem_total=0, power_w=0.0, energy_j=0.0,
+            temp_c=None,
+        )  # fmt: skip
+        GpuSecond(**fields, flags=("energy_estimated", "nvml_error"))
+        flags = {"energy_estimated", "nvml_error"}
+    fields["flags"] = tuple(sorted(flags))
+    return fields
 
 
 def _percent(value: int | float) -> float:

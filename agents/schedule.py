@@ -1,31 +1,27 @@
-"""Scheduled fleets: per-GPU timelines of allocations, answered second by second as samples.
+"""Scheduled fleets: per-device timelines of allocations, answered second by second.
 
-A fleet is built up front as a *schedule*: per GPU a timeline of allocations (tenant, job,
-billing class, activity profile) and idle gaps covering ``[start, end)``. The node samplers
-answer ``sample(ts)`` from that schedule, and :meth:`ScheduledFleet.ground_truth` counts the
-same schedule without sampling, so the two are independent witnesses of one truth. The
-simulator (:mod:`agents.simulator`) and trace replay (:mod:`agents.trace`) fill schedules.
-
-Determinism: every per-second value (utilization jitter, power noise) is a hash of
-``(seed, gpu, ts)``, never a stateful RNG, so a sample does not depend on which seconds were
-asked before (an agent replaying after a crash gets identical samples).
-
-Speed: a simulated day of 4 x 8 GPUs is 2.76 million samples. Samples are built with
-``GpuSecond.unchecked`` from a complete field dict (values are trusted and within the contract;
-several times cheaper than ``model_construct``), and each GPU keeps a cursor on its current
-timeline segment so the usual lookup is one comparison.
+A fleet is built up front as a *schedule*: per device (GPU or MIG slice) one or more *tracks*,
+each a timeline of allocations (tenant, job, billing class, share, activity profile) and idle
+gaps covering ``[start, end)``. A whole GPU or a MIG slice has one track at 1000 milli-GPU; a
+shared GPU has several whose shares sum to at most 1000. The node samplers
+(:mod:`agents.lane`) answer ``seconds(ts)`` from that schedule, and
+:meth:`ScheduledFleet.ground_truth` counts the same schedule without sampling (segment by
+segment, idle by a sweep over the tracks' changes), so the two are independent witnesses of
+one truth. The simulator (:mod:`agents.simulator`) and the trace replays (:mod:`agents.trace`,
+:mod:`agents.openb`) fill schedules.
 """
 
 from __future__ import annotations
 
 import uuid
-from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from agents.lane import MIX_A, MIX_B, Lane, ScheduleSampler
 from agents.sampler import GpuInfo, GroundTruth, Sampler
-from schemas.usage import BillingClass, GpuSecond
+from schemas.frame import WHOLE
+from schemas.usage import BillingClass
 
 #: Namespace of simulated and replayed GPU uuids (deterministic, distinct from real ones).
 GPU_NAMESPACE = uuid.UUID("0b6f3c1e-5a47-5c2d-8e90-2f4b7d1a6c33")
@@ -49,13 +45,9 @@ A100 = GpuModelSpec("NVIDIA A100-SXM4-80GB", 81_920 * _MIB, 55.0, 400.0)
 GPU_MODELS: dict[str, GpuModelSpec] = {s.name: s for s in (H100, A100)}
 
 
-_MIX_A = 0x9E3779B97F4A7C15
-_MIX_B = 0xD1B54A32D192ED03
-
-
 def mix64(a: int, b: int) -> int:
     """A 64-bit hash of two integers (splitmix64 finalizer): cheap, stateless, order-free noise."""
-    x = (a * _MIX_A + b * _MIX_B) & _M64
+    x = (a * MIX_A + b * MIX_B) & _M64
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
     return x ^ (x >> 31)
@@ -77,7 +69,8 @@ class ActivityProfile(Protocol):
 
 
 class Segment(NamedTuple):
-    """One stretch of one GPU's timeline: allocated (tenant and job set) or idle (all None)."""
+    """One stretch of one track: allocated (tenant and job set) at ``milli`` of the device, or
+    idle (all None)."""
 
     start: int
     end: int
@@ -85,6 +78,17 @@ class Segment(NamedTuple):
     job: str | None = None
     billing_class: BillingClass | None = None
     profile: ActivityProfile | None = None
+    milli: int = WHOLE
+
+
+def mig_spec(parent: GpuModelSpec, g: int, mem_gb: int) -> GpuModelSpec:
+    """A MIG profile of ``parent`` (``g`` of 7 compute slices), named as NVML names it."""
+    return GpuModelSpec(
+        f"{parent.name} MIG {g}g.{mem_gb}gb",
+        mem_gb * 1024 * _MIB,
+        parent.idle_w * g / 7,
+        parent.max_w * g / 7,
+    )
 
 
 def fill_timeline(allocs: Sequence[Segment], start: int, end: int) -> list[Segment]:
@@ -107,127 +111,29 @@ def fill_timeline(allocs: Sequence[Segment], start: int, end: int) -> list[Segme
     return out
 
 
-class _Lane:
-    """One GPU's timeline with a cursor. The current segment's fields are cached on the lane, so
-    sampling seconds in order costs one comparison and a few attribute loads per GPU."""
-
-    __slots__ = (
-        "info", "uuid", "model", "mem_total", "idle_w", "span_w", "salt", "starts", "segs", "mem",
-        "cur_start", "cur_end", "tenant", "job", "billing_class", "profile", "mem_used",
-    )  # fmt: skip
-
-    def __init__(self, info: GpuInfo, spec: GpuModelSpec, key: int, segs: list[Segment]) -> None:
-        self.info, self.segs = info, segs
-        self.uuid, self.model, self.mem_total = info.uuid, spec.name, spec.memory_total
-        self.idle_w, self.span_w = spec.idle_w, (spec.max_w - spec.idle_w) * 0.01
-        self.salt = key * _MIX_A  # the first step of mix64(key, ts), hoisted out of the loop
-        self.starts = [s.start for s in segs]
-        # Memory held by an allocation is constant for its life; precomputed per segment.
-        self.mem = [
-            0
-            if s.profile is None
-            else int(s.profile.mem_fraction * spec.memory_total) // _MIB * _MIB
-            for s in segs
-        ]
-        self.cur_start = self.cur_end = 0
-
-    def seek(self, ts: int) -> None:
-        i = bisect_right(self.starts, ts) - 1
-        if i < 0 or ts >= self.segs[-1].end:
-            raise ValueError(
-                f"second {ts} is outside the schedule "
-                f"[{self.segs[0].start}, {self.segs[-1].end}) of {self.uuid}"
-            )
-        seg = self.segs[i]
-        self.cur_start, self.cur_end = seg.start, seg.end
-        self.tenant, self.job, self.billing_class = seg.tenant, seg.job, seg.billing_class
-        self.profile, self.mem_used = seg.profile, self.mem[i]
-
-
-class ScheduleSampler:
-    """A node's :class:`~agents.sampler.Sampler` that answers from a precomputed schedule."""
-
-    def __init__(self, node_id: str, lanes: Sequence[_Lane]) -> None:
-        self.node_id = node_id
-        self._lanes = list(lanes)
-        self._gpus = tuple(lane.info for lane in lanes)
-
-    def gpus(self) -> Sequence[GpuInfo]:
-        return self._gpus
-
-    def close(self) -> None:
-        pass
-
-    def sample(self, ts: int) -> list[GpuSecond]:
-        unchecked = GpuSecond.unchecked
-        ts_salt = ts * _MIX_B
-        out: list[GpuSecond] = []
-        for lane in self._lanes:
-            if not lane.cur_start <= ts < lane.cur_end:
-                lane.seek(ts)
-            # mix64(key, ts), inlined: this loop runs millions of times per simulated day
-            x = (lane.salt + ts_salt) & _M64
-            x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-            x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-            n = x ^ (x >> 31)
-            prof = lane.profile
-            if prof is None:
-                sm = mem_util = 0.0
-            else:
-                sm = round(prof.sm_util(ts, n), 1)
-                mem_util = round(sm * 0.55, 1)
-            # Power: idle floor + a share proportional to SM load, +-2 W sensor noise.
-            power = round(lane.idle_w + lane.span_w * sm + ((n >> 16) & 0xFF) * (4 / 255) - 2.0, 1)
-            # Energy over the second differs from the power reading by up to +-2 %: far inside
-            # the contract's power/energy consistency rule (factor 3 plus 50 J).
-            energy = round(power * (1.0 + (((n >> 24) & 0xFFF) * (1 / 4095) - 0.5) * 0.04), 2)
-            # Every field, in declaration order (the same dict model_construct would build).
-            out.append(
-                unchecked(
-                    {
-                        "gpu_uuid": lane.uuid,
-                        "mig_uuid": None,
-                        "gpu_model": lane.model,
-                        "ts": ts,
-                        "tenant": lane.tenant,
-                        "job": lane.job,
-                        "billing_class": lane.billing_class,
-                        "sm_util": sm,
-                        "mem_util": mem_util,
-                        "mem_used": lane.mem_used,
-                        "mem_total": lane.mem_total,
-                        "power_w": power,
-                        "energy_j": energy,
-                        "temp_c": round(31.0 + sm * 0.45 + ((n >> 40) & 0xFF) * (2 / 255), 1),
-                        "flags": (),
-                    }
-                )
-            )
-        return out
-
-
 class ScheduledFleet:
-    """Nodes of GPUs with per-GPU timelines: samplers and ground truth from one schedule."""
+    """Nodes of devices with per-device tracks: samplers and ground truth from one schedule."""
 
     start: int
     end: int
 
     def __init__(self, start: int, end: int) -> None:
         self.start, self.end = start, end
-        # node_id -> (gpus, per-GPU filled timelines, per-GPU noise keys, per-GPU specs)
+        # (node_id, devices, per-device filled tracks, per-device noise keys, per-device specs)
         self._nodes: list[
-            tuple[str, list[GpuInfo], list[list[Segment]], list[int], list[GpuModelSpec]]
+            tuple[str, list[GpuInfo], list[list[list[Segment]]], list[int], list[GpuModelSpec]]
         ] = []
 
     def _add_node(
         self,
         node_id: str,
         gpus: list[GpuInfo],
-        timelines: list[list[Segment]],
+        tracks: list[list[list[Segment]]],
         keys: list[int],
         specs: list[GpuModelSpec],
     ) -> None:
-        filled = [fill_timeline(t, self.start, self.end) for t in timelines]
+        """One node: per device (GPU or MIG slice) its tracks (one for a whole device)."""
+        filled = [[fill_timeline(t, self.start, self.end) for t in dev] for dev in tracks]
         self._nodes.append((node_id, gpus, filled, keys, specs))
 
     def samplers(self) -> list[Sampler]:
@@ -235,24 +141,26 @@ class ScheduledFleet:
         return [
             ScheduleSampler(
                 node_id,
-                [_Lane(g, sp, k, t) for g, t, k, sp in zip(gpus, tl, keys, specs, strict=True)],
+                [Lane(g, sp, k, t) for g, t, k, sp in zip(gpus, tl, keys, specs, strict=True)],
             )
             for node_id, gpus, tl, keys, specs in self._nodes
         ]
 
     def schedule(self) -> Iterator[tuple[str, GpuInfo, Segment]]:
-        """Every (node id, GPU, segment) of the window, idle segments included, in node order."""
-        for node_id, gpus, timelines, _, _ in self._nodes:
-            for gpu, segs in zip(gpus, timelines, strict=True):
-                for seg in segs:
-                    yield node_id, gpu, seg
+        """Every (node id, device, segment) of the window, track by track, idle segments
+        included (on a shared GPU a track's idle segment is only that track's share idle)."""
+        for node_id, gpus, tracks, _, _ in self._nodes:
+            for gpu, dev in zip(gpus, tracks, strict=True):
+                for track in dev:
+                    for seg in track:
+                        yield node_id, gpu, seg
 
     @property
     def node_ids(self) -> list[str]:
         return [n[0] for n in self._nodes]
 
     def gpus(self) -> list[GpuInfo]:
-        """Every GPU of the fleet, node by node (``len()`` is the fleet size; ``.model`` each model)."""
+        """Every device of the fleet (GPUs, and MIG slices in place of their GPU), node by node."""
         return [g for n in self._nodes for g in n[1]]
 
     @property
@@ -260,19 +168,28 @@ class ScheduledFleet:
         return sum(len(n[1]) for n in self._nodes)
 
     def ground_truth(self, start: int | None = None, end: int | None = None) -> GroundTruth:
-        """Allocated GPU-seconds per (tenant, job, model, hour) and idle seconds per GPU over
-        [start, end) (default: the whole window), counted from the schedule, not from samples."""
+        """Over [start, end) (default: the whole window), counted from the schedule, not from
+        samples: allocated seconds and milli-GPU-seconds per (tenant, job, model, hour), and
+        per GPU (its MIG slices summed) the idle milli-GPU-seconds and seconds with idle."""
         lo = self.start if start is None else max(start, self.start)
         hi = self.end if end is None else min(end, self.end)
         truth = GroundTruth()
-        for _, gpus, timelines, _, _ in self._nodes:
-            for gpu, segs in zip(gpus, timelines, strict=True):
-                for seg in segs:
-                    s, e = max(seg.start, lo), min(seg.end, hi)
-                    if s >= e:
-                        continue
-                    if seg.tenant is None or seg.job is None:
-                        truth.idle[gpu.uuid] += e - s
-                    else:
-                        truth.add_allocated(seg.tenant, seg.job, gpu.model, s, e)
+        for _, gpus, tracks, _, _ in self._nodes:
+            for gpu, dev in zip(gpus, tracks, strict=True):
+                changes: list[tuple[int, int]] = [(lo, 0), (hi, 0)]
+                for track in dev:
+                    for seg in track:
+                        s, e = max(seg.start, lo), min(seg.end, hi)
+                        if s >= e or seg.tenant is None or seg.job is None:
+                            continue
+                        truth.add_allocated(seg.tenant, seg.job, gpu.model, s, e, seg.milli)
+                        changes += [(s, seg.milli), (e, -seg.milli)]
+                # the idle remainder between consecutive changes of the allocated milli
+                changes.sort()
+                used, t = 0, lo
+                for at, delta in changes:
+                    if at > t:
+                        truth.add_idle(gpu.uuid, at - t, WHOLE - used)
+                        t = at
+                    used += delta
         return truth

@@ -1,8 +1,15 @@
 """A simulated GPU fleet: tenants' jobs on nodes of GPUs, deterministic from a seed.
 
 The jobs are generated up front into a schedule (:class:`~agents.schedule.ScheduledFleet`: per
-GPU a timeline of allocations and idle gaps covering ``[start, start + duration_s)``), which
+device a timeline of allocations and idle gaps covering ``[start, start + duration_s)``), which
 answers both the node samplers and the ground truth.
+
+With ``shares=True`` each node also has shared GPUs and a GPU in MIG mode: a shared GPU is
+split into fixed slices (500 + 250 + 250, 750 + 250 or 4 x 250 milli-GPU, by node and index), each
+slice a track of fractional pods (inference servers, as Alibaba's gpu-share or HAMi place
+them), and the MIG GPU is metered through its slices only (3g.40gb + 2g.20gb + 2 x 1g.10gb),
+each slice a device of its own with whole-slice jobs. Ground truth is in GPU-seconds held and
+in milli-GPU-seconds.
 
 Determinism: the seeded RNG is used only while building the schedule, in a fixed order; every
 per-second value is a hash (see :mod:`agents.schedule`), never a stateful RNG.
@@ -22,9 +29,11 @@ from agents.schedule import (
     A100,
     GPU_MODELS,
     H100,
+    GpuModelSpec,
     ScheduledFleet,
     Segment,
     gpu_uuid,
+    mig_spec,
     mix64,
 )
 from schemas.usage import BillingClass
@@ -38,6 +47,10 @@ DAY_S = 86_400
 #: Tenants whose jobs carry a billing class, so billing has every class to show.
 RESERVED_TENANTS = frozenset({"umbrella"})
 SPOT_SHARE = {"hooli": 0.6}
+#: How a shared GPU is sliced (milli-GPU per track), chosen by node and GPU index.
+SHARE_PATTERNS: tuple[tuple[int, ...], ...] = ((500, 250, 250), (750, 250), (250, 250, 250, 250))
+#: The MIG layout of a node's MIG GPU: (compute slices of 7, memory GB) per slice.
+MIG_LAYOUT: tuple[tuple[int, int], ...] = ((3, 40), (2, 20), (1, 10), (1, 10))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +93,9 @@ class SimulatedFleet(ScheduledFleet):
     ``jobs_per_hour`` per node at peak; a job asks for 1, 2, 4 or 8 GPUs for minutes to hours
     and waits (up to ``max_wait_s``, else it is abandoned) until that many GPUs are free.
     Jobs arriving before ``start`` are simulated too, so the window opens on a busy fleet.
+
+    ``shares``: on nodes of at least 3 GPUs, the last GPU is in MIG mode and the quarter before
+    it are shared (module docstring); the others take whole-GPU jobs as above.
     """
 
     MIN_JOB_S = 300
@@ -97,6 +113,7 @@ class SimulatedFleet(ScheduledFleet):
         models: Sequence[str] = (H100.name, A100.name),
         jobs_per_hour: float = 3.5,
         max_wait_s: int = 3600,
+        shares: bool = False,
     ) -> None:
         if nodes < 1 or gpus_per_node < 1 or duration_s < 1 or not tenants:
             raise ValueError(
@@ -114,13 +131,94 @@ class SimulatedFleet(ScheduledFleet):
         for node in range(nodes):
             spec = GPU_MODELS[models[node % len(models)]]
             node_id = f"sim-node-{node:02d}"
+            n_mig = 1 if shares and gpus_per_node >= 3 else 0
+            n_shared = max(1, gpus_per_node // 4) if n_mig else 0
+            n_whole = gpus_per_node - n_shared - n_mig
             gpus = [
                 GpuInfo(gpu_uuid(seed, node, i), spec.name, i, None, spec.memory_total)
-                for i in range(gpus_per_node)
+                for i in range(n_whole)
             ]
-            timelines = self._schedule(rng, gpus_per_node, jobs_per_hour, max_wait_s, job_numbers)
-            keys = [mix64(seed, node * 4096 + i) for i in range(gpus_per_node)]
-            self._add_node(node_id, gpus, timelines, keys, [spec] * gpus_per_node)
+            timelines = self._schedule(rng, n_whole, jobs_per_hour, max_wait_s, job_numbers)
+            tracks = [[t] for t in timelines]
+            keys = [mix64(seed, node * 4096 + i) for i in range(n_whole)]
+            specs = [spec] * n_whole
+            if n_mig:
+                extra = random.Random(f"gpumeter-sim/{seed}/shares/{node}")
+                for i in range(n_whole, n_whole + n_shared):
+                    gpus.append(
+                        GpuInfo(gpu_uuid(seed, node, i), spec.name, i, None, spec.memory_total)
+                    )
+                    pattern = SHARE_PATTERNS[(node + i) % len(SHARE_PATTERNS)]
+                    tracks.append([self._track(extra, m, "s", job_numbers) for m in pattern])
+                    keys.append(mix64(seed, node * 4096 + i))
+                    specs.append(spec)
+                self._add_mig_gpu(
+                    extra,
+                    seed,
+                    node,
+                    gpus_per_node - 1,
+                    spec,
+                    job_numbers,
+                    (gpus, tracks, keys, specs),
+                )
+            self._add_node(node_id, gpus, tracks, keys, specs)
+
+    def _add_mig_gpu(
+        self,
+        rng: random.Random,
+        seed: int,
+        node: int,
+        index: int,
+        spec: GpuModelSpec,
+        job_numbers: dict[str, int],
+        into: tuple[list[GpuInfo], list[list[list[Segment]]], list[int], list[GpuModelSpec]],
+    ) -> None:
+        """A GPU in MIG mode: its slices (:data:`MIG_LAYOUT`), each a device with one track."""
+        gpus, tracks, keys, specs = into
+        parent = gpu_uuid(seed, node, index)
+        for j, (g, mem_gb) in enumerate(MIG_LAYOUT):
+            slice_spec = mig_spec(spec, g, mem_gb)
+            mig = "MIG-" + gpu_uuid(seed, node, index, "mig", j).removeprefix("GPU-")
+            gpus.append(GpuInfo(parent, slice_spec.name, index, mig, slice_spec.memory_total))
+            tracks.append([self._track(rng, 1000, "m", job_numbers)])
+            keys.append(mix64(seed, node * 4096 + 64 + j))
+            specs.append(slice_spec)
+
+    def _track(
+        self, rng: random.Random, milli: int, kind: str, job_numbers: dict[str, int]
+    ) -> list[Segment]:
+        """One slice's pods, back to back as they arrive (Poisson, thinned by the load curve):
+        jobs ``<tenant>-<kind><n>`` at ``milli`` of the device."""
+        weights = [1.0 / (i + 1) for i in range(len(self.tenants))]
+        out: list[Segment] = []
+        t = float(self.start - self.MAX_JOB_S)
+        free = self.start - self.MAX_JOB_S
+        log_min, log_max = math.log(self.MIN_JOB_S), math.log(self.MAX_JOB_S)
+        while True:
+            t += rng.expovariate(1.0 / 3600)
+            if t >= self.end:
+                return out
+            if rng.random() >= _load_factor(int(t)):
+                continue
+            tenant = rng.choices(self.tenants, weights)[0]
+            begin = max(int(t), free)
+            end = begin + int(math.exp(rng.uniform(log_min, log_max)))
+            draws = (rng.random(), rng.random(), rng.random(), rng.random(), rng.random())
+            spot = rng.random()
+            free = end
+            if end <= self.start or begin >= self.end:
+                continue
+            key = f"{tenant}/{kind}"
+            job_numbers[key] = job_numbers.get(key, 0) + 1
+            job = f"{tenant}-{kind}{job_numbers[key]:04d}"
+            billing_class: BillingClass | None = None
+            if tenant in RESERVED_TENANTS:
+                billing_class = "reserved"
+            elif spot < SPOT_SHARE.get(tenant, 0.0):
+                billing_class = "spot"
+            profile = self._profile(draws, mix64(self.seed, (1 << 32) + self.jobs), begin)
+            self.jobs += 1
+            out.append(Segment(begin, end, tenant, job, billing_class, profile, milli))
 
     def _schedule(
         self,

@@ -221,7 +221,8 @@ class TraceFleet(ScheduledFleet):
                 gpus.append(GpuInfo(gpu_uuid("trace", g), spec.name, idx, None, spec.memory_total))
                 keys.append(mix64(0x7ACE, g))
                 timelines.append([self._segment(i, curves) for i in per_gpu[g]])
-            self._add_node(f"trace-node-{node:04d}", gpus, timelines, keys, [spec] * len(gpus))
+            tracks = [[t] for t in timelines]
+            self._add_node(f"trace-node-{node:04d}", gpus, tracks, keys, [spec] * len(gpus))
 
     def _segment(self, inst: TraceInstance, curves: list[tuple[float, ...]]) -> Segment:
         # crc32, not hash(): str hashes change per process, the mapping must not.

@@ -180,10 +180,11 @@ def test_parse_rejects_bad_entries_naming_them(bad: Any, message: str) -> None:
     assert message in str(err.value)
 
 
-def test_parse_rejects_two_allocations_of_one_gpu() -> None:
+def test_parse_rejects_two_whole_allocations_of_one_gpu() -> None:
+    # contract v2: several entries on one device are shares; two whole GPUs sum above 1000
     import json
 
-    with pytest.raises(AllocationFileError, match=r"allocations\[1\].*duplicates allocations\[0\]"):
+    with pytest.raises(AllocationFileError, match=r"allocations\[1\].*sum to 2000 milli-GPU"):
         parse_allocation_file(json.dumps({"allocations": [entry(), entry(tenant="other")]}))
 
 
