@@ -8,23 +8,23 @@ compared with the simulator's ground truth, the month's invoices, and the utiliz
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agents.options import int_range, parse_duration, parse_start
+from gpumeter.demo_pipeline import (
+    embedded_worker_env,
+    prepare_data_dir,
+    publish_and_process,
+    start_worker,
+    stop,
+)
 from gpumeter.ground_truth import compare_tokens_with_ground_truth, compare_with_ground_truth
 from kernel.settings import Settings
 
-MARKER = ".gpumeter-demo"
-GROUP = "gpumeter-demo-worker"
+__all__ = ["embedded_worker_env", "register", "run"]
 
 DESCRIPTION = """\
 Run the whole pipeline on this machine with nothing else running: an embedded Kafka-compatible
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     embedded = settings.clickhouse_dsn is None
     database = None if embedded else "gpumeter_demo"
     if embedded:
-        _prepare_data_dir(data_dir)
+        prepare_data_dir(data_dir)
     t_start = time.monotonic()
     console.rule("[bold]gpumeter demo")
     fleet = make_fleet(
@@ -140,13 +140,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     with EmbeddedBroker(log_path=data_dir / "demo-broker.log") as broker:
         broker.create_topics(default_topics(settings.usage_partitions))
         console.print(f"embedded broker on {broker.bootstrap}; worker log: {log_path}")
-        worker = _start_worker(broker.bootstrap, settings, database, log_path)
+        worker = start_worker(broker.bootstrap, settings, database, log_path)
         try:
-            published, took_publish = _publish_and_process(
+            published, took_publish = publish_and_process(
                 console, fleet, broker.bootstrap, data_dir, start, duration, worker
             )
         finally:
-            _stop(worker)
+            stop(worker)
     took_pipeline = time.monotonic() - t_start
     client = connect_configured(settings, database)
     checks = compare_with_ground_truth(console, client, fleet, start, start + duration)
@@ -188,158 +188,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     console.print(f"done in {time.monotonic() - t_start:.1f} s")
     return 0 if exact else 1
-
-
-def _prepare_data_dir(data_dir: Path) -> None:
-    ch = data_dir / "clickhouse"
-    if ch.exists() and any(ch.iterdir()):
-        if not (data_dir / MARKER).exists():
-            raise SystemExit(
-                f"gpumeter demo: {ch} holds data that the demo did not write; refusing to replace "
-                "it. Point the demo elsewhere: GPUMETER_DATA_DIR=/tmp/gpumeter-demo gpumeter demo"
-            )
-        shutil.rmtree(ch)
-    for sub in ("spool", "invoices", "report"):
-        shutil.rmtree(data_dir / "demo" / sub, ignore_errors=True)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / MARKER).write_text("this data directory holds gpumeter demo data\n")
-
-
-def _start_worker(
-    bootstrap: str, settings: Settings, database: str | None, log_path: Path
-) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "gpumeter.cli",
-        "worker",
-        "--bootstrap",
-        bootstrap,
-        "--app-id",
-        GROUP,
-    ]
-    if database:
-        cmd += ["--database", database]
-    env = {
-        **os.environ,
-        "GPUMETER_DATA_DIR": str(settings.data_dir.resolve()),
-        **embedded_worker_env(),
-    }
-    log = open(log_path, "wb")  # noqa: SIM115 - the child owns it for its lifetime
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-
-def embedded_worker_env() -> dict[str, str]:
-    """Environment for a worker on the embedded broker: its short group timeouts (a group join
-    there waits about half the rebalance timeout; the production defaults make it 30 s)."""
-    from kernel.settings import EMBEDDED_GROUP_TIMEOUTS, env_name
-
-    return {env_name(k): str(v) for k, v in EMBEDDED_GROUP_TIMEOUTS.items()}
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-
-
-def _publish_and_process(
-    console: Any,
-    fleet: Any,
-    bootstrap: str,
-    data_dir: Path,
-    start: int,
-    duration: int,
-    worker: subprocess.Popen[bytes],
-) -> tuple[int, float]:
-    """Publish the simulated window while the worker consumes; wait until it committed all."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from agents.agent import run_accelerated
-    from agents.fleet import build_agents
-    from agents.kafka import make_producer
-    from agents.simulator import simulated_work
-    from schemas.topics import USAGE, WORK
-
-    producer = make_producer(bootstrap)
-    # What the inference tenants' servers count (the simulator's token rates): work units on
-    # gpu.work.v1, so the report has cost and revenue per million tokens. A trace has none.
-    work = simulated_work(fleet, start=start, end=start + duration)
-    pending = [producer.send(WORK, key=r.tenant.encode(), value=r.to_json()) for r in work]
-    producer.flush(timeout=60)
-    for future in pending:
-        future.get(timeout=60)  # raises if the broker refused one: the check below would fail
-    agents = build_agents(
-        fleet.samplers(), data_dir / "demo" / "spool", producer, USAGE, flush_every=60, fsync=False
-    )
-    total = duration
-    state: dict[str, Any] = {"done": 0, "ok": None, "error": None}
-
-    def publish() -> None:
-        try:
-            state["ok"] = run_accelerated(
-                agents,
-                start,
-                start + duration,
-                progress=lambda done, _total: state.update(done=done),
-            )
-        except BaseException as exc:  # reported below
-            state["error"] = exc
-
-    t0 = time.monotonic()
-    thread = threading.Thread(target=publish, name="agents", daemon=True)
-    thread.start()
-    from streams.group_lag import GroupLag
-
-    lag = GroupLag(bootstrap, GROUP, USAGE)
-    work_lag = GroupLag(bootstrap, GROUP, WORK)
-    with Progress(
-        TextColumn("{task.description:<28}"),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        pub = progress.add_task("agents: sample + publish", total=total, info="")
-        proc = progress.add_task("worker: count + store", total=None, info="")
-        last_progress = (0, time.monotonic())
-        while True:
-            if worker.poll() is not None:
-                raise SystemExit(
-                    f"gpumeter demo: the worker exited ({worker.returncode}); "
-                    f"see {data_dir / 'demo-worker.log'}"
-                )
-            samples = sum(a.stats.samples for a in agents)
-            progress.update(pub, completed=state["done"], info=f"{samples:,} samples")
-            committed, end = lag.read()
-            progress.update(
-                proc, total=max(end, 1), completed=committed, info=f"{committed:,}/{end:,} records"
-            )
-            # Done only when the agents have delivered everything (the thread ends after
-            # their spools drained) and the worker committed the true log end, twice.
-            if not thread.is_alive() and lag.caught_up() and (not work or work_lag.caught_up()):
-                break
-            if committed != last_progress[0]:
-                last_progress = (committed, time.monotonic())
-            elif not thread.is_alive() and time.monotonic() - last_progress[1] > 180:
-                raise SystemExit(
-                    "gpumeter demo: the worker made no progress for 180 s; see "
-                    f"{data_dir / 'demo-worker.log'}"
-                )
-            time.sleep(0.5)
-    thread.join()
-    lag.close()
-    work_lag.close()
-    if state["error"] is not None:
-        raise state["error"]
-    producer.close(timeout=5)
-    for a in agents:
-        a.spool.close()
-    return sum(a.stats.samples for a in agents), time.monotonic() - t0
 
 
 def _billing(console: Any, client: Any, period: str, data_dir: Path) -> None:
