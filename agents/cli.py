@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from agents.console import StatusLine, Stop, delivery_report, fmt_ts
-from agents.fleet import build_agents, make_fleet
+from agents.agent import DEFAULT_SCHEMA_VERSION, EMITTED_VERSIONS
+from agents.console import Stop
 from agents.inference_cli import register_inference
 from agents.options import (
-    default_start,
     float_range,
     int_range,
     parse_bootstrap,
@@ -29,13 +27,21 @@ from agents.resend import run_resend
 from kernel.settings import Settings
 
 DESCRIPTION = """\
-Sample GPUs every second, attribute each GPU-second to a tenant and job (or idle), spool the
-batches durably on disk and publish them to Kafka topic gpu.usage.v1.
+Sample GPUs every second, attribute each GPU-second to the allocations holding it (tenant,
+job and share in milli-GPUs; the rest idle), spool the records durably on disk and publish
+them to Kafka topic gpu.usage.v1.
 
 sources (pick one):
   --nvml        the real GPUs of this machine, at 1 Hz (needs an NVIDIA driver)
-  --simulate    a simulated fleet (N nodes x M GPUs, several tenants), in accelerated time
+  --simulate    a simulated fleet (N nodes x M GPUs, several tenants), in accelerated time;
+                with --schema-version 2 every node also has shared GPUs and a MIG GPU
   --trace       replay the Alibaba GPU-cluster trace in ../shared/data, in accelerated time
+  --openb FILE  replay a pod list of Alibaba cluster-trace-gpu-v2023 ("openb"): fractional
+                pods packed onto shared GPUs, in accelerated time
+
+contract version (--schema-version): 2 sends each device's seconds as frames with their
+shares; 1 sends one tenant per GPU-second (no shared GPUs), for a worker not yet upgraded,
+and is kept for one release only.
 
 where it publishes: GPUMETER_KAFKA_BOOTSTRAP (or --bootstrap); when neither is set, an embedded
 broker is started for the run (it keeps data in memory only, so this is a smoke test).
@@ -46,6 +52,7 @@ examples:
   gpumeter agent --simulate --nodes 2 --gpus 8 --duration 1h
   gpumeter agent --simulate --duration 1d --speed 3600 --bootstrap localhost:9092
   gpumeter agent --trace --max-gpus 256 --duration 2h
+  gpumeter agent --openb openb_pod_list_default.csv --openb-offset 9800000 --duration 2h
   GPUMETER_KAFKA_BOOTSTRAP=kafka:9092 gpumeter agent --nvml --allocation-file /run/gpumeter/allocations.json
 """
 
@@ -63,6 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--nvml", action="store_true", help="sample this machine's GPUs via NVML")
     src.add_argument("--simulate", action="store_true", help="a simulated fleet")
     src.add_argument("--trace", action="store_true", help="replay the Alibaba trace")
+    src.add_argument(
+        "--openb",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="replay an openb pod list (Alibaba cluster-trace-gpu-v2023), shared GPUs included",
+    )
     fleet = p.add_argument_group("simulated fleet / trace replay")
     fleet.add_argument(
         "--nodes",
@@ -101,6 +115,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="trace replay: cap the replayed fleet (default 256)",
     )
     fleet.add_argument("--trace-dir", type=Path, default=None, help="trace data directory")
+    fleet.add_argument(
+        "--openb-offset",
+        type=int_range(0, 10**9),
+        default=0,
+        help="--openb: the pod list's second replayed first (default 0)",
+    )
+    fleet.add_argument(
+        "--no-shares",
+        action="store_true",
+        help="--simulate with --schema-version 2: whole GPUs only (no shared or MIG GPUs)",
+    )
     nv = p.add_argument_group("NVML")
     nv.add_argument(
         "--node-id", type=parse_node_id, default=None, help="node id (default: the host name)"
@@ -113,6 +138,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "default /run/gpumeter/allocations.json; process environments are used too)",
     )
     out = p.add_argument_group("delivery")
+    out.add_argument(
+        "--schema-version",
+        type=int,
+        choices=EMITTED_VERSIONS,
+        default=DEFAULT_SCHEMA_VERSION,
+        help=f"contract version of the records (default {DEFAULT_SCHEMA_VERSION}): 2 = frames "
+        "with shares; 1 = one tenant per GPU-second, for a worker not yet upgraded, kept for "
+        "one release, cannot carry shared GPUs",
+    )
     out.add_argument(
         "--bootstrap",
         type=parse_bootstrap,
@@ -233,11 +267,16 @@ def kafka_bootstrap(explicit: str | None, settings: Settings) -> Iterator[str]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from agents.kafka import make_producer
+    from agents.launch import run_fleet, run_nvml
     from kernel.kafka import kafka_python_options
     from schemas.topics import USAGE
 
-    if not (args.nvml or args.simulate or args.trace):
-        args.agent_parser.error("one of the arguments --nvml --simulate --trace is required")
+    if not (args.nvml or args.simulate or args.trace or args.openb):
+        args.agent_parser.error(
+            "one of the arguments --nvml --simulate --trace --openb is required"
+        )
+    if args.openb and args.schema_version == 1:
+        args.agent_parser.error("--openb replays shared GPUs: it needs --schema-version 2")
     topic = args.topic or USAGE
     spool_root = args.spool_dir or settings.data_dir / "spool"
     stop = Stop()
@@ -246,129 +285,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         producer = make_producer(bootstrap, **kafka_python_options(settings))
         try:
             if args.nvml:
-                return _run_nvml(args, producer, topic, spool_root, stop)
-            return _run_accelerated(args, producer, topic, spool_root, stop)
+                return run_nvml(args, producer, topic, spool_root, stop)
+            return run_fleet(args, producer, topic, spool_root, stop)
         finally:
             producer.close(timeout=1 if stop() else 5)
-
-
-def _run_accelerated(
-    args: argparse.Namespace, producer: object, topic: str, spool_root: Path, stop: Stop
-) -> int:
-    from agents.agent import run_accelerated
-
-    start = args.start if args.start is not None else default_start()
-    fleet = make_fleet(
-        trace=args.trace,
-        start=start,
-        duration_s=args.duration,
-        nodes=args.nodes,
-        gpus_per_node=args.gpus,
-        seed=args.seed,
-        max_gpus=args.max_gpus,
-        trace_dir=args.trace_dir,
-    )
-    samplers = fleet.samplers()
-    agents = build_agents(
-        samplers,
-        spool_root,
-        producer,
-        topic,
-        flush_every=args.flush_every or 60,
-        spool_max_mb=args.spool_max_mb,
-        fsync=not args.no_fsync,
-        retain_s=args.retain,
-        clock_warn_s=args.clock_warn,
-    )
-    n_gpus = sum(len(s.gpus()) for s in samplers)
-    wall0 = time.monotonic()
-    status = StatusLine(enabled=not args.quiet)
-
-    def progress(done: int, total: int) -> None:
-        sent = sum(a.stats.samples for a in agents)
-        pending = sum(a.spool.pending_samples for a in agents)
-        failures = sum(a.delivery.stats.failures for a in agents)
-        rate = sent / max(time.monotonic() - wall0, 1e-9)
-        status.show(
-            f"{done / total:6.1%}  sim {fmt_ts(start + done)}  {n_gpus} GPUs  "
-            f"spooled {sent:,}  unacked {pending:,}  send failures {failures}  "
-            f"{rate:,.0f} samples/s"
-        )
-
-    ok = run_accelerated(
-        agents, start, start + args.duration, speed=args.speed, progress=progress, should_stop=stop
-    )
-    status.done()
-    total = sum(a.stats.samples for a in agents)
-    dropped = sum(a.spool.dropped_samples for a in agents)
-    took = time.monotonic() - wall0
-    if ok:
-        outcome = "all acknowledged"
-    elif stop():
-        outcome = (
-            f"stopped by {stop.signal_name}: "
-            f"{sum(a.spool.pending_samples for a in agents):,} samples still spooled, "
-            "sent on the next start"
-        )
-    else:
-        outcome = "NOT all acknowledged (still spooled)"
-    print(
-        f"published {total:,} samples from {len(agents)} node(s), {n_gpus} GPU(s) in {took:.1f} s "
-        f"({total / max(took, 1e-9):,.0f} samples/s); dropped by spool bound or full disk: "
-        f"{dropped} (reported as spool_full gaps); {outcome}"
-    )
-    print(delivery_report(agents, producer))
-    for a in agents:
-        a.spool.close()
-    return 0 if ok or stop() else 1
-
-
-def _run_nvml(
-    args: argparse.Namespace, producer: object, topic: str, spool_root: Path, stop: Stop
-) -> int:
-    import socket
-
-    from agents.agent import run_realtime
-    from agents.attribution import Attributor
-    from agents.nvml import NvmlSampler, NvmlUnavailableError
-
-    node_id = args.node_id or socket.gethostname()
-    try:
-        sampler = NvmlSampler(
-            node_id=node_id, attributor=Attributor(allocation_file=args.allocation_file)
-        )
-    except NvmlUnavailableError as exc:
-        print(f"gpumeter agent: {exc}", file=sys.stderr)
-        return 2
-    (agent,) = build_agents(
-        [sampler],
-        spool_root,
-        producer,
-        topic,
-        flush_every=args.flush_every or 10,
-        spool_max_mb=args.spool_max_mb,
-        fsync=not args.no_fsync,
-        retain_s=args.retain,
-        clock_warn_s=args.clock_warn,
-    )
-    status = StatusLine(enabled=not args.quiet)
-
-    def on_second(ts: int) -> None:
-        status.show(
-            f"{fmt_ts(ts)}  {len(sampler.gpus())} GPUs  spooled {agent.stats.samples:,}  "
-            f"unacked {agent.spool.pending_samples:,}  gaps {agent.stats.gap_seconds} s  "
-            f"send failures {agent.delivery.stats.failures}"
-        )
-
-    try:
-        run_realtime(agent, should_stop=stop, on_second=on_second)
-    finally:
-        status.done()
-        sampler.close()
-        print(
-            f"stopped: {agent.spool.pending_samples:,} samples still spooled; dropped by spool "
-            f"bound or full disk: {agent.spool.dropped_samples} (reported as spool_full gaps)"
-        )
-        print(delivery_report([agent], producer))
-        agent.spool.close()
-    return 0

@@ -12,6 +12,7 @@ from agents.errors import AgentError
 
 if TYPE_CHECKING:
     from agents.agent import NodeAgent
+    from agents.openb import OpenbFleet
     from agents.simulator import SimulatedFleet
     from agents.trace import TraceFleet
 
@@ -27,10 +28,24 @@ def make_fleet(
     max_gpus: int = 256,
     trace_dir: Path | None = None,
     shares: bool = False,
-) -> SimulatedFleet | TraceFleet:
+    openb: Path | None = None,
+    openb_offset_s: int = 0,
+) -> SimulatedFleet | TraceFleet | OpenbFleet:
     """A simulated fleet (``nodes`` x ``gpus_per_node``, seeded) or the Alibaba trace replay
     (at most ``max_gpus``), covering ``[start, start + duration_s)``. ``shares``: the
-    simulated nodes also have shared GPUs and a MIG GPU (needs contract v2)."""
+    simulated nodes also have shared GPUs and a MIG GPU (needs contract v2). ``openb``: replay
+    that pod list from its second ``openb_offset_s`` instead (shared GPUs; contract v2)."""
+    if openb is not None:
+        from agents.openb import OpenbFleet
+
+        return OpenbFleet(
+            openb,
+            start=start,
+            duration_s=duration_s,
+            window_offset_s=openb_offset_s,
+            gpus_per_node=gpus_per_node,
+            max_gpus=max_gpus,
+        )
     if not trace:
         from agents.simulator import SimulatedFleet
 
