@@ -38,16 +38,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.clock_offset import ClockOffset
 from agents.producer import ResettableProducer as ResettableProducer
 from agents.producer import make_producer as make_producer
+from agents.resend import RESEND_FILE as RESEND_FILE
+from agents.resend import describe_retained
 from agents.spool import Spool
 
 log = logging.getLogger(__name__)
 
 #: Failed sends in a row after which the producer is replaced even if the errors look retriable.
 RESET_AFTER_FAILURES = 3
-#: Name of the resend request file in a node's spool directory (``gpumeter agent resend``).
-RESEND_FILE = "resend"
 
 
 @dataclass
@@ -98,7 +99,7 @@ class Delivery:
         self._resend: list[int] = []  # acknowledged seqs to send again, ascending
         self._resend_in_flight: set[int] = set()
         self._next_request_check = 0.0
-        self._clock_warned = False
+        self._clock = ClockOffset(clock_warn_s)
         self._rewinds_seen = getattr(producer, "log_rewinds", 0)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -284,31 +285,14 @@ class Delivery:
                 offset,
                 high,
                 n,
-                _describe_retained(self.spool),
+                describe_retained(self.spool),
             )
         self._high_offset[partition] = offset
 
     def _measure_clock(self, md: Any, sent_ms: int) -> None:
-        broker_ms = getattr(md, "timestamp", None)
-        if broker_ms is None or broker_ms == sent_ms or broker_ms < 0:
-            return  # the record kept our own timestamp (CreateTime): nothing learned
-        ack_ms = time.time() * 1000
-        half_rtt = max(0.0, ack_ms - sent_ms) / 2
-        offset = broker_ms - (sent_ms + ack_ms) / 2
-        # Keep the tightest recent measurement: its uncertainty (half the round trip) is least.
-        prev = self.stats.clock_uncertainty_ms
-        if prev is None or half_rtt <= prev * 2:
-            self.stats.clock_offset_ms = offset
-            self.stats.clock_uncertainty_ms = half_rtt
-        beyond = abs(offset) - half_rtt > self.clock_warn_s * 1000
-        if beyond and not self._clock_warned:
-            log.warning(
-                "this node's clock is %+.1f s off the broker's (±%.1f s); samples are stamped with "
-                "the node's clock: fix NTP on this node",
-                -offset / 1000,
-                half_rtt / 1000,
-            )
-        self._clock_warned = beyond
+        if self._clock.measure(getattr(md, "timestamp", None), sent_ms):
+            self.stats.clock_offset_ms = self._clock.offset_ms
+            self.stats.clock_uncertainty_ms = self._clock.uncertainty_ms
 
     def _rewind(self) -> None:
         self._cursor = self.spool.acked
@@ -341,16 +325,3 @@ class Delivery:
         reset = getattr(self.producer, "reset", None)
         if reset is not None and reset(reason, force=force):
             self.stats.producer_resets += 1
-
-
-def _describe_retained(spool: Spool) -> str:
-    kept = spool.retained()
-    if not kept:
-        return "none: beyond the retention window, so that data is lost"
-    from datetime import UTC, datetime
-
-    def utc(ts: int) -> str:
-        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-    first = kept[0].first_ts if kept[0].first_ts is not None else kept[0].last_ts
-    return f"seqs {kept[0].seq}..{kept[-1].seq}, {utc(first)}..{utc(kept[-1].last_ts)} UTC"

@@ -12,10 +12,12 @@ from agents.console import fmt_ts
 from agents.spool import Spool
 from kernel.settings import Settings
 
+#: Name of the resend request file in a node's spool directory (``gpumeter agent resend``).
+RESEND_FILE = "resend"
+
 
 def run_resend(args: argparse.Namespace, settings: Settings) -> int:
     """``gpumeter agent resend --since T``: ask each node's spool to send retained batches again."""
-    from agents.kafka import RESEND_FILE
     from agents.spool import SpoolError
 
     spool_root: Path = args.resend_spool_dir or settings.data_dir / "spool"
@@ -84,7 +86,7 @@ def _resend_now(
     since: int,
     options: dict[str, Any],
 ) -> int:
-    from agents.kafka import RESEND_FILE, Delivery, make_producer
+    from agents.kafka import Delivery, make_producer
     from schemas.topics import USAGE
 
     producer = make_producer(bootstrap, **options)
@@ -107,3 +109,12 @@ def _resend_now(
     finally:
         producer.close(timeout=5)
     return 1 if failed else 0
+
+
+def describe_retained(spool: Spool) -> str:
+    """What a spool still retains for resend: seqs and UTC span, or that nothing is left."""
+    kept = spool.retained()
+    if not kept:
+        return "none: beyond the retention window, so that data is lost"
+    first = kept[0].first_ts if kept[0].first_ts is not None else kept[0].last_ts
+    return f"seqs {kept[0].seq}..{kept[-1].seq}, {fmt_ts(first)}..{fmt_ts(kept[-1].last_ts)} UTC"
