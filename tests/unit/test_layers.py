@@ -43,3 +43,21 @@ def test_a_package_imports_only_the_layers_below_it(package: str) -> None:
         for other in _imported_packages(path) - ALLOWED[package] - {package}
     }
     assert not wrong, sorted(wrong)
+
+
+#: Top-level folders that hold Python but are not layers: the tests (they may import anything).
+NOT_LAYERS = {"tests"}
+
+
+def test_every_top_level_python_folder_is_a_checked_layer() -> None:
+    # A new context (or a script folder) must be given its place in ALLOWED: otherwise its
+    # imports are never checked, and nothing stops it importing the app or a sibling.
+    folders = {
+        d.name
+        for d in ROOT.iterdir()
+        if d.is_dir()
+        and not d.name.startswith(".")
+        and (any(d.glob("*.py")) or any(d.glob("*/*.py")))
+    }
+    unchecked = folders - set(ALLOWED) - NOT_LAYERS
+    assert not unchecked, f"add these folders to ALLOWED (their layer): {sorted(unchecked)}"
