@@ -1,5 +1,5 @@
 """The demo's proof: the ClickHouse ledger compared with the simulator's (or trace's) ground
-truth, per (tenant, job, GPU model, hour) cell, per tenant and for idle seconds."""
+truth in milli-GPU-seconds, per (tenant, job, GPU model, hour) cell, per tenant and for idle."""
 
 from __future__ import annotations
 
@@ -28,43 +28,46 @@ class Check:
 def compare_with_ground_truth(
     console: Any, client: Any, fleet: Any, start: int, end: int
 ) -> list[Check]:
-    """Compare the ledger over ``[start, end)`` with the fleet's ground truth, cell by cell
-    (tenant, job, GPU model, hour) and per tenant; print a table; one check per figure."""
+    """Compare the ledger over ``[start, end)`` with the fleet's ground truth in milli-GPU-seconds
+    (the ledger's ``gpu_milli_seconds``: seconds held x share, so a shared GPU's tenants and
+    its idle remainder add up to 1000 per GPU-second), cell by cell (tenant, job, GPU model,
+    hour), per tenant and for idle; print a table; one check per figure."""
     from rich.table import Table
 
     truth = fleet.ground_truth(start, end)
     rows = client.query(
         "SELECT tenant, job, gpu_model, toUnixTimestamp(toStartOfHour(minute)) AS hour, "
-        "sum(gpu_seconds), sum(active_seconds), sum(energy_mj) "
+        "sum(gpu_seconds), sum(gpu_milli_seconds), sum(active_seconds), sum(energy_mj) "
         "FROM usage_minutely FINAL WHERE minute >= {s:DateTime} AND minute < {e:DateTime} "
         "GROUP BY tenant, job, gpu_model, hour",
         parameters={"s": datetime.fromtimestamp(start, UTC), "e": datetime.fromtimestamp(end, UTC)},
     ).result_rows
-    measured: Counter[tuple[str, str, str, int]] = Counter()
+    measured: Counter[tuple[str, str, str, int]] = Counter()  # milli-GPU-seconds per cell
+    held: Counter[str] = Counter()  # seconds held per tenant, whatever the share
     active: Counter[str] = Counter()
     energy: Counter[str] = Counter()
     idle = 0
-    for tenant, job, model, hour, secs, act, mj in rows:
+    for tenant, job, model, hour, secs, milli, act, mj in rows:
         if tenant == IDLE_TENANT:
-            idle += int(secs)
+            idle += int(milli)
             continue
-        measured[(tenant, job, model, int(hour))] += int(secs)
+        measured[(tenant, job, model, int(hour))] += int(milli)
+        held[tenant] += int(secs)
         active[tenant] += int(act)
         energy[tenant] += int(mj)
-    expected = {tuple(k): v for k, v in truth.allocated.items()}
+    expected = {tuple(k): v for k, v in truth.allocated_milli.items()}
     keys_ok = sum(
         1 for k in set(expected) | set(measured) if expected.get(k, 0) == measured.get(k, 0)
     )
     keys_all = len(set(expected) | set(measured))
     per_tenant_m: Counter[str] = Counter()
-    for (tenant, *_), secs in measured.items():
-        per_tenant_m[tenant] += secs
-    per_tenant_t = truth.per_tenant()
+    for (tenant, *_), milli in measured.items():
+        per_tenant_m[tenant] += milli
+    per_tenant_t = truth.per_tenant_milli()
     table = Table(title="usage by tenant (from the ClickHouse ledger)", title_justify="left")
     for col in (
         "tenant",
-        "GPU-hours",
-        "active GPU-hours",
+        "GPU-hours (x share)",
         "active %",
         "energy kWh",
         "ground truth GPU-hours",
@@ -76,45 +79,53 @@ def compare_with_ground_truth(
     shown = tenants if len(tenants) <= MAX_TENANT_ROWS else tenants[: MAX_TENANT_ROWS - 1]
     for tenant in tenants:
         m, t = per_tenant_m.get(tenant, 0), per_tenant_t.get(tenant, 0)
-        checks.append(Check(f"tenant {tenant} GPU-seconds", t, m))
+        checks.append(Check(f"tenant {tenant} milli-GPU-seconds", t, m))
         if tenant in shown:
-            table.add_row(
-                tenant,
-                f"{m / 3600:,.2f}",
-                f"{active[tenant] / 3600:,.2f}",
-                f"{(active[tenant] / m if m else 0):.0%}",
-                f"{energy[tenant] / MJ_PER_KWH:,.1f}",
-                f"{t / 3600:,.2f}",
-                "yes" if m == t else "[red]NO",
-            )
+            table.add_row(*_row(tenant, m, t, active[tenant], held[tenant], energy[tenant]))
     rest = [t for t in tenants if t not in shown]
     if rest:  # a trace has over a hundred services: the biggest, then the rest in one row
-        m = sum(per_tenant_m[t] for t in rest)
-        t = sum(per_tenant_t[t] for t in rest)
-        a = sum(active[x] for x in rest)
-        e = sum(energy[x] for x in rest)
-        exact = all(per_tenant_m[x] == per_tenant_t[x] for x in rest)
         table.add_row(
-            f"({len(rest)} more)",
-            f"{m / 3600:,.2f}",
-            f"{a / 3600:,.2f}",
-            f"{(a / m if m else 0):.0%}",
-            f"{e / MJ_PER_KWH:,.1f}",
-            f"{t / 3600:,.2f}",
-            "yes" if exact else "[red]NO",
+            *_row(
+                f"({len(rest)} more)",
+                sum(per_tenant_m[t] for t in rest),
+                sum(per_tenant_t[t] for t in rest),
+                sum(active[x] for x in rest),
+                sum(held[x] for x in rest),
+                sum(energy[x] for x in rest),
+                exact=all(per_tenant_m[x] == per_tenant_t[x] for x in rest),
+            )
         )
     console.print(table)
-    checks.append(Check("idle GPU-seconds", truth.idle_seconds, idle))
+    checks.append(Check("idle milli-GPU-seconds", truth.idle_milli, idle))
     checks.append(Check("(tenant, job, GPU model, hour) cells matching", keys_all, keys_ok))
-    available = truth.allocated_seconds + truth.idle_seconds
+    available = truth.allocated_milli_seconds + truth.idle_milli
     allocated = sum(per_tenant_m.values())
     console.print(
-        f"idle: {idle / 3600:,.2f} GPU-hours (ground truth {truth.idle_seconds / 3600:,.2f}); "
-        f"fleet utilization {allocated / max(available, 1):.1%} allocated, "
-        f"{sum(active.values()) / max(available, 1):.1%} active; "
-        f"{keys_ok:,}/{keys_all:,} (tenant, job, model, hour) cells equal ground truth"
+        f"idle: {idle / _MILLI_HOUR:,.2f} GPU-hours (ground truth "
+        f"{truth.idle_milli / _MILLI_HOUR:,.2f}); fleet {allocated / max(available, 1):.1%} "
+        f"allocated (share-weighted); {keys_ok:,}/{keys_all:,} (tenant, job, model, hour) cells "
+        "equal ground truth in milli-GPU-seconds"
     )
     return checks
+
+
+#: milli-GPU-seconds in one GPU-hour
+_MILLI_HOUR = 3_600_000
+
+
+def _row(
+    label: str, m: int, t: int, active: int, held: int, energy_mj: int, *, exact: bool | None = None
+) -> tuple[str, ...]:
+    """One table row: share-weighted GPU-hours, active seconds over seconds held, energy."""
+    ok = m == t if exact is None else exact
+    return (
+        label,
+        f"{m / _MILLI_HOUR:,.2f}",
+        f"{(active / held if held else 0):.0%}",
+        f"{energy_mj / MJ_PER_KWH:,.1f}",
+        f"{t / _MILLI_HOUR:,.2f}",
+        "yes" if ok else "[red]NO",
+    )
 
 
 def compare_tokens_with_ground_truth(
