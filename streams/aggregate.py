@@ -1,27 +1,26 @@
-"""Exact per-minute aggregation of GPU-second samples: the heart of the exactness invariant.
+"""Exact per-minute aggregation of frames with shares: the heart of the exactness invariant.
 
-State is kept per GPU-minute ``(gpu_uuid, mig_uuid, minute)``, the domain of the sample
+State is kept per GPU-minute ``(gpu_uuid, mig_uuid, minute)``, the domain of the second's
 identity, grouped by physical GPU-minute ``(gpu_uuid, minute)`` (the parent and its MIG slices
 load, live and are evicted together). ``counted`` is a 60-bit mask of the seconds already
-counted for that GPU-minute, whatever their allocation: a redelivered second finds its bit set
-and adds nothing. Each allocation (tenant, job) within the GPU-minute has its own
-:class:`MinuteRow` with its own mask and sums; the ledger stores these rows.
+counted for that GPU-minute, whatever their claim: a redelivered second finds its bit set and
+adds nothing. Each row ``(tenant, job, share_milli)`` within the GPU-minute has its own
+:class:`MinuteRow` with its own masks and readings; the ledger stores these rows.
 
-**One claim per GPU-second (the conflict rule).** Two *different* claims for the same second
-are a conflict, resolved by a rule that does not depend on arrival order, partitioning or
-restarts, and recorded (:class:`Conflict`, table ``usage_conflicts``), never dropped silently:
+A frame (:class:`schemas.frame.Frame`) is counted minute by minute with bit arithmetic: its
+seconds in a minute are one mask, compared with what is counted, and its *claim* on each of
+them is its whole allocation set: a row per allocation at its share, plus the idle row
+``(IDLE_TENANT, "", remainder)`` when the shares leave one. So allocated + idle = 1000
+milli-GPU-seconds per observed GPU-second.
 
-1. A GPU in MIG mode is metered through its slices only: a slice's claim for a second beats
-   the parent GPU's claim for the same second (``kind = "mig_parent"``).
-2. An allocation beats idle: a tenant's second is never made unbillable by an idle sample
-   (``kind = "idle"``).
-3. Between two allocations, the smaller ``(tenant, job)`` in code-point order wins
-   (``kind = "allocation"``). Arbitrary but total, so every order converges on the same owner;
-   the loser's claim is kept with its readings for the operator to settle.
-
-When a winning claim arrives after the losing one was counted, the second moves: the loser's
-row *releases* it (its bit joins ``released_mask``; its readings stay but no longer count) and
-the winner's row claims it (a displacement).
+**One claim per GPU-second (the conflict rule, :mod:`streams.conflict_rule`).** Two
+*different* claims for the same second are a conflict, resolved by a rule that does not depend
+on arrival order, partitioning or restarts, and recorded (:class:`Conflict`, table
+``usage_conflicts``), never dropped silently: a MIG slice beats its parent GPU (``mig_parent``),
+a claim with any allocation beats an idle-only one (``idle``), otherwise the smaller sorted
+tuple of ``(tenant, job, share_milli)`` wins (``allocation``). When a winning claim arrives
+after the losing one was counted, the second moves: the loser's rows *release* it (the bit
+joins ``released_mask``; readings stay but no longer count) and the winner's rows claim it.
 
 **Any number of writers converge.** A row is state that merges by union (see
 :class:`MinuteRow`): claimed seconds, released seconds and per-second readings only ever grow,
@@ -33,150 +32,44 @@ replayed second is recognised and a later one merges exactly. ``version`` counts
 process's writes of a row, for diagnostics only: nothing depends on it.
 
 Minutes close on event time: once a node's newest second is ``grace_s`` past a minute's end,
-the minute is emitted as closed. A sample for a closed minute is still counted in its own minute
-and re-emitted as a correction (same key, higher version), never dropped.
+the minute is emitted as closed. A second for a closed minute is still counted in its own
+minute and re-emitted as a correction (same key, higher version), never dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Literal
 
-from schemas.topics import IDLE_TENANT
-from schemas.usage import GpuSecond
+from schemas.frame import Frame
+from streams.conflict_rule import claim_of, contest, displace_parent
+from streams.minute_state import (
+    AddResult,
+    Allocation,
+    Conflict,
+    ConflictKind,
+    FreshSpan,
+    GpuGroupKey,
+    GpuMinute,
+    GpuMinuteKey,
+    MinuteRow,
+    RowKey,
+    SecondReadings,
+    row_order,
+)
 
-GpuMinuteKey = tuple[str, str, int]  # (gpu_uuid, mig_uuid or "", minute epoch)
-GpuGroupKey = tuple[str, int]  # (gpu_uuid, minute epoch): a physical GPU-minute and its slices
-SecondKey = tuple[str, str, int]  # (gpu_uuid, mig_uuid or "", ts): a sample's identity
-Allocation = tuple[str, str]  # (tenant, job); idle is (IDLE_TENANT, "")
-ConflictKind = Literal["mig_parent", "idle", "allocation"]
-_IDLE_ALLOCATION: Allocation = (IDLE_TENANT, "")
-
-
-#: One counted second's readings: (SM utilization %, memory utilization %, energy mJ).
-SecondReadings = tuple[float, float, int]
-
-
-@dataclass(slots=True)
-class MinuteRow:
-    """One ledger row: an allocation on one GPU for one minute, as state that merges by union.
-
-    ``claimed_mask`` holds every second this allocation claimed, ``released_mask`` those a
-    better claim took away (a second released once stays released: claims only accumulate),
-    ``readings`` the per-second readings of claimed seconds. Every field merges by union (OR,
-    or by second), so rows written by any number of writers, in any order, any number of
-    times, converge (``usage_minutely`` is an AggregatingMergeTree doing exactly this); the
-    sums are derived from the counted seconds (``seconds_mask``)."""
-
-    minute: int
-    tenant: str
-    job: str
-    billing_class: str
-    gpu_uuid: str
-    mig_uuid: str
-    gpu_model: str
-    node_id: str
-    claimed_mask: int = 0
-    released_mask: int = 0
-    claimed_active: int = 0  # claimed seconds with SM utilization > 0
-    readings: dict[int, SecondReadings] = field(default_factory=dict)
-    peak_mem_used: int = 0  # over claimed seconds (a released second may have set it)
-    version: int = 0  # grows with every written change: diagnostics, not needed to merge
-
-    @property
-    def seconds_mask(self) -> int:
-        return self.claimed_mask & ~self.released_mask
-
-    @property
-    def active_mask(self) -> int:
-        return self.claimed_active & self.seconds_mask
-
-    @property
-    def gpu_seconds(self) -> int:
-        return self.seconds_mask.bit_count()
-
-    @property
-    def active_seconds(self) -> int:
-        return self.active_mask.bit_count()
-
-    def _sum(self, i: int) -> float:
-        mask = self.seconds_mask
-        return sum(r[i] for s, r in self.readings.items() if mask >> s & 1)
-
-    @property
-    def sm_util_sum(self) -> float:
-        return self._sum(0)
-
-    @property
-    def mem_util_sum(self) -> float:
-        return self._sum(1)
-
-    @property
-    def energy_mj(self) -> int:
-        return int(self._sum(2))
-
-    @property
-    def allocation(self) -> Allocation:
-        return (self.tenant, self.job)
-
-    def merge(self, other: MinuteRow) -> None:
-        """Union with another state of the same row (what the ledger does on FINAL)."""
-        self.claimed_mask |= other.claimed_mask
-        self.released_mask |= other.released_mask
-        self.claimed_active |= other.claimed_active
-        for second, r in other.readings.items():
-            mine = self.readings.get(second)
-            self.readings[second] = r if mine is None else max(mine, r)
-        self.peak_mem_used = max(self.peak_mem_used, other.peak_mem_used)
-        self.version = max(self.version, other.version)
-        self.billing_class = max(self.billing_class, other.billing_class)
-        self.gpu_model = max(self.gpu_model, other.gpu_model)
-        self.node_id = max(self.node_id, other.node_id)
-
-
-@dataclass(slots=True)
-class GpuMinute:
-    key: GpuMinuteKey
-    counted: int = 0  # seconds claimed (by a row here, or by a MIG slice for a parent)
-    rows: dict[Allocation, MinuteRow] = field(default_factory=dict)
-    closed: bool = False
-
-    def owner(self, bit: int) -> MinuteRow | None:
-        for row in self.rows.values():
-            if row.claimed_mask & bit and not row.released_mask & bit:
-                return row
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """Two different claims for one GPU-second, and which one the rule kept."""
-
-    gpu_uuid: str
-    ts: int
-    kind: ConflictKind
-    winner_mig_uuid: str
-    winner: Allocation
-    loser_mig_uuid: str
-    loser: Allocation
-    loser_node_id: str
-    loser_billing_class: str
-    loser_readings: SecondReadings | None  # None: the losing claim's readings are not here
-
-
-@dataclass
-class AddResult:
-    new_seconds: int = 0
-    duplicates: int = 0
-    late: int = 0  # counted into a minute that had already closed (a correction)
-    conflicts: int = 0
-    new_samples: list[GpuSecond] = field(default_factory=list)
-
-
-def rank(alloc: Allocation) -> tuple[int, str, str]:
-    """The conflict rule between two claims of one identity: the smaller rank wins."""
-    return (1, "", "") if alloc == _IDLE_ALLOCATION else (0, alloc[0], alloc[1])
+__all__ = [
+    "AddResult",
+    "Aggregator",
+    "Allocation",
+    "Conflict",
+    "ConflictKind",
+    "FreshSpan",
+    "GpuGroupKey",
+    "GpuMinute",
+    "GpuMinuteKey",
+    "MinuteRow",
+    "SecondReadings",
+]
 
 
 class Aggregator:
@@ -184,20 +77,21 @@ class Aggregator:
         self.grace_s = grace_s
         self._groups: dict[GpuGroupKey, dict[str, GpuMinute]] = {}
         self._watermark: dict[str, int] = {}  # node_id -> newest second seen
-        self._dirty: set[tuple[GpuMinuteKey, Allocation]] = set()
+        self._dirty: set[tuple[GpuMinuteKey, RowKey]] = set()
         self._corrections: set[GpuMinuteKey] = set()
         self._conflicts: list[Conflict] = []
 
     # -- state loading ---------------------------------------------------------------------
-    def missing(self, samples: Iterable[GpuSecond]) -> set[GpuGroupKey]:
-        """Physical GPU-minutes these samples touch that are not in memory (to load)."""
+    def missing(self, frames: Iterable[Frame]) -> set[GpuGroupKey]:
+        """Physical GPU-minutes these frames touch that are not in memory (to load)."""
         have = self._groups
         out = set()
-        for s in samples:
-            ts = s.ts
-            key = (s.gpu_uuid, ts - ts % 60)
-            if key not in have:
-                out.add(key)
+        for f in frames:
+            start = f.start
+            for minute in range(start - start % 60, f.end, 60):
+                key = (f.gpu_uuid, minute)
+                if key not in have:
+                    out.add(key)
         return out
 
     def unknown_nodes(self, nodes: Iterable[str]) -> set[str]:
@@ -220,18 +114,18 @@ class Aggregator:
         watermark passes it, rather than as a correction on every chunk. After a restart,
         seed the watermarks first (:meth:`seed_watermarks`)."""
         groups = self._groups
+        keys = list(keys)
+        fresh = {k for k in keys if k not in groups}
         for key in keys:
             groups.setdefault(key, {})
         for row in rows:
-            group = groups.get((row.gpu_uuid, row.minute))
-            if group is None:
-                continue  # not asked for: memory may hold newer state
+            if (row.gpu_uuid, row.minute) not in fresh:
+                continue  # not asked for, or already held: memory is at least as new
+            group = groups[(row.gpu_uuid, row.minute)]
             gm = group.get(row.mig_uuid)
             if gm is None:
                 gm = group[row.mig_uuid] = GpuMinute((row.gpu_uuid, row.mig_uuid, row.minute))
-            if row.allocation in gm.rows:
-                continue  # memory is at least as new as the store
-            gm.rows[row.allocation] = row
+            gm.rows[row.key] = row
             gm.counted |= row.seconds_mask | row.released_mask
             gm.closed = self._watermark.get(row.node_id, 0) >= row.minute + 60 + self.grace_s
         for key in keys:  # a parent's seconds that its slices hold stay claimed
@@ -243,183 +137,123 @@ class Aggregator:
                         parent.counted |= gm.counted
 
     # -- counting --------------------------------------------------------------------------
-    def add(self, node_id: str, samples: Iterable[GpuSecond]) -> AddResult:
-        """Count samples; a second already counted for its GPU adds nothing."""
-        # Hot loop (every sample passes here): attributes and methods are bound to locals.
+    def add(self, node_id: str, frames: Iterable[Frame]) -> AddResult:
+        """Count frames; a second already counted for its device adds nothing."""
         result = AddResult()
         groups = self._groups
         dirty_add = self._dirty.add
-        corrections_add = self._corrections.add
-        keep = result.new_samples.append
-        duplicates = late = conflicts = 0
+        keep = result.fresh.append
+        new = duplicates = late = conflicts = 0
         newest = self._watermark.get(node_id, 0)
-        for s in samples:
-            ts = s.ts
-            second = ts % 60
-            minute = ts - second
-            mig = s.mig_uuid or ""
-            group = groups.get((s.gpu_uuid, minute))
-            if group is None:
-                group = groups[(s.gpu_uuid, minute)] = {}
-            gm = group.get(mig)
-            if gm is None:
-                gm = group[mig] = GpuMinute((s.gpu_uuid, mig, minute))
-                if not mig:  # a parent created after its slices: their seconds are claimed
-                    for other in group.values():
-                        gm.counted |= other.counted
-            tenant = s.tenant
-            alloc = (tenant, s.job or "") if tenant is not None else _IDLE_ALLOCATION
-            bit = 1 << second
-            if gm.counted & bit:
-                owner = gm.owner(bit)
-                if owner is not None and owner.allocation == alloc:
-                    duplicates += 1
+        for f in frames:
+            start, end = f.start, f.end
+            if end <= start:
+                continue
+            gpu = f.gpu_uuid
+            mig = f.mig_uuid or ""
+            claim = claim_of(f)
+            keys = claim.keys
+            energy: list[int] | None = None
+            active = -1
+            for minute in range(start - start % 60, end, 60):
+                lo = start if start > minute else minute
+                hi = end if end < minute + 60 else minute + 60
+                span = ((1 << (hi - lo)) - 1) << (lo - minute)
+                group = groups.get((gpu, minute))
+                if group is None:
+                    group = groups[(gpu, minute)] = {}
+                gm = group.get(mig)
+                if gm is None:
+                    gm = group[mig] = GpuMinute((gpu, mig, minute))
+                    if not mig:  # a parent created after its slices: their seconds are claimed
+                        for other in group.values():
+                            gm.counted |= other.counted
+                take = span & ~gm.counted
+                already = span ^ take
+                if already:
+                    rows = gm.rows
+                    owned = already
+                    for k in keys:
+                        row = rows.get(k)
+                        owned &= row.claimed_mask & ~row.released_mask if row is not None else 0
+                    duplicates += owned.bit_count()
+                    contested = already ^ owned
+                    if contested:
+                        conflicts += contested.bit_count()
+                        take |= contest(
+                            group, gm, claim, contested, f, node_id, self._conflicts, self._touch
+                        )
+                if not take:
                     continue
-                conflicts += 1
-                if not self._contest(group, gm, owner, alloc, s, node_id, bit):
-                    continue
-            elif mig and _parent_holds(group, bit):
-                conflicts += 1
-                self._displace_parent(group, s, alloc, node_id, bit)
-            gm.counted |= bit
-            if mig:
-                parent = group.get("")
-                if parent is not None:
-                    parent.counted |= bit
-            row = gm.rows.get(alloc)
-            if row is None:
-                row = gm.rows[alloc] = MinuteRow(
-                    minute,
-                    alloc[0],
-                    alloc[1],
-                    s.billing_class or "",
-                    s.gpu_uuid,
-                    mig,
-                    s.gpu_model,
-                    node_id,
-                )
-            row.claimed_mask |= bit
-            sm_util = s.sm_util
-            if sm_util > 0:
-                row.claimed_active |= bit
-            row.readings[second] = (sm_util, s.mem_util, round(s.energy_j * 1000))
-            mem_used = s.mem_used
-            if mem_used > row.peak_mem_used:
-                row.peak_mem_used = mem_used
-            dirty_add((gm.key, alloc))
-            if gm.closed:
-                late += 1
-                corrections_add(gm.key)
-            keep(s)
-            if ts > newest:
-                newest = ts
+                if mig:
+                    parent = group.get("")
+                    if parent is not None:
+                        conflicts += displace_parent(
+                            group, take, claim, mig, self._conflicts, self._touch
+                        )
+                        parent.counted |= take
+                gm.counted |= take
+                # the frame's readings for the taken seconds, once for every row of the claim
+                if energy is None:
+                    energy = [round(e * 1000) for e in f.energy_j]
+                    active = _active_mask(f.sm_util)
+                off = minute - start  # frame index = second of minute + off
+                act = (active >> off if off >= 0 else active << -off) & take
+                if take == span:
+                    i0, i1 = lo - start, hi - start
+                    secs: Iterable[int] = range(lo - minute, hi - minute)
+                    values = zip(f.sm_util[i0:i1], f.mem_util[i0:i1], energy[i0:i1], strict=True)
+                    readings = list(zip(secs, values, strict=True))
+                    peak = max(f.mem_used[i0:i1])
+                else:
+                    idx = _bits(take)
+                    sm, mu, mem = f.sm_util, f.mem_util, f.mem_used
+                    readings = [(s, (sm[s + off], mu[s + off], energy[s + off])) for s in idx]
+                    peak = max(mem[s + off] for s in idx)
+                rows = gm.rows
+                gkey = gm.key
+                for tenant, job, share, billing_class in claim.rows:
+                    rkey = (tenant, job, share)
+                    row = rows.get(rkey)
+                    if row is None:
+                        row = rows[rkey] = MinuteRow(
+                            minute,
+                            tenant,
+                            job,
+                            billing_class,
+                            gpu,
+                            mig,
+                            f.gpu_model,
+                            node_id,
+                            share_milli=share,
+                        )
+                    row.claimed_mask |= take
+                    row.claimed_active |= act
+                    row.readings.update(readings)
+                    if peak > row.peak_mem_used:
+                        row.peak_mem_used = peak
+                    dirty_add((gkey, rkey))
+                n = take.bit_count()
+                new += n
+                if gm.closed:
+                    late += n
+                    self._corrections.add(gkey)
+                keep(FreshSpan(node_id, f, minute, take))
+                top = minute + take.bit_length() - 1
+                if top > newest:
+                    newest = top
         self._watermark[node_id] = newest
-        result.new_seconds = len(result.new_samples)
+        result.new_seconds = new
         result.duplicates = duplicates
         result.late = late
         result.conflicts = conflicts
         return result
 
-    # -- conflicts (rare: off the hot path) --------------------------------------------------
-    def _contest(
-        self,
-        group: dict[str, GpuMinute],
-        gm: GpuMinute,
-        owner: MinuteRow | None,
-        alloc: Allocation,
-        s: GpuSecond,
-        node_id: str,
-        bit: int,
-    ) -> bool:
-        """A second already claimed gets a different claim: apply the rule. True when the new
-        claim wins (the caller then counts it), False when it loses (recorded only)."""
-        gpu, mig, _minute = gm.key
-        ts = s.ts
-        if owner is None:  # a parent's second held by one of its slices
-            slice_owner = _slice_owner(group, bit)
-            self._conflicts.append(
-                Conflict(
-                    gpu,
-                    ts,
-                    "mig_parent",
-                    slice_owner.mig_uuid if slice_owner else "",
-                    slice_owner.allocation if slice_owner else ("", ""),
-                    mig,
-                    alloc,
-                    node_id,
-                    s.billing_class or "",
-                    _readings(s),
-                )
-            )
-            return False
-        kind: ConflictKind = (
-            "idle" if _IDLE_ALLOCATION in (owner.allocation, alloc) else "allocation"
-        )
-        if rank(alloc) >= rank(owner.allocation):
-            self._conflicts.append(
-                Conflict(
-                    gpu,
-                    ts,
-                    kind,
-                    mig,
-                    owner.allocation,
-                    mig,
-                    alloc,
-                    node_id,
-                    s.billing_class or "",
-                    _readings(s),
-                )
-            )
-            return False
-        loser = self._release(gm, owner, bit)
-        self._conflicts.append(
-            Conflict(
-                gpu,
-                ts,
-                kind,
-                mig,
-                alloc,
-                mig,
-                owner.allocation,
-                owner.node_id,
-                owner.billing_class,
-                loser,
-            )
-        )
-        gm.counted &= ~bit  # the caller counts the winner
-        return True
-
-    def _displace_parent(
-        self, group: dict[str, GpuMinute], s: GpuSecond, alloc: Allocation, node_id: str, bit: int
-    ) -> None:
-        """A slice claims a second its parent GPU had counted: the parent's claim leaves."""
-        parent = group[""]
-        owner = parent.owner(bit)
-        if owner is None:
-            return
-        loser = self._release(parent, owner, bit)
-        self._conflicts.append(
-            Conflict(
-                s.gpu_uuid,
-                s.ts,
-                "mig_parent",
-                s.mig_uuid or "",
-                alloc,
-                "",
-                owner.allocation,
-                owner.node_id,
-                owner.billing_class,
-                loser,
-            )
-        )
-
-    def _release(self, gm: GpuMinute, row: MinuteRow, bit: int) -> SecondReadings | None:
-        """Release one second of a row (its readings stay, no longer counted)."""
-        row.released_mask |= bit
-        self._dirty.add((gm.key, row.allocation))
+    def _touch(self, gm: GpuMinute, row: MinuteRow) -> None:
+        """A row lost a second to a better claim: write it again (a correction if closed)."""
+        self._dirty.add((gm.key, row.key))
         if gm.closed:
             self._corrections.add(gm.key)
-        return row.readings.get(bit.bit_length() - 1)
 
     def take_conflicts(self) -> list[Conflict]:
         out, self._conflicts = self._conflicts, []
@@ -430,29 +264,31 @@ class Aggregator:
         """Rows changed since the last call (to upsert into the ledger), in a stable order,
         each with its version advanced. If writing them fails, :meth:`clear` and reload."""
         rows = []
-        for (gpu, mig, minute), alloc in self._dirty:
-            row = self._groups[(gpu, minute)][mig].rows[alloc]
+        groups = self._groups
+        for (gpu, mig, minute), rkey in self._dirty:
+            row = groups[(gpu, minute)][mig].rows[rkey]
             row.version += 1
             rows.append(row)
         self._dirty.clear()
-        rows.sort(key=lambda r: (r.minute, r.gpu_uuid, r.mig_uuid, r.tenant, r.job))
+        rows.sort(key=row_order)
         return rows
 
     def close_ready(self) -> list[MinuteRow]:
         """Rows of minutes that just closed, plus corrections of already closed minutes."""
         out: list[MinuteRow] = []
+        watermark = self._watermark
+        horizon = 60 + self.grace_s
         for (_gpu, minute), group in self._groups.items():
             for gm in group.values():
                 if gm.closed or not gm.rows:
                     continue
-                newest = self._watermark.get(_node_of(gm), 0)
-                if newest >= minute + 60 + self.grace_s:
+                if watermark.get(_node_of(gm), 0) >= minute + horizon:
                     gm.closed = True
                     out.extend(gm.rows.values())
         for gpu, mig, minute in self._corrections:
             out.extend(self._groups[(gpu, minute)][mig].rows.values())
         self._corrections.clear()
-        out.sort(key=lambda r: (r.minute, r.gpu_uuid, r.mig_uuid, r.tenant, r.job))
+        out.sort(key=row_order)
         return out
 
     def evict_closed(self, keep_s: int = 600) -> int:
@@ -487,22 +323,22 @@ class Aggregator:
         return sum(len(g) for g in self._groups.values())
 
 
-def _readings(s: GpuSecond) -> SecondReadings:
-    return (s.sm_util, s.mem_util, round(s.energy_j * 1000))
+def _active_mask(sm_util: Iterable[float]) -> int:
+    """Bit i set when second i of a frame had SM utilization > 0."""
+    out = 0
+    for i, v in enumerate(sm_util):
+        if v > 0:
+            out |= 1 << i
+    return out
 
 
-def _parent_holds(group: dict[str, GpuMinute], bit: int) -> bool:
-    parent = group.get("")
-    return parent is not None and parent.owner(bit) is not None
-
-
-def _slice_owner(group: dict[str, GpuMinute], bit: int) -> MinuteRow | None:
-    for mig in sorted(group):
-        if mig:
-            owner = group[mig].owner(bit)
-            if owner is not None:
-                return owner
-    return None
+def _bits(mask: int) -> list[int]:
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(low.bit_length() - 1)
+        mask ^= low
+    return out
 
 
 def _node_of(gm: GpuMinute) -> str:

@@ -4,14 +4,15 @@ Kept free of Faust so the commit path can be read and tested on its own. The Fau
 (:mod:`streams.app`) calls :meth:`UsageProcessor.process` with each chunk and acks the chunk's
 offsets only after it returns. The steps, and what their order prevents:
 
-1. Validate every record. Bad records and bad samples become rejections; nothing raises.
-   Samples dated beyond the clock-skew allowance are *parked* (rejected with code
-   ``future_timestamp``); parked samples whose time has come are re-admitted here too.
+1. Validate every record (v1 or v2) into frames (:mod:`streams.intake`). Bad records and
+   bad samples or frames become rejections; nothing raises. Seconds dated beyond the
+   clock-skew allowance are *parked* (rejected with code ``future_timestamp``); parked
+   payloads whose time has come are re-admitted here too.
 2. Reload, from the ledger, the state of GPU-minutes not in memory (after a restart or
    eviction), so a replayed second is recognised and a late one merges exactly.
-3. Count the good samples (duplicates add nothing; conflicting claims follow the rule in
-   :mod:`streams.aggregate`).
-4. Write the raw archive, then the ledger rows changed by this chunk, then conflicts,
+3. Count the good frames (duplicates add nothing; conflicting claims follow the rule in
+   :mod:`streams.conflict_rule`).
+4. Write the raw archive (the newly counted seconds of each frame), then the ledger rows changed by this chunk, then conflicts,
    rejections and re-admissions. All are idempotent (the ledger merges by union, so another
    worker writing the same GPU-minute, before or after, cannot undo these writes); a crash
    anywhere here means the chunk is redelivered and re-written with no effect on totals. If a write raises, the in-memory state
@@ -29,9 +30,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from schemas.usage import GpuSecond
-from schemas.validation import parse_batch, parse_sample
-from streams.aggregate import Aggregator, MinuteRow
+from schemas.frame import Frame
+from streams.aggregate import Aggregator, FreshSpan, MinuteRow
+from streams.intake import parse, parse_parked, rejection_index
 from streams.records import RejectedRecord, SourceRecord
 from streams.sink import UsageSink
 
@@ -92,34 +93,37 @@ class UsageProcessor:
     def _process(self, records: Sequence[SourceRecord]) -> ChunkOutput:
         # 1. validate
         out = ChunkOutput()
-        good: list[tuple[str, Sequence[GpuSecond]]] = []
+        good: list[tuple[str, list[Frame]]] = []
         now = time.time()
+        stats = self.stats
+        skew = self.max_future_skew_s
         for rec in records:
-            self.stats.records += 1
-            parsed = parse_batch(rec.value, now=now, max_future_skew_s=self.max_future_skew_s)
-            node_id = parsed.batch.node_id if parsed.batch else ""
+            stats.records += 1
+            parsed = parse(rec.value, now=now, max_future_skew_s=skew)
+            node_id = parsed.node_id
             for r in parsed.rejections:
+                index = rejection_index(r)
                 out.rejected.append(
                     RejectedRecord(
                         rec.topic,
                         rec.partition,
                         rec.offset,
-                        -1 if r.sample_index is None else r.sample_index,
+                        index,
                         r.code,
                         r.reason,
                         node_id,
                         r.raw or rec.value,
                     )
                 )
-                if r.sample_index is None:
-                    self.stats.rejected_records += 1
+                if index < 0:
+                    stats.rejected_records += 1
                 elif r.code == "future_timestamp":
-                    self.stats.parked += 1
+                    stats.parked += 1
                 else:
-                    self.stats.rejected_samples += 1
-            if parsed.batch is not None:
-                good.append((node_id, parsed.batch.samples))
-                self.stats.gap_seconds += sum(g.end - g.start for g in parsed.batch.gaps)
+                    stats.rejected_samples += 1
+            if parsed.accepted:
+                good.append((node_id, parsed.frames))
+                stats.gap_seconds += parsed.gap_seconds
         readmitted = self._due_parked(records, now, good)
         # 2. reload state the aggregator does not hold (watermarks first: they decide which
         #    reloaded minutes had closed)
@@ -127,20 +131,20 @@ class UsageProcessor:
         if unknown:
             self.aggregator.seed_watermarks(self.sink.node_watermarks(unknown))
         missing = set()
-        for _node, samples in good:
-            missing |= self.aggregator.missing(samples)
+        for _node, frames in good:
+            missing |= self.aggregator.missing(frames)
         if missing:
             self.aggregator.preload(missing, self.sink.load(missing))
         # 3. count
-        fresh: list[tuple[str, GpuSecond]] = []
-        for node_id, samples in good:
-            result = self.aggregator.add(node_id, samples)
-            self.stats.samples += len(samples)
-            self.stats.new_seconds += result.new_seconds
-            self.stats.duplicates += result.duplicates
-            self.stats.late += result.late
-            self.stats.conflicts += result.conflicts
-            fresh.extend((node_id, s) for s in result.new_samples)
+        fresh: list[FreshSpan] = []
+        for node_id, frames in good:
+            result = self.aggregator.add(node_id, frames)
+            stats.samples += sum(f.n for f in frames)
+            stats.new_seconds += result.new_seconds
+            stats.duplicates += result.duplicates
+            stats.late += result.late
+            stats.conflicts += result.conflicts
+            fresh.extend(result.fresh)
         # 4. persist (idempotent writes)
         t0 = time.monotonic()
         self.sink.write_raw(fresh)
@@ -160,11 +164,11 @@ class UsageProcessor:
         self,
         records: Sequence[SourceRecord],
         now: float,
-        good: list[tuple[str, Sequence[GpuSecond]]],
+        good: list[tuple[str, list[Frame]]],
     ) -> list[RejectedRecord]:
-        """Parked samples whose second is now within the skew allowance join this chunk.
+        """Parked seconds whose time is now within the skew allowance join this chunk.
 
-        A parked sample is never lost: it stays in ``usage_rejected`` until it is counted here,
+        A parked payload is never lost: it stays in ``usage_rejected`` until it is counted here,
         and its re-admission is recorded only after the ledger holds it (step 4)."""
         if not records or now < self._next_readmit:
             return []
@@ -172,9 +176,9 @@ class UsageProcessor:
         due: list[RejectedRecord] = []
         for topic in sorted({r.topic for r in records}):
             for parked in self.sink.load_parked(topic):
-                sample = parse_sample(parked.raw, now=now, max_future_skew_s=self.max_future_skew_s)
-                if isinstance(sample, GpuSecond):
-                    good.append((parked.node_id, (sample,)))
+                frames = parse_parked(parked.raw, now=now, max_future_skew_s=self.max_future_skew_s)
+                if frames is not None:
+                    good.append((parked.node_id, frames))
                     due.append(parked)
         return due
 

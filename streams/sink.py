@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from schemas.usage import GpuSecond
-from streams.aggregate import Conflict, GpuGroupKey, MinuteRow
+from streams.minute_state import Conflict, FreshSpan, GpuGroupKey, MinuteRow
 from streams.records import RejectedRecord
 
 
@@ -33,7 +32,9 @@ class UsageSink(Protocol):
         ...
 
     # -- writes, in the processor's commit order ----------------------------------------------
-    def write_raw(self, samples: Sequence[tuple[str, GpuSecond]]) -> None: ...
+    def write_raw(self, spans: Sequence[FreshSpan]) -> None:
+        """Archive newly counted seconds (per-second truth), a frame-minute at a time."""
+        ...
 
     def write_ledger(self, rows: Sequence[MinuteRow]) -> None: ...
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from streams.clickhouse.sink import LEDGER_COLUMNS as COLUMNS  # one column list, the sink's
+from streams.clickhouse.columns import LEDGER_COLUMNS as COLUMNS  # one column list, the sink's
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class LedgerRow:
     mig_uuid: str = ""
     node_id: str = "n1"
     peak_mem_used: int = 0
+    share_milli: int = 1000  # stored as shared_milli, 0 for a whole GPU (0030)
 
     def values(self) -> list[Any]:
         assert self.seconds_mask, "a ledger row counts at least one second"
@@ -39,6 +40,7 @@ class LedgerRow:
             self.billing_class,
             self.gpu_uuid,
             self.mig_uuid,
+            0 if self.share_milli == 1000 else self.share_milli,
             self.gpu_model,
             self.node_id,
             self.seconds_mask,

@@ -1,6 +1,6 @@
 """The ClickHouse implementation of the usage sink (:class:`streams.sink.UsageSink`): reload
-minute state, write the raw archive, the ledger, conflicts, rejections and work units. Every
-write is idempotent on its identity and ledger rows merge by union (0001-0003 migrations), so
+minute state, write the raw archive (``usage_frames``), the ledger, conflicts, rejections and
+work units. Every write is idempotent on its identity and ledger rows merge by union, so
 replaying a flush after a crash, or another worker writing the same rows, changes nothing.
 Failures are classified, never slept on here (see :mod:`streams.errors`)."""
 
@@ -17,83 +17,32 @@ from clickhouse_connect.driver.exceptions import Error as DriverError
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from kernel.clickhouse import ClickHouseError
-from kernel.names import IDLE_TENANT
-from schemas.usage import GpuSecond, sample_event_int
 from schemas.work import WORK_UNITS_COLUMNS
-from streams.aggregate import Conflict, GpuGroupKey, MinuteRow
+from streams.clickhouse.codec import conflict_rows, frame_columns, ledger_columns, ledger_row
+from streams.clickhouse.columns import (
+    CONFLICT_COLUMNS,
+    CONFLICT_SHARE_COLUMNS,
+    LEDGER_COLUMNS,
+    RAW_FRAME_COLUMNS,
+    READMITTED_COLUMNS,
+    REJECTED_COLUMNS,
+)
 from streams.errors import SinkBackpressure, SinkError
+from streams.minute_state import Conflict, FreshSpan, GpuGroupKey, MinuteRow
 from streams.records import RejectedRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: The ledger's stored (union-merged) columns; gpu_seconds, energy_mj, ... are ALIAS columns
-#: computed from them (0003_ledger_union.sql).
-LEDGER_COLUMNS = [
-    "minute",
-    "tenant",
-    "job",
-    "billing_class",
-    "gpu_uuid",
-    "mig_uuid",
-    "gpu_model",
-    "node_id",
-    "claimed_mask",
-    "released_mask",
-    "claimed_active",
-    "sm_util_map",
-    "mem_util_map",
-    "energy_map",
-    "peak_mem_used",
-    "version",
+__all__ = [
+    "CONFLICT_COLUMNS",
+    "LEDGER_COLUMNS",
+    "RAW_CAP_BYTES",
+    "RAW_FRAME_COLUMNS",
+    "REJECTED_COLUMNS",
+    "LedgerSink",
 ]
-RAW_COLUMNS = [
-    "ts",
-    "gpu_uuid",
-    "mig_uuid",
-    "gpu_model",
-    "node_id",
-    "tenant",
-    "job",
-    "billing_class",
-    "sm_util",
-    "mem_util",
-    "mem_used",
-    "mem_total",
-    "power_w",
-    "energy_mj",
-    "temp_c",
-    "flags",
-    "event_id",
-]
-REJECTED_COLUMNS = [
-    "received_at",
-    "topic",
-    "partition",
-    "offset",
-    "sample_index",
-    "code",
-    "reason",
-    "node_id",
-    "raw",
-    "raw_size",
-    "raw_sha256",
-]
-CONFLICT_COLUMNS = [
-    "ts",
-    "gpu_uuid",
-    "kind",
-    "winner_mig_uuid",
-    "winner_tenant",
-    "winner_job",
-    "loser_mig_uuid",
-    "loser_tenant",
-    "loser_job",
-    "loser_node_id",
-    "loser_billing_class",
-    "loser_sm_util",
-    "loser_energy_mj",
-]
+
 #: A rejected payload is stored exactly up to this many bytes; its size and SHA-256 are always
 #: stored, so a longer one can be matched with the record still on the topic.
 RAW_CAP_BYTES = 1 << 20
@@ -128,37 +77,8 @@ class LedgerSink:
                 },
             ),
         )
-        rows = []
-        for r in result.result_rows:
-            minute = _epoch(r[0])
-            if (r[4], minute) not in wanted:
-                continue
-            sm_keys, sm = r[11]
-            mem = dict(zip(*r[12], strict=True))
-            energy = dict(zip(*r[13], strict=True))
-            readings = {
-                int(k): (float(v), float(mem.get(k, 0.0)), int(energy.get(k, 0)))
-                for k, v in zip(sm_keys, sm, strict=True)
-            }
-            rows.append(
-                MinuteRow(
-                    minute,
-                    r[1],
-                    r[2],
-                    r[3],
-                    r[4],
-                    r[5],
-                    r[6],
-                    r[7],
-                    int(r[8]),
-                    int(r[9]),
-                    int(r[10]),
-                    readings,
-                    int(r[14]),
-                    int(r[15]),
-                )
-            )
-        return rows
+        rows = [ledger_row(r) for r in result.result_rows]
+        return [r for r in rows if (r.gpu_uuid, r.minute) in wanted]
 
     def node_watermarks(self, nodes: Iterable[str]) -> dict[str, int]:
         """The newest second each node has in the ledger (its last stored minute's end), for a
@@ -197,76 +117,31 @@ class LedgerSink:
         ]
 
     # -- writes ----------------------------------------------------------------------------
-    def write_raw(self, samples: Sequence[tuple[str, GpuSecond]]) -> None:
-        """Archive samples (node_id, sample). Column-oriented: several times faster than rows.
-
-        Built one column at a time (a comprehension per column is cheaper than appending to 17
-        lists per sample). Event ids go in as the UUIDs' 128-bit integers, which
-        clickhouse-connect writes exactly as it writes ``uuid.UUID`` values (from ``.int``)."""
-        if not samples or not self.archive_raw:
+    def write_raw(self, spans: Sequence[FreshSpan]) -> None:
+        """Archive the newly counted seconds: one ``usage_frames`` row per frame-minute, its
+        readings as per-second arrays, column-oriented. ``usage_seconds`` (v1's archive, one
+        row per second) is no longer written: it keeps the history from before v2."""
+        if not spans or not self.archive_raw:
             return
-        nodes = [n for n, _ in samples]
-        ss = [s for _, s in samples]
-        ts = [s.ts for s in ss]
-        gpu = [s.gpu_uuid for s in ss]
-        mig = [s.mig_uuid or "" for s in ss]
-        cols: list[list[Any]] = [
-            ts,
-            gpu,
-            mig,
-            [s.gpu_model for s in ss],
-            nodes,
-            [s.tenant if s.tenant is not None else IDLE_TENANT for s in ss],
-            [s.job or "" for s in ss],
-            [s.billing_class or "" for s in ss],
-            [s.sm_util for s in ss],
-            [s.mem_util for s in ss],
-            [s.mem_used for s in ss],
-            [s.mem_total for s in ss],
-            [s.power_w for s in ss],
-            [round(s.energy_j * 1000) for s in ss],
-            [s.temp_c for s in ss],
-            [s.flags for s in ss],  # tuples: written exactly as lists, without a copy each
-            list(map(sample_event_int, gpu, mig, ts)),
-        ]
+        cols = frame_columns(spans)
         self._call(
-            "insert usage_seconds",
+            "insert usage_frames",
             lambda: self.client.insert(
-                "usage_seconds", cols, column_names=RAW_COLUMNS, column_oriented=True
+                "usage_frames", cols, column_names=RAW_FRAME_COLUMNS, column_oriented=True
             ),
         )
 
     def write_ledger(self, rows: Sequence[MinuteRow]) -> None:
-        """Upsert rows as union state: any order or repetition of writes merges the same."""
+        """Upsert rows as union state (column-oriented): any order or repetition of writes
+        merges the same."""
         if not rows:
             return
-        data = []
-        for r in rows:
-            seconds = list(r.readings)  # maxMap needs no order
-            sm, mem, energy = zip(*r.readings.values(), strict=True) if seconds else ((), (), ())
-            data.append(
-                [
-                    r.minute,
-                    r.tenant,
-                    r.job,
-                    r.billing_class,
-                    r.gpu_uuid,
-                    r.mig_uuid,
-                    r.gpu_model,
-                    r.node_id,
-                    r.claimed_mask,
-                    r.released_mask,
-                    r.claimed_active,
-                    (seconds, sm),
-                    (seconds, mem),
-                    (seconds, energy),
-                    r.peak_mem_used,
-                    r.version,
-                ]
-            )
+        cols = ledger_columns(rows)
         self._call(
             "insert usage_minutely",
-            lambda: self.client.insert("usage_minutely", data, column_names=LEDGER_COLUMNS),
+            lambda: self.client.insert(
+                "usage_minutely", cols, column_names=LEDGER_COLUMNS, column_oriented=True
+            ),
         )
 
     def write_rejected(self, records: Sequence[RejectedRecord]) -> None:
@@ -299,29 +174,12 @@ class LedgerSink:
     def write_conflicts(self, conflicts: Sequence[Conflict]) -> None:
         if not conflicts:
             return
-        data = []
-        for c in conflicts:
-            r = c.loser_readings
-            data.append(
-                [
-                    datetime.fromtimestamp(c.ts, UTC),
-                    c.gpu_uuid,
-                    c.kind,
-                    c.winner_mig_uuid,
-                    c.winner[0],
-                    c.winner[1],
-                    c.loser_mig_uuid,
-                    c.loser[0],
-                    c.loser[1],
-                    c.loser_node_id[:256],
-                    c.loser_billing_class,
-                    r[0] if r else None,
-                    r[2] if r else None,
-                ]
-            )
+        data = conflict_rows(conflicts)
         self._call(
             "insert usage_conflicts",
-            lambda: self.client.insert("usage_conflicts", data, column_names=CONFLICT_COLUMNS),
+            lambda: self.client.insert(
+                "usage_conflicts", data, column_names=CONFLICT_SHARE_COLUMNS
+            ),
         )
 
     def mark_readmitted(self, records: Sequence[RejectedRecord]) -> None:
@@ -333,7 +191,7 @@ class LedgerSink:
             lambda: self.client.insert(
                 "usage_readmitted",
                 data,
-                column_names=["topic", "partition", "offset", "sample_index"],
+                column_names=READMITTED_COLUMNS,
             ),
         )
 
@@ -371,7 +229,3 @@ def _transient(exc: BaseException, code: int | None) -> bool:
     if isinstance(exc, (OperationalError, ConnectionError, TimeoutError)):
         return True
     return code in TRANSIENT_CODES
-
-
-def _epoch(value: datetime) -> int:
-    return int((value.replace(tzinfo=UTC) if value.tzinfo is None else value).timestamp())

@@ -8,20 +8,21 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from schemas.usage import GpuSecond, sample_event_id
-from streams.aggregate import Conflict, GpuGroupKey, MinuteRow
+from schemas.frame import Frame
+from streams.aggregate import Conflict, FreshSpan, GpuGroupKey, MinuteRow
 from streams.records import RejectedRecord
 
-LedgerKey = tuple[int, str, str, str, str]  # (minute, gpu, mig, tenant, job)
+LedgerKey = tuple[int, str, str, str, str, int]  # (minute, gpu, mig, tenant, job, share_milli)
+RawKey = tuple[str, str, int]  # (gpu, mig, ts): a second's identity
 
 
 class FakeLedger:
     """The sink port in memory, with ClickHouse's semantics: ledger rows replace by key keeping
-    the highest version (ReplacingMergeTree FINAL), raw samples by event id."""
+    the highest version (ReplacingMergeTree FINAL), raw seconds by their identity."""
 
     def __init__(self) -> None:
         self.ledger: dict[LedgerKey, MinuteRow] = {}
-        self.raw: dict[Any, tuple[str, GpuSecond]] = {}
+        self.raw: dict[RawKey, tuple[str, Frame]] = {}  # second -> (node, frame holding it)
         self.rejected: list[RejectedRecord] = []
         self.conflicts: dict[tuple[str, int, str, str, str], Conflict] = {}
         self.readmitted: set[tuple[str, int, int, int]] = set()
@@ -60,14 +61,18 @@ class FakeLedger:
         for c in conflicts:
             self.conflicts[(c.gpu_uuid, c.ts, c.loser_mig_uuid, *c.loser)] = c
 
-    def write_raw(self, samples: Sequence[tuple[str, GpuSecond]]) -> None:
-        for node_id, s in samples:
-            self.raw[sample_event_id(s.gpu_uuid, s.mig_uuid, s.ts)] = (node_id, s)
+    def write_raw(self, spans: Sequence[FreshSpan]) -> None:
+        for node_id, frame, minute, mask in spans:
+            assert frame.start <= minute + (mask & -mask).bit_length() - 1
+            assert minute + mask.bit_length() <= frame.end, "a span lies inside its frame"
+            for s in range(60):
+                if mask >> s & 1:
+                    self.raw[(frame.gpu_uuid, frame.mig_uuid or "", minute + s)] = (node_id, frame)
 
     def write_ledger(self, rows: Sequence[MinuteRow]) -> None:
         """Merge by union, as usage_minutely (AggregatingMergeTree) does on FINAL."""
         for r in rows:
-            key = (r.minute, r.gpu_uuid, r.mig_uuid, r.tenant, r.job)
+            key = (r.minute, r.gpu_uuid, r.mig_uuid, r.tenant, r.job, r.share_milli)
             old = self.ledger.get(key)
             if old is None:
                 self.ledger[key] = copy_row(r)  # a copy: the store owns its rows
@@ -81,6 +86,13 @@ class FakeLedger:
         out: Counter[tuple[str, str]] = Counter()
         for r in self.ledger.values():
             out[(r.tenant, r.job)] += r.gpu_seconds
+        return out
+
+    def milli_seconds_by_allocation(self) -> Counter[tuple[str, str]]:
+        """Milli-GPU-seconds held per (tenant, job): seconds x share, summed."""
+        out: Counter[tuple[str, str]] = Counter()
+        for r in self.ledger.values():
+            out[(r.tenant, r.job)] += r.gpu_milli_seconds
         return out
 
     def energy_by_allocation(self) -> Counter[tuple[str, str]]:
@@ -97,7 +109,7 @@ class ReplacingLedger(FakeLedger):
 
     def write_ledger(self, rows: Sequence[MinuteRow]) -> None:
         for r in rows:
-            key = (r.minute, r.gpu_uuid, r.mig_uuid, r.tenant, r.job)
+            key = (r.minute, r.gpu_uuid, r.mig_uuid, r.tenant, r.job, r.share_milli)
             old = self.ledger.get(key)
             if old is None or r.version >= old.version:
                 self.ledger[key] = copy_row(r)

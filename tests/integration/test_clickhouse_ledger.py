@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from schemas.clickhouse.migrate import Migration, MigrationError, discover, migrate
-from schemas.usage import GpuSecond
-from streams.aggregate import MinuteRow
+from schemas.frame import Frame, Share
+from streams.aggregate import FreshSpan, MinuteRow
 from streams.clickhouse.sink import LedgerSink
 
 pytestmark = pytest.mark.integration
@@ -57,26 +57,60 @@ def test_duplicate_and_superseded_rows_are_exact_before_any_merge(clickhouse) ->
     assert loaded.seconds_mask == (1 << 60) - 1 and loaded.energy_mj == 60000
 
 
-def test_raw_archive_keeps_one_row_per_sample_identity(clickhouse) -> None:
-    clickhouse.command("SYSTEM STOP MERGES usage_seconds")
-    s = GpuSecond(
-        gpu_uuid="GPU-1",
-        gpu_model="NVIDIA H100 80GB HBM3",
-        ts=MINUTE + 3,
-        tenant="acme",
-        job="j1",
-        sm_util=10,
-        mem_util=5,
-        mem_used=1,
+def test_raw_archive_keeps_each_second_once_beside_the_v1_history(clickhouse) -> None:
+    # given a second archived by a v1 worker (usage_seconds) and a shared frame archived now
+    clickhouse.command("SYSTEM STOP MERGES usage_frames")
+    clickhouse.command(
+        "INSERT INTO usage_seconds (ts, gpu_uuid, gpu_model, node_id, tenant, job, sm_util, "
+        "mem_util, mem_used, mem_total, power_w, energy_mj, event_id) VALUES "
+        f"({MINUTE + 3}, 'GPU-1', 'H100', 'n1', 'acme', 'j1', 10, 5, 1, 2, 300, 300000, "
+        "generateUUIDv4())"
+    )
+    f = Frame(
+        "GPU-1",
+        None,
+        "H100",
+        MINUTE + 4,
+        (Share("acme", "j1", 600), Share("zeta", "j2", 300, "spot")),
+        sm_util=[10.0, 20.0],
+        mem_util=[5.0, 6.0],
+        mem_used=[1, 2],
         mem_total=2,
-        power_w=300,
-        energy_j=300,
+        power_w=[300.0, 301.0],
+        energy_j=[300.0, 301.5],
     )
     sink = LedgerSink(clickhouse)
-    sink.write_raw([("n1", s)])
-    sink.write_raw([("n1", s)])
-    n = clickhouse.query("SELECT count() FROM usage_seconds FINAL").result_rows[0][0]
+    sink.write_raw([FreshSpan("n1", f, MINUTE, 0b110000)])
+    sink.write_raw([FreshSpan("n1", f, MINUTE, 0b110000)])  # the flush replayed
+    # then the frame is one stored row, and the per-second view has all three seconds once,
+    # each with its allocation set (v1: a whole GPU)
+    n = clickhouse.query("SELECT count() FROM usage_frames FINAL").result_rows[0][0]
     assert n == 1
+    rows = clickhouse.query(
+        "SELECT toUnixTimestamp(ts) - {m:UInt32}, tenants, share_milli, energy_mj "
+        "FROM usage_raw_seconds ORDER BY ts",
+        parameters={"m": MINUTE},
+    ).result_rows
+    assert [tuple(r) for r in rows] == [
+        (3, ["acme"], [1000], 300000),
+        (4, ["acme", "zeta"], [600, 300], 300000),
+        (5, ["acme", "zeta"], [600, 300], 301500),
+    ]
+
+
+def test_a_whole_gpu_row_written_before_shares_merges_with_one_written_after(clickhouse) -> None:
+    # given a v1 row (no shared_milli: 0) and the same row written by a v2 worker (1000)
+    clickhouse.command("SYSTEM STOP MERGES usage_minutely")
+    clickhouse.command(
+        "INSERT INTO usage_minutely (minute, tenant, job, gpu_uuid, claimed_mask, energy_map) "
+        f"VALUES ({MINUTE}, 'acme', 'j1', 'GPU-1', 3, ([0, 1], [1000, 1000]))"
+    )
+    LedgerSink(clickhouse).write_ledger([row(0b110, energy=4000)])
+    # then they are one row of three seconds, a whole GPU
+    [(n, seconds, milli)] = clickhouse.query(
+        "SELECT count(), sum(gpu_seconds), sum(gpu_milli_seconds) FROM usage_minutely FINAL"
+    ).result_rows
+    assert (n, seconds, milli) == (1, 3, 3000)
 
 
 def test_migrations_apply_once_and_refuse_edited_history(

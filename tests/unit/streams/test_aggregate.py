@@ -1,19 +1,38 @@
 """Exact per-minute aggregation: any delivery history of a set of samples gives the minute rows of
 that set, computed here independently; minutes close on event time; late samples correct their
-own minute; state reloaded from the ledger after a restart merges exactly."""
+own minute; state reloaded from the ledger after a restart merges exactly.
+
+The aggregator counts frames (contract v2); these tests feed it v1 samples through the worker's
+own translation (``frames_from_samples``: a tenant's sample is a whole-GPU share, an idle one
+an idle device), so every chunk is a mix of one-second and multi-second frames. Shared GPUs
+are tested in ``test_shared_gpus.py``."""
 
 from __future__ import annotations
 
 import dataclasses
 import random
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.frame import frames_from_samples
 from schemas.usage import GpuSecond
-from streams.aggregate import Aggregator, MinuteRow
+from streams.aggregate import AddResult, GpuGroupKey, MinuteRow
+from streams.aggregate import Aggregator as FrameAggregator
+
+
+class Aggregator(FrameAggregator):
+    """The aggregator fed v1 samples, translated as the worker translates v1 records."""
+
+    def add(self, node_id: str, samples: Iterable[GpuSecond]) -> AddResult:  # type: ignore[override]
+        return super().add(node_id, frames_from_samples(samples))
+
+    def missing(self, samples: Iterable[GpuSecond]) -> set[GpuGroupKey]:  # type: ignore[override]
+        return super().missing(frames_from_samples(samples))
+
 
 M0 = 1_699_999_980  # a UTC minute boundary
 assert M0 % 60 == 0
@@ -197,7 +216,7 @@ def test_add_reports_new_and_duplicate_seconds_exactly(
         result = agg.add("node-1", chunk)
         new += result.new_seconds
         dup += result.duplicates
-        assert len(result.new_samples) == result.new_seconds
+        assert sum(span.mask.bit_count() for span in result.fresh) == result.new_seconds
     assert new == len(samples)
     assert dup == sum(len(c) for c in chunks) - len(samples)
 

@@ -14,6 +14,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.frame import frames_from_samples
 from schemas.usage import GpuSecond
 from streams.aggregate import MinuteRow
 from streams.processor import UsageProcessor
@@ -24,7 +25,7 @@ TOPIC = "gpu.usage.v1"
 # Recent enough for the validator's real clock, an hour back so nothing is "in the future".
 M0 = int(time.time()) // 60 * 60 - 3600
 
-LedgerKey = tuple[int, str, str, str, str]  # (minute, gpu, mig, tenant, job)
+LedgerKey = tuple[int, str, str, str, str, int]  # (minute, gpu, mig, tenant, job, share_milli)
 
 
 def sample(
@@ -154,13 +155,14 @@ def test_a_replay_after_the_minute_was_evicted_is_recognised_from_the_ledger() -
     proc.process([first])
     # when a much later record closes and evicts minute M0
     proc.process([record(1, [sample("GPU-A", M0 + 600)], seq=1)])
-    assert ("GPU-A", M0) in proc.aggregator.missing([GpuSecond.model_validate(sample("GPU-A", M0))])
+    evicted = frames_from_samples([GpuSecond.model_validate(sample("GPU-A", M0))])
+    assert ("GPU-A", M0) in proc.aggregator.missing(evicted)
     # and the first record is redelivered, plus one genuinely new late second
     assert store.seconds_by_allocation() == Counter({("acme", "train"): 60})
     proc.process([record(0, [sample("GPU-A", M0 + i) for i in range(60)])])
     # then the replayed seconds add nothing and the new one is merged into minute M0
     assert store.seconds_by_allocation() == Counter({("acme", "train"): 61})
-    assert store.ledger[(M0, "GPU-A", "", "acme", "train")].seconds_mask == (1 << 60) - 1
+    assert store.ledger[(M0, "GPU-A", "", "acme", "train", 1000)].seconds_mask == (1 << 60) - 1
     assert (proc.stats.duplicates, proc.stats.late) == (59, 1)
 
 

@@ -1,0 +1,191 @@
+"""The aggregator's state: ledger rows (:class:`MinuteRow`), the GPU-minutes holding them, and
+the records of a conflict. The rules that change this state live in :mod:`streams.aggregate`
+(counting) and :mod:`streams.conflict_rule` (which claim keeps a second).
+
+A row is one allocation *at a share* on one device for one minute: ``(tenant, job,
+share_milli)``; the idle part of a device-second is the row ``(IDLE_TENANT, "", remainder)``.
+A device-second is held by one *claim set* at a time: the rows whose ``seconds_mask`` has its
+bit. Their shares sum to 1000 (a frame's allocations plus its idle remainder), so the rows
+holding a second are exactly one frame's claim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+from kernel.names import IDLE_TENANT
+from schemas.frame import WHOLE, Frame
+
+GpuMinuteKey = tuple[str, str, int]  # (gpu_uuid, mig_uuid or "", minute epoch)
+GpuGroupKey = tuple[str, int]  # (gpu_uuid, minute epoch): a physical GPU-minute and its slices
+Allocation = tuple[str, str]  # (tenant, job); idle is (IDLE_TENANT, "")
+RowKey = tuple[str, str, int]  # (tenant, job, share_milli): a row within a GPU-minute
+ConflictKind = Literal["mig_parent", "idle", "allocation"]
+IDLE_ALLOCATION: Allocation = (IDLE_TENANT, "")
+
+#: One counted second's device readings: (SM utilization %, memory utilization %, energy mJ).
+SecondReadings = tuple[float, float, int]
+
+
+@dataclass(slots=True)
+class MinuteRow:
+    """One ledger row: an allocation at a share on one device for one minute, as state that
+    merges by union.
+
+    ``claimed_mask`` holds every second this row claimed, ``released_mask`` those a better
+    claim took away (a second released once stays released: claims only accumulate),
+    ``readings`` the device's per-second readings of claimed seconds (the ledger's ALIAS
+    columns take the row's share of them). Every field merges by union (OR, or by second), so
+    rows written by any number of writers, in any order, any number of times, converge
+    (``usage_minutely`` is an AggregatingMergeTree doing exactly this); the sums are derived
+    from the counted seconds (``seconds_mask``)."""
+
+    minute: int
+    tenant: str
+    job: str
+    billing_class: str
+    gpu_uuid: str
+    mig_uuid: str
+    gpu_model: str
+    node_id: str
+    claimed_mask: int = 0
+    released_mask: int = 0
+    claimed_active: int = 0  # claimed seconds with SM utilization > 0
+    readings: dict[int, SecondReadings] = field(default_factory=dict)
+    peak_mem_used: int = 0  # over claimed seconds (a released second may have set it)
+    version: int = 0  # grows with every written change: diagnostics, not needed to merge
+    share_milli: int = WHOLE  # 1..1000; the ledger stores 1000 as shared_milli = 0
+
+    @property
+    def seconds_mask(self) -> int:
+        return self.claimed_mask & ~self.released_mask
+
+    @property
+    def active_mask(self) -> int:
+        return self.claimed_active & self.seconds_mask
+
+    @property
+    def gpu_seconds(self) -> int:
+        return self.seconds_mask.bit_count()
+
+    @property
+    def gpu_milli_seconds(self) -> int:
+        """Milli-GPU-seconds held: seconds x share (what billing prices)."""
+        return self.seconds_mask.bit_count() * self.share_milli
+
+    @property
+    def active_seconds(self) -> int:
+        return self.active_mask.bit_count()
+
+    def _sum(self, i: int) -> float:
+        mask = self.seconds_mask
+        return sum(r[i] for s, r in self.readings.items() if mask >> s & 1)
+
+    @property
+    def sm_util_sum(self) -> float:
+        return self._sum(0)
+
+    @property
+    def mem_util_sum(self) -> float:
+        return self._sum(1)
+
+    @property
+    def device_energy_mj(self) -> int:
+        """The device's energy over the held seconds."""
+        return int(self._sum(2))
+
+    @property
+    def energy_mj(self) -> int:
+        """The row's part of the device energy, as the ledger's ALIAS computes it."""
+        return int(self._sum(2)) * self.share_milli // WHOLE
+
+    @property
+    def allocation(self) -> Allocation:
+        return (self.tenant, self.job)
+
+    @property
+    def key(self) -> RowKey:
+        return (self.tenant, self.job, self.share_milli)
+
+    def merge(self, other: MinuteRow) -> None:
+        """Union with another state of the same row (what the ledger does on FINAL)."""
+        self.claimed_mask |= other.claimed_mask
+        self.released_mask |= other.released_mask
+        self.claimed_active |= other.claimed_active
+        for second, r in other.readings.items():
+            mine = self.readings.get(second)
+            self.readings[second] = r if mine is None else max(mine, r)
+        self.peak_mem_used = max(self.peak_mem_used, other.peak_mem_used)
+        self.version = max(self.version, other.version)
+        self.billing_class = max(self.billing_class, other.billing_class)
+        self.gpu_model = max(self.gpu_model, other.gpu_model)
+        self.node_id = max(self.node_id, other.node_id)
+
+
+@dataclass(slots=True)
+class GpuMinute:
+    """One device (GPU or MIG slice) for one minute: its rows and the seconds claimed."""
+
+    key: GpuMinuteKey
+    counted: int = 0  # seconds claimed (by rows here, or by a MIG slice for a parent)
+    rows: dict[RowKey, MinuteRow] = field(default_factory=dict)
+    closed: bool = False
+
+    def holders(self, bit: int) -> list[MinuteRow]:
+        """The rows holding one second (one claim set), smallest key first; [] if none."""
+        return sorted(
+            (r for r in self.rows.values() if r.claimed_mask & bit and not r.released_mask & bit),
+            key=lambda r: r.key,
+        )
+
+    def held(self) -> int:
+        """Every second some row here holds."""
+        out = 0
+        for r in self.rows.values():
+            out |= r.claimed_mask & ~r.released_mask
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """One losing row of a claim set for one GPU-second, and the winning claim (its first row).
+
+    A claim set that loses a second gives one conflict per row it does not share with the
+    winner."""
+
+    gpu_uuid: str
+    ts: int
+    kind: ConflictKind
+    winner_mig_uuid: str
+    winner: Allocation
+    loser_mig_uuid: str
+    loser: Allocation
+    loser_node_id: str
+    loser_billing_class: str
+    loser_readings: SecondReadings | None  # None: the losing claim's readings are not here
+    winner_share_milli: int = WHOLE
+    loser_share_milli: int = WHOLE
+
+
+class FreshSpan(NamedTuple):
+    """Seconds of one frame newly counted in one minute (what the raw archive stores):
+    bit ``s`` of ``mask`` is second ``minute + s``."""
+
+    node_id: str
+    frame: Frame
+    minute: int
+    mask: int
+
+
+@dataclass
+class AddResult:
+    new_seconds: int = 0
+    duplicates: int = 0
+    late: int = 0  # counted into a minute that had already closed (a correction)
+    conflicts: int = 0  # contested seconds (each may record several conflict rows)
+    fresh: list[FreshSpan] = field(default_factory=list)
+
+
+def row_order(r: MinuteRow) -> tuple[int, str, str, str, str, int]:
+    return (r.minute, r.gpu_uuid, r.mig_uuid, r.tenant, r.job, r.share_milli)
