@@ -12,6 +12,7 @@ on the slow path; orjson refuses it on the fast path)."""
 from __future__ import annotations
 
 import re
+from itertools import repeat
 from operator import add, le, mul, sub, truediv
 from typing import Any, NoReturn
 
@@ -60,15 +61,27 @@ _INTEGER = frozenset((int,))
 _NULLABLE_NUMBER = frozenset((float, int, type(None)))
 _CONTROL = re.compile(CONTROL_CHARS)
 _F, _S = ENERGY_POWER_FACTOR, ENERGY_SLACK_J
+#: energy / power strictly inside (1/factor, factor), by far more than a rounding error: then
+#: power / factor - slack <= energy <= power * factor + slack holds (slack >= 0)
+_RATIO_LOW, _RATIO_HIGH = (1 + 1e-9) / _F, _F * (1 - 1e-9)
+#: Texts already found valid (device ids, models, tenants and jobs repeat in every record).
+_TEXT_OK: set[str] = set()
+_TEXT_CACHE = 65_536
 
 
 class FrameError(ValueError):
     """Why a frame is refused: one line naming the field (and the second) or the rule."""
 
 
-def check_frame(f: Any, where: str) -> Frame:
+def check_frame(f: Any, where: str, fast: bool = False) -> Frame:
     """The frame ``f`` (one parsed element of ``frames``), or :class:`FrameError`. ``where``
-    prefixes reasons (``frames[3]``)."""
+    prefixes reasons (``frames[3]``).
+
+    ``fast``: the caller knows the record holds no boolean (no ``true``/``false`` literal in
+    its bytes). Then a column's ``min`` and ``max`` check its types and its range at once (a
+    string, null, array or object among numbers cannot be compared, so it raises; only a
+    boolean would compare as a number), and only a column that fails is walked element by
+    element for the reason. Without ``fast``, each column's element types are checked first."""
     if type(f) is not dict:
         _bad(where, (), f"must be an object (got {excerpt(f)})")
     keys = f.keys()
@@ -94,17 +107,19 @@ def check_frame(f: Any, where: str) -> Frame:
             "frame-ends-in-range",
             f"the last second {start + n - 1} is after {MAX_TS} (start {start}, {n} seconds)",
         )
-    _numbers(sm_util, n, 0, MAX_PERCENT, where, "sm_util")
-    mem_util = _numbers(f["mem_util"], n, 0, MAX_PERCENT, where, "mem_util")
+    _numbers(sm_util, n, 0, MAX_PERCENT, where, "sm_util", fast)
+    mem_util = f["mem_util"]
+    _numbers(mem_util, n, 0, MAX_PERCENT, where, "mem_util", fast)
     mem_total = _integer(f["mem_total"], where, ("mem_total",), 0, MAX_MEMORY_BYTES)
-    mem_used = _integers(f["mem_used"], n, 0, MAX_MEMORY_BYTES, where, "mem_used")
-    power_w = _numbers(f["power_w"], n, 0, MAX_POWER_W, where, "power_w")
-    energy_j = _numbers(f["energy_j"], n, 0, MAX_ENERGY_J, where, "energy_j")
+    mem_used = _integers(f["mem_used"], n, 0, MAX_MEMORY_BYTES, where, "mem_used", fast)
+    power_w, energy_j = f["power_w"], f["energy_j"]
+    power_range = _numbers(power_w, n, 0, MAX_POWER_W, where, "power_w", fast)
+    energy_range = _numbers(energy_j, n, 0, MAX_ENERGY_J, where, "energy_j", fast)
     temp_c = f.get("temp_c")
     if temp_c is not None:
-        _numbers(temp_c, n, MIN_TEMP_C, MAX_TEMP_C, where, "temp_c", nullable=True)
+        _numbers(temp_c, n, MIN_TEMP_C, MAX_TEMP_C, where, "temp_c", fast, nullable=True)
     flags = _flags(f.get("flags", []), n, where)
-    shares = _allocations(f["allocations"], n, where)
+    shares = _allocations(f["allocations"], n, where, fast)
     if max(mem_used) > mem_total:
         i = next(i for i, v in enumerate(mem_used) if v > mem_total)
         _rule(
@@ -112,7 +127,7 @@ def check_frame(f: Any, where: str) -> Frame:
             "mem-used-within-total",
             f"mem_used[{i}] {mem_used[i]} exceeds mem_total {mem_total} bytes",
         )
-    _energy(power_w, energy_j, flags, where)
+    _energy(power_w, energy_j, power_range, energy_range, flags, where)
     return Frame(
         gpu_uuid,
         mig_uuid,
@@ -146,10 +161,26 @@ def _column(col: Any, n: int, where: str, name: str) -> list[Any]:
 
 
 def _numbers(
-    col: Any, n: int, lo: float, hi: float, where: str, name: str, nullable: bool = False
-) -> list[Any]:
-    """A per-second array of numbers within ``lo..hi`` (nulls allowed when ``nullable``)."""
+    col: Any,
+    n: int,
+    lo: float,
+    hi: float,
+    where: str,
+    name: str,
+    fast: bool,
+    nullable: bool = False,
+) -> tuple[float, float]:
+    """A per-second array of numbers within ``lo..hi`` (nulls allowed when ``nullable``): its
+    least and greatest value (``lo, hi`` when it holds only nulls)."""
     _column(col, n, where, name)
+    if fast:
+        try:
+            # sorted, not min and max: it compares floats (or ints) without generic dispatch
+            ordered = sorted(col)
+            if lo <= ordered[0] and ordered[-1] <= hi:
+                return ordered[0], ordered[-1]
+        except TypeError:
+            pass  # not all numbers: named below
     types = set(map(type, col))
     if not types <= (_NULLABLE_NUMBER if nullable else _NUMBER):
         ok = _NULLABLE_NUMBER if nullable else _NUMBER
@@ -157,16 +188,28 @@ def _numbers(
         what = "a number or null" if nullable else "a number"
         _bad(where, (name, i), f"must be {what} (got {excerpt(col[i])})")
     values = col if type(None) not in types else [v for v in col if v is not None]
-    if values and (min(values) < lo or max(values) > hi):
+    if not values:
+        return lo, hi
+    least, greatest = min(values), max(values)
+    if least < lo or greatest > hi:
         i = next(i for i, v in enumerate(col) if v is not None and not lo <= v <= hi)
         _bad(where, (name, i), f"must be within {lo:g}..{hi:g} (got {excerpt(col[i])})")
-    return col
+    return least, greatest
 
 
-def _integers(col: Any, n: int, lo: int, hi: int, where: str, name: str) -> list[int]:
+def _integers(col: Any, n: int, lo: int, hi: int, where: str, name: str, fast: bool) -> list[int]:
     """A per-second array of integers within ``lo..hi``; numbers with no fractional part
     become ints."""
     _column(col, n, where, name)
+    if fast:
+        try:
+            # a sum of ints is an int: one float makes it a float (then converted below)
+            if type(sum(col)) is int:
+                ordered = sorted(col)
+                if lo <= ordered[0] and ordered[-1] <= hi:
+                    return col
+        except TypeError:
+            pass
     types = set(map(type, col))
     if not types <= _INTEGER:
         if not types <= _NUMBER or not all(type(v) is int or v.is_integer() for v in col):
@@ -184,16 +227,31 @@ def _integers(col: Any, n: int, lo: int, hi: int, where: str, name: str) -> list
 
 
 def _energy(
-    power: list[float], energy: list[float], flags: dict[int, tuple[str, ...]], where: str
+    power: list[float],
+    energy: list[float],
+    power_range: tuple[float, float],
+    energy_range: tuple[float, float],
+    flags: dict[int, tuple[str, ...]],
+    where: str,
 ) -> None:
     """Rule energy-matches-power for every second not exempt by its flags. The bounds are
-    monotone in power, so when the extremes pass, every second passes (no walk)."""
+    monotone in power (also as rounded floats), so when the extremes pass, every second
+    passes, with no walk."""
     exempt = {i for i, fl in flags.items() if _EXEMPT.intersection(fl)} if flags else ()
+    if len(exempt) == len(power):
+        return
     if not exempt:
-        if max(energy) <= min(power) * _F + _S and max(power) / _F - _S <= min(energy):
+        (p_min, p_max), (e_min, e_max) = power_range, energy_range
+        if e_max <= p_min * _F + _S and p_max / _F - _S <= e_min:
             return
-        highs = map(add, map(mul, power, (_F,) * len(power)), (_S,) * len(power))
-        lows = map(sub, map(truediv, power, (_F,) * len(power)), (_S,) * len(power))
+        if p_min > 0:
+            # energy within (1/factor, factor) x power, with room for rounding, keeps the rule
+            ratios = sorted(map(truediv, energy, power))
+            if ratios[0] >= _RATIO_LOW and ratios[-1] <= _RATIO_HIGH:
+                return
+        # the rule's own expressions, element-wise, at C speed
+        highs = map(add, map(mul, power, repeat(_F)), repeat(_S))
+        lows = map(sub, map(truediv, power, repeat(_F)), repeat(_S))
         if all(map(le, energy, highs)) and all(map(le, lows, energy)):
             return
     for i, (p, e) in enumerate(zip(power, energy, strict=True)):
@@ -243,12 +301,12 @@ def _flags(flags: Any, n: int, where: str) -> dict[int, tuple[str, ...]]:
 # -- allocations ---------------------------------------------------------------------------------
 
 
-def _allocations(items: Any, n: int, where: str) -> tuple[Share, ...]:
+def _allocations(items: Any, n: int, where: str, fast: bool) -> tuple[Share, ...]:
     if type(items) is not list:
         _bad(where, ("allocations",), f"must be an array (got {excerpt(items)})")
     if len(items) > WHOLE_MILLI:
         _bad(where, ("allocations",), f"holds at most {WHOLE_MILLI} (got {len(items)})")
-    shares = tuple(_share(a, k, n, where) for k, a in enumerate(items))
+    shares = tuple(_share(a, k, n, where, fast) for k, a in enumerate(items))
     total = sum(s.milli for s in shares)
     if total > WHOLE_MILLI:
         _rule(
@@ -269,7 +327,7 @@ def _allocations(items: Any, n: int, where: str) -> tuple[Share, ...]:
     return shares
 
 
-def _share(a: Any, k: int, n: int, where: str) -> Share:
+def _share(a: Any, k: int, n: int, where: str, fast: bool) -> Share:
     at = f"{where}.allocations[{k}]"
     if type(a) is not dict:
         _bad(at, (), f"must be an object (got {excerpt(a)})")
@@ -299,7 +357,8 @@ def _share(a: Any, k: int, n: int, where: str) -> Share:
         )
     sm = a.get("sm_util")
     if sm is not None:
-        sm = tuple(_numbers(sm, n, 0, MAX_PERCENT, at, "sm_util"))
+        _numbers(sm, n, 0, MAX_PERCENT, at, "sm_util", fast)
+        sm = tuple(sm)
     return Share(tenant, job, milli, billing_class, sm)
 
 
@@ -307,12 +366,17 @@ def _share(a: Any, k: int, n: int, where: str) -> Share:
 
 
 def _text(v: Any, where: str, name: str) -> str:
+    if type(v) is str and v in _TEXT_OK:
+        return v
     if type(v) is not str:
         _bad(where, (name,), f"must be a string (got {excerpt(v)})")
     if not 1 <= len(v) <= MAX_TEXT:
         _bad(where, (name,), f"must be 1..{MAX_TEXT} characters (got {excerpt(v)})")
     if _CONTROL.search(v):
         _bad(where, (name,), "must not contain control characters (U+0000-U+001F, U+007F)")
+    if len(_TEXT_OK) >= _TEXT_CACHE:
+        _TEXT_OK.clear()
+    _TEXT_OK.add(v)
     return v
 
 
