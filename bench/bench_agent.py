@@ -1,6 +1,9 @@
-"""What the node agent costs: samples/s it generates, encodes and spools, its delivery rate to a
-broker, and the CPU and memory of a realtime 8-GPU agent at 1 Hz; each next to a baseline
-measured in the same run (the machine is shared and noisy: compare ratios across runs).
+"""What the node agent costs: device-seconds/s it generates, encodes and spools, its delivery
+rate to a broker, and the CPU and memory of a realtime 8-GPU agent at 1 Hz; each next to a
+baseline measured in the same run (the machine is shared and noisy: compare ratios across
+runs). Records are contract v2 (frames with shares) by default, ``--schema-version 1`` for the
+previous contract; ``--shares`` gives every simulated node shared GPUs and a MIG GPU (v2 only).
+Every run checks its totals: each device-second sampled is spooled and delivered once.
 
 1. Generate + encode + spool, for a simulated fleet (default 4 nodes x 8 GPUs x 1 h, one record
    per node per 60 s as ``gpumeter agent --simulate`` does), with fsync on and off. Baseline:
@@ -11,10 +14,13 @@ measured in the same run (the machine is shared and noisy: compare ratios across
 3. Realtime: ``run_realtime`` for one node of 8 simulated GPUs at 1 Hz (10 s per record, fsync
    on, delivering to the broker) for ``--realtime`` wall seconds in a fresh subprocess: CPU
    seconds per wall second (``getrusage``, every thread) and peak RSS (VmHWM). Baseline: a
-   subprocess with the same imports and a connected producer that only wakes each second.
-   NVML reads on real GPUs cost more than the simulator; see bench/README.md.
+   subprocess with the same imports and a connected producer that only wakes each second
+   (bench/bench_agent_realtime.py). NVML reads on real GPUs cost more than the simulator; see
+   bench/README.md.
 
-    python bench/bench_agent.py                  # 4 x 8 GPUs x 1 h, realtime 30 s
+    python bench/bench_agent.py                  # 4 x 8 GPUs x 1 h, realtime 30 s, v2
+    python bench/bench_agent.py --shares         # shared GPUs and MIG slices on every node
+    python bench/bench_agent.py --schema-version 1
     python bench/bench_agent.py --flush 10       # NVML-like records (10 s per record)
     python bench/bench_agent.py --realtime 0     # skip the realtime measurement
 """
@@ -22,11 +28,8 @@ measured in the same run (the machine is shared and noisy: compare ratios across
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +38,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from bench.bench_agent_realtime import TOPIC, realtime, realtime_child  # noqa: E402
+
 RUNS = 3
-TOPIC = "bench.agent.usage"
 
 
 def median_of(run: Callable[[], tuple[int, float]]) -> float:
@@ -55,30 +59,46 @@ class NoDelivery:
         pass
 
 
-def sample_only(fleet, seconds: int) -> tuple[int, float]:  # noqa: ANN001
+def sample_only(fleet, seconds: int, version: int) -> tuple[int, float]:  # noqa: ANN001
     samplers = fleet.samplers()
     n = 0
     t0 = time.perf_counter()
     for ts in range(fleet.start, fleet.start + seconds):
         for s in samplers:
-            n += len(s.sample(ts))
-    return n, time.perf_counter() - t0
+            n += len(s.seconds(ts) if version == 2 else s.sample(ts))
+    dt = time.perf_counter() - t0
+    assert n == sum(len(s.gpus()) for s in samplers) * seconds, n
+    return n, dt
 
 
-def build_agents(fleet, root: Path, *, fsync: bool, flush: int) -> list:  # noqa: ANN001
+def build_agents(fleet, root: Path, *, fsync: bool, flush: int, version: int) -> list:  # noqa: ANN001
     from agents.agent import NodeAgent
     from agents.spool import Spool
 
     shutil.rmtree(root, ignore_errors=True)
     # NoDelivery stands in for agents.kafka.Delivery: NodeAgent calls only its pump().
     return [
-        NodeAgent(s, Spool(root / s.node_id, fsync=fsync), NoDelivery(), flush_every_s=flush)  # type: ignore[arg-type]
+        NodeAgent(
+            s,
+            Spool(root / s.node_id, fsync=fsync),
+            NoDelivery(),  # type: ignore[arg-type]
+            flush_every_s=flush,
+            schema_version=version,
+        )
         for s in fleet.samplers()
     ]
 
 
-def generate(fleet, seconds: int, root: Path, *, fsync: bool, flush: int) -> tuple[int, float]:  # noqa: ANN001
-    agents = build_agents(fleet, root, fsync=fsync, flush=flush)
+def generate(
+    fleet,  # noqa: ANN001
+    seconds: int,
+    root: Path,
+    *,
+    fsync: bool,
+    flush: int,
+    version: int,
+) -> tuple[int, float]:
+    agents = build_agents(fleet, root, fsync=fsync, flush=flush, version=version)
     end = fleet.start + seconds
     t0 = time.perf_counter()
     for ts in range(fleet.start, end):
@@ -89,7 +109,9 @@ def generate(fleet, seconds: int, root: Path, *, fsync: bool, flush: int) -> tup
     dt = time.perf_counter() - t0
     for a in agents:
         a.spool.close()
-    return sum(a.stats.samples for a in agents), dt
+    total = sum(a.stats.samples for a in agents)
+    assert total == sum(len(a.sampler.gpus()) for a in agents) * seconds, total  # each once
+    return total, dt
 
 
 def deliver(bootstrap: str, roots: list[Path]) -> tuple[int, float, int, int]:
@@ -143,92 +165,6 @@ def spooled_payloads(roots: list[Path]) -> list[tuple[bytes, bytes]]:
     return out
 
 
-# -- realtime (subprocess) ---------------------------------------------------------------------
-def _rss_kib(field: str = "VmRSS") -> int:
-    """This process's resident set (VmRSS) or its peak (VmHWM), KiB. Not ``ru_maxrss``: Linux
-    carries that across exec, so a child would report its parent's peak."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _cpu_s() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def realtime_child(bootstrap: str, spool_dir: Path, seconds: float, idle: bool) -> int:
-    """Runs in a fresh process: one 8-GPU node at 1 Hz (or, ``idle``, the baseline)."""
-    from agents.agent import NodeAgent, run_realtime
-    from agents.kafka import Delivery, make_producer
-    from agents.simulator import SimulatedFleet
-    from agents.spool import Spool
-
-    now = int(time.time())
-    fleet = SimulatedFleet(nodes=1, gpus_per_node=8, start=now - 60, duration_s=int(seconds) + 600)
-    producer = make_producer(bootstrap)
-    producer.partitions_for(TOPIC)  # connected before measuring
-    (sampler,) = fleet.samplers()
-    spool = Spool(spool_dir, fsync=True)
-    agent = NodeAgent(sampler, spool, Delivery(spool, producer, TOPIC, key=b"rt"), flush_every_s=10)
-    rss0, cpu0, t0 = _rss_kib(), _cpu_s(), time.monotonic()
-    deadline = t0 + seconds
-    if idle:
-        while time.monotonic() < deadline:
-            time.sleep(max(0.0, (int(time.time()) + 1) - time.time()))
-    else:
-        run_realtime(agent, should_stop=lambda: time.monotonic() >= deadline)
-    wall, cpu = time.monotonic() - t0, _cpu_s() - cpu0
-    print(
-        json.dumps(
-            {
-                "wall_s": wall,
-                "cpu_s": cpu,
-                "cpu_per_wall_s": cpu / wall,
-                "rss_start_mib": rss0 / 1024,
-                "rss_end_mib": _rss_kib() / 1024,
-                "peak_rss_mib": _rss_kib("VmHWM") / 1024,
-                "samples": agent.stats.samples,
-                "batches": agent.stats.batches,
-                "acked": agent.delivery.stats.acked,
-                "gap_seconds": agent.stats.gap_seconds,
-            }
-        )
-    )
-    producer.close(timeout=5)
-    spool.close()
-    return 0
-
-
-def realtime(bootstrap: str, tmp: Path, seconds: float) -> tuple[dict, dict]:
-    """The agent and the idle baseline, side by side (both use little CPU)."""
-    procs = {}
-    for kind in ("agent", "idle"):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--realtime-child",
-            kind,
-            "--bootstrap",
-            bootstrap,
-            "--spool",
-            str(tmp / f"rt-{kind}"),
-            "--realtime",
-            str(seconds),
-        ]
-        procs[kind] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = {}
-    for kind, p in procs.items():
-        stdout, stderr = p.communicate(timeout=seconds + 120)
-        if p.returncode != 0:
-            sys.stderr.write(stderr.decode(errors="replace")[-3000:])
-            raise SystemExit(f"realtime {kind} child failed ({p.returncode})")
-        out[kind] = json.loads(stdout.decode().strip().splitlines()[-1])
-    return out["agent"], out["idle"]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -237,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--seconds", type=int, default=3600, help="simulated seconds (default 1 h)")
     ap.add_argument("--flush", type=int, default=60, help="seconds per record (default 60)")
+    ap.add_argument("--schema-version", type=int, choices=(1, 2), default=2)
+    ap.add_argument("--shares", action="store_true", help="shared and MIG GPUs on every node")
     ap.add_argument(
         "--realtime",
         type=float,
@@ -249,8 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.realtime_child:
         return realtime_child(
-            args.bootstrap, args.spool, args.realtime, idle=args.realtime_child == "idle"
+            args.bootstrap,
+            args.spool,
+            args.realtime,
+            idle=args.realtime_child == "idle",
+            version=args.schema_version,
+            shares=args.shares,
         )
+    if args.shares and args.schema_version == 1:
+        ap.error("--shares needs --schema-version 2")
 
     from agents.simulator import SimulatedFleet
     from infra.embedded.broker import EmbeddedBroker
@@ -258,13 +203,20 @@ def main(argv: list[str] | None = None) -> int:
 
     start = (int(time.time()) // 3600 - 2) * 3600 - args.seconds // 3600 * 3600
     fleet = SimulatedFleet(
-        nodes=args.nodes, gpus_per_node=args.gpus, start=start, duration_s=args.seconds
+        nodes=args.nodes,
+        gpus_per_node=args.gpus,
+        start=start,
+        duration_s=args.seconds,
+        shares=args.shares,
     )
     tmp = Path(tempfile.mkdtemp(prefix="gpumeter-bench-agent-"))
-    n_expected = args.nodes * args.gpus * args.seconds
+    devices = sum(len(s.gpus()) for s in fleet.samplers())
+    n_expected = devices * args.seconds
+    v = args.schema_version
     print(
-        f"{n_expected:,} samples per run ({args.nodes} nodes x {args.gpus} GPUs x "
-        f"{args.seconds} s, {args.flush} s per record), median of {RUNS} runs; spools in {tmp}"
+        f"{n_expected:,} device-seconds per run ({args.nodes} nodes x {args.gpus} GPUs"
+        f"{f', {devices} devices with MIG slices' if args.shares else ''} x {args.seconds} s, "
+        f"{args.flush} s per record, contract v{v}), median of {RUNS} runs; spools in {tmp}"
     )
     try:
         # 1. generation
@@ -272,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         gen_rows.append(
             (
                 "baseline: simulated samplers only",
-                median_of(lambda: sample_only(fleet, args.seconds)),
+                median_of(lambda: sample_only(fleet, args.seconds, v)),
             )
         )
         gen_rows.append(
@@ -280,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 "agent: sample + encode + spool, no fsync",
                 median_of(
                     lambda: generate(
-                        fleet, args.seconds, tmp / "gen", fsync=False, flush=args.flush
+                        fleet, args.seconds, tmp / "gen", fsync=False, flush=args.flush, version=v
                     )
                 ),
             )
@@ -289,12 +241,14 @@ def main(argv: list[str] | None = None) -> int:
             (
                 "agent: sample + encode + spool, fsync",
                 median_of(
-                    lambda: generate(fleet, args.seconds, tmp / "gen", fsync=True, flush=args.flush)
+                    lambda: generate(
+                        fleet, args.seconds, tmp / "gen", fsync=True, flush=args.flush, version=v
+                    )
                 ),
             )
         )
         base = gen_rows[0][1]
-        print(f"\n1. generate + encode + spool{'':20} {'samples/s':>12} {'vs baseline':>12}")
+        print(f"\n1. generate + encode + spool{'':20} {'dev-s/s':>12} {'vs baseline':>12}")
         for name, rate in gen_rows:
             print(f"   {name:44} {rate:12,.0f} {rate / base:12.2f}")
 
@@ -334,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
 
             # 3. realtime
             if args.realtime > 0:
-                agent, idle = realtime(broker.bootstrap, tmp, args.realtime)
+                agent, idle = realtime(
+                    broker.bootstrap, tmp, args.realtime, version=v, shares=args.shares
+                )
                 print(
                     f"\n3. realtime: 1 node x 8 simulated GPUs at 1 Hz for {agent['wall_s']:.0f} s "
                     f"wall (10 s per record, fsync on), separate processes"
