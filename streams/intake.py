@@ -1,19 +1,18 @@
 """The worker's gate: one record's bytes become frames to count, or rejections with reasons.
 
-A thin adapter over :mod:`schemas.validation`, so the processor has one shape whatever the
-record's contract version: v1 samples are translated into frames
-(:func:`schemas.frame.frames_from_samples`), v2 frames arrive as frames. Rejections keep their
-codes; parked ``future_timestamp`` payloads are re-parsed by :func:`parse_parked`.
+A thin adapter over :func:`schemas.validation.parse_record` (contract v2 frames, and v1 samples
+translated into frames), so the processor reads one shape. Rejections keep their codes; a
+parked ``future_timestamp`` payload is re-parsed by :func:`parse_parked`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schemas.frame import Frame, frames_from_samples
+from schemas.frame import Frame
 from schemas.rejection import Rejection
-from schemas.usage import GpuSecond
-from schemas.validation import parse_batch, parse_sample
+from schemas.validation import parse_parked as _parse_parked
+from schemas.validation import parse_record
 
 
 @dataclass(slots=True)
@@ -26,15 +25,14 @@ class Intake:
 
 
 def parse(raw: bytes, *, now: float, max_future_skew_s: int) -> Intake:
-    parsed = parse_batch(raw, now=now, max_future_skew_s=max_future_skew_s)
-    batch = parsed.batch
-    if batch is None:
+    parsed = parse_record(raw, now=now, max_future_skew_s=max_future_skew_s)
+    if parsed.node_id is None:
         return Intake("", False, rejections=parsed.rejections)
     return Intake(
-        batch.node_id,
+        parsed.node_id,
         True,
-        frames_from_samples(batch.samples),
-        sum(g.end - g.start for g in batch.gaps),
+        parsed.frames,
+        sum(g.end - g.start for g in parsed.gaps),
         parsed.rejections,
     )
 
@@ -47,7 +45,7 @@ def rejection_index(r: Rejection) -> int:
 def parse_parked(raw: bytes, *, now: float, max_future_skew_s: int) -> list[Frame] | None:
     """A parked payload whose time has come, as frames; None while it is still in the future
     (or, impossible for what the worker parked itself, invalid)."""
-    sample = parse_sample(raw, now=now, max_future_skew_s=max_future_skew_s)
-    if isinstance(sample, GpuSecond):
-        return frames_from_samples((sample,))
+    parked = _parse_parked(raw, now=now, max_future_skew_s=max_future_skew_s)
+    if isinstance(parked, Frame):
+        return [parked]
     return None

@@ -24,7 +24,7 @@ class FakeLedger:
         self.ledger: dict[LedgerKey, MinuteRow] = {}
         self.raw: dict[RawKey, tuple[str, Frame]] = {}  # second -> (node, frame holding it)
         self.rejected: list[RejectedRecord] = []
-        self.conflicts: dict[tuple[str, int, str, str, str], Conflict] = {}
+        self.conflicts: dict[tuple[str, int, str, str, str, int], Conflict] = {}
         self.readmitted: set[tuple[str, int, int, int]] = set()
         self.work_units: list[list[Any]] = []
         self.loads: list[set[GpuGroupKey]] = []
@@ -59,7 +59,8 @@ class FakeLedger:
 
     def write_conflicts(self, conflicts: Sequence[Conflict]) -> None:
         for c in conflicts:
-            self.conflicts[(c.gpu_uuid, c.ts, c.loser_mig_uuid, *c.loser)] = c
+            key = (c.gpu_uuid, c.ts, c.loser_mig_uuid, *c.loser, c.loser_share_milli)
+            self.conflicts[key] = c  # the losing row's identity, as usage_conflicts' ORDER BY
 
     def write_raw(self, spans: Sequence[FreshSpan]) -> None:
         for node_id, frame, minute, mask in spans:

@@ -66,8 +66,11 @@ ARRAY JOIN
 
 -- Conflicts between shared claims: the shares of the winning claim's first row and of the
 -- losing row, stored as the ledger stores them (0 = a whole GPU, 1000 milli-GPUs; rows
--- written before this migration read 0). Not in the sorting key: a row of a claim set is
--- already identified by (tenant, job), which appears at most once in a set.
+-- written before this migration read 0). The losing row's share joins the identity: two
+-- claims losing one second can both hold (IDLE, '') at different shares, and each losing
+-- row is one conflict. Adding a column to the end of the sorting key in the same ALTER is a
+-- metadata change only.
 ALTER TABLE usage_conflicts
     ADD COLUMN IF NOT EXISTS winner_shared_milli UInt16,
-    ADD COLUMN IF NOT EXISTS loser_shared_milli UInt16;
+    ADD COLUMN IF NOT EXISTS loser_shared_milli UInt16,
+    MODIFY ORDER BY (gpu_uuid, ts, loser_mig_uuid, loser_tenant, loser_job, loser_shared_milli);
