@@ -80,6 +80,7 @@ class Lane:
     __slots__ = (
         "info", "uuid", "mig", "model", "mem_total", "idle_w", "span_w", "salt", "shared",
         "starts", "epochs", "cur_start", "cur_end", "shares", "profiles", "millis", "mem_used",
+        "profile",
     )  # fmt: skip
 
     def __init__(
@@ -107,6 +108,8 @@ class Lane:
         self.cur_start, self.cur_end = e.start, e.end
         self.shares, self.profiles, self.mem_used = e.shares, e.profiles, e.mem_used
         self.millis = tuple(s.milli * 0.001 for s in e.shares)
+        #: the one profile of a device that is not shared (None: idle)
+        self.profile = e.profiles[0] if len(e.profiles) == 1 else None
 
 
 class ScheduleSampler:
@@ -128,6 +131,7 @@ class ScheduleSampler:
 
     def seconds(self, ts: int) -> list[DeviceSecond]:
         ts_salt = ts * MIX_B
+        make = _new_tuple  # DeviceSecond without its Python-level __new__: this loop is hot
         out: list[DeviceSecond] = []
         for lane in self._lanes:
             if not lane.cur_start <= ts < lane.cur_end:
@@ -146,7 +150,7 @@ class ScheduleSampler:
                 )
                 sm = min(100.0, round(sum(share_util), 1))
             else:
-                prof = lane.profiles[0] if lane.profiles else None
+                prof = lane.profile
                 sm = 0.0 if prof is None else round(prof.sm_util(ts, n), 1)
             # Power: idle floor + a share proportional to SM load, +-2 W sensor noise.
             power = round(lane.idle_w + lane.span_w * sm + ((n >> 16) & 0xFF) * (4 / 255) - 2.0, 1)
@@ -154,21 +158,27 @@ class ScheduleSampler:
             # the contract's power/energy consistency rule (factor 3 plus 50 J).
             energy = round(power * (1.0 + (((n >> 24) & 0xFFF) * (1 / 4095) - 0.5) * 0.04), 2)
             out.append(
-                DeviceSecond(
-                    lane.uuid,
-                    lane.mig,
-                    lane.model,
-                    ts,
-                    lane.shares,
-                    sm,
-                    round(sm * 0.55, 1),
-                    lane.mem_used,
-                    lane.mem_total,
-                    power,
-                    energy,
-                    round(31.0 + sm * 0.45 + ((n >> 40) & 0xFF) * (2 / 255), 1),
-                    (),
-                    share_util,
+                make(
+                    DeviceSecond,
+                    (
+                        lane.uuid,
+                        lane.mig,
+                        lane.model,
+                        ts,
+                        lane.shares,
+                        sm,
+                        round(sm * 0.55, 1),
+                        lane.mem_used,
+                        lane.mem_total,
+                        power,
+                        energy,
+                        round(31.0 + sm * 0.45 + ((n >> 40) & 0xFF) * (2 / 255), 1),
+                        (),
+                        share_util,
+                    ),
                 )
             )
         return out
+
+
+_new_tuple = tuple.__new__

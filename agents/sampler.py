@@ -62,7 +62,7 @@ def v1_sample(d: DeviceSecond) -> GpuSecond:
     """The contract-v1 sample of a device second: one whole allocation or idle.
 
     Raises :class:`SharesNeedV2Error` for a shared second rather than bill it to one tenant."""
-    allocs = d.allocations
+    allocs = d[4]  # d.allocations (index access: this runs for every v1 sample)
     if len(allocs) > 1 or (allocs and allocs[0].milli != WHOLE):
         raise SharesNeedV2Error(
             f"{d.gpu_uuid}{'/' + d.mig_uuid if d.mig_uuid else ''} at {d.ts} is shared "
@@ -70,23 +70,24 @@ def v1_sample(d: DeviceSecond) -> GpuSecond:
             "contract v1 cannot carry shares; run the agent with --schema-version 2"
         )
     a = allocs[0] if allocs else None
+    gpu, mig, model, ts, _, sm, mem_util, mem_used, mem_total, power, energy, temp, flags, _ = d
     return GpuSecond.unchecked(
         {
-            "gpu_uuid": d.gpu_uuid,
-            "mig_uuid": d.mig_uuid,
-            "gpu_model": d.gpu_model,
-            "ts": d.ts,
+            "gpu_uuid": gpu,
+            "mig_uuid": mig,
+            "gpu_model": model,
+            "ts": ts,
             "tenant": a.tenant if a else None,
             "job": a.job if a else None,
             "billing_class": a.billing_class if a else None,
-            "sm_util": d.sm_util,
-            "mem_util": d.mem_util,
-            "mem_used": d.mem_used,
-            "mem_total": d.mem_total,
-            "power_w": d.power_w,
-            "energy_j": d.energy_j,
-            "temp_c": d.temp_c,
-            "flags": d.flags,
+            "sm_util": sm,
+            "mem_util": mem_util,
+            "mem_used": mem_used,
+            "mem_total": mem_total,
+            "power_w": power,
+            "energy_j": energy,
+            "temp_c": temp,
+            "flags": flags,
         }
     )
 
