@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import gc
 import json
 import logging
-import os
-import signal
 import socket
 import sys
 import time
@@ -19,10 +16,11 @@ from kernel.settings import Settings
 from streams.health import ExitCode
 
 DESCRIPTION = """\
-Consume gpu.usage.v1, validate every record (bad ones go to gpu.usage.rejected.v1 and the
-usage_rejected table, with the reason), count every GPU-second exactly once per
-(tenant, job, GPU, minute), and write the raw archive (usage_seconds) and the ledger
-(usage_minutely) to ClickHouse before committing offsets. Closed minutes are also emitted to
+Consume gpu.usage.v1 (contract v2 frames, or v1 sample batches for one more release), validate
+every record (bad ones go to gpu.usage.rejected.v1 and the usage_rejected table, with the
+reason), count every GPU-second exactly once per (tenant, job, share, GPU, minute), and write
+the raw archive (usage_frames) and the ledger (usage_minutely) to ClickHouse before committing
+offsets. Closed minutes are also emitted to
 usage.minutely.v1.
 
 Kafka: GPUMETER_KAFKA_BOOTSTRAP (or --bootstrap). ClickHouse: GPUMETER_CLICKHOUSE_DSN
@@ -74,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "assigned partition and the consumer group's committed offsets reach the end of "
         "every partition of its topics, whoever holds them (batch runs, demo, tests)",
     )
-    p.add_argument("--no-raw-archive", action="store_true", help="do not write usage_seconds")
+    p.add_argument("--no-raw-archive", action="store_true", help="do not write the raw archive (usage_frames)")
     p.add_argument(
         "--metrics-port",
         type=_port,
@@ -156,6 +154,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import WorkerConfig, create_app, guarded
     from streams.clickhouse.sink import LedgerSink
     from streams.health import Health, Watchdog
+    from streams.idle_exit import IdleExit, group_lag_reader
     from streams.metrics import MetricsServer, Sources, write_status
     from streams.processor import UsageProcessor
     from streams.work import WorkProcessor
@@ -233,54 +232,27 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if now - last["printed"] >= 5:
             last["printed"] = now
             print("worker " + _stats_line(processor), file=sys.stderr, flush=True)
-        if (
-            args.exit_when_idle
-            and processor.stats.records
-            and now - last["at"] > args.exit_when_idle
-            # idle means caught up, measured just now: never exit with records waiting on an
-            # assigned partition (after a rebalance a partition can take seconds to fetch)
-            and health.lag == 0
-            and health.clock() - health.last_lag_observed < 3.0
-            # ... and the whole group caught up on every partition of its topics, whoever
-            # holds them: a member killed -9 keeps its partitions, unread, until its session
-            # expires, and this worker cannot see them in its own assignment.
-            and group_check.get("task") is None
-        ):
-            group_check["task"] = asyncio.ensure_future(_exit_if_group_caught_up())
-
-    async def _exit_if_group_caught_up() -> None:
-        try:
-            behind = await asyncio.get_running_loop().run_in_executor(None, group_behind)
-        except Exception as exc:  # the broker is away: idle can wait for the next check
-            logging.getLogger(__name__).warning("cannot read the group's lag: %r", exc)
-            behind = {"?": -1}
-        finally:
-            group_check["task"] = None
-        if not behind:
-            os.kill(os.getpid(), signal.SIGTERM)
-        elif time.monotonic() - group_check["said"] >= 30:
-            group_check["said"] = time.monotonic()
-            print(
-                f"worker: idle here, but group {args.app_id!r} is behind on {behind} "
-                "(topic[partition]: records; held by another member or not yet reassigned); "
-                "--exit-when-idle waits for it",
-                file=sys.stderr,
-                flush=True,
+        if idle_exit is not None:
+            idle_exit.check(
+                records=processor.stats.records,
+                last_record_at=last["at"],
+                caught_up_here=health.lag == 0 and health.clock() - health.last_lag_observed < 3.0,
             )
 
-    lag_readers: list[Any] = []
-    group_check: dict[str, Any] = {"task": None, "said": -60.0}
-
-    def group_behind() -> dict[str, int]:
-        if not lag_readers:
-            from streams.group_lag import GroupLag
-
-            lag_readers.extend(
-                GroupLag(bootstrap, args.app_id, t, **kafka_python_options(settings))
-                for t in (config.usage_topic, config.work_topic)
-            )
-        return {f"{r.topic}[{p}]": n for r in lag_readers for p, n in sorted(r.behind().items())}
-
+    idle_exit = (
+        IdleExit(
+            args.exit_when_idle,
+            args.app_id,
+            group_lag_reader(
+                bootstrap,
+                args.app_id,
+                (config.usage_topic, config.work_topic),
+                kafka_python_options(settings),
+            ),
+        )
+        if args.exit_when_idle
+        else None
+    )
     app.timer(1.0)(guarded("the status timer", _status))
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)

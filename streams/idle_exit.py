@@ -1,0 +1,93 @@
+"""``--exit-when-idle``: end a batch run only when the whole topic is done, not just this worker.
+
+Idle means, all at once:
+
+1. no new record for ``idle_s`` seconds (and at least one was processed);
+2. caught up on every partition assigned to this worker, *measured just now* (after a
+   rebalance a partition can take seconds to fetch: a partition not fetched yet counts as
+   waiting, see :mod:`streams.consumer`);
+3. the consumer group's committed offsets at the end of every partition of its topics,
+   whoever holds them (:class:`streams.group_lag.GroupLag`). A member killed with -9 keeps its
+   partitions, unread, until its session expires, and no worker sees them in its own
+   assignment: without this check two live workers once both ended a batch with a partition
+   never read.
+
+The group check is a blocking kafka-python call, run in the loop's executor, one at a time.
+While the group is behind, the worker says which partitions (every 30 s) and keeps waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class IdleExit:
+    def __init__(
+        self,
+        idle_s: float,
+        group: str,
+        behind: Callable[[], dict[str, int]],
+        *,
+        stop: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM),
+    ) -> None:
+        self.idle_s = idle_s
+        self.group = group
+        self._behind = behind  # "topic[partition]" -> records the group has not committed
+        self._stop = stop
+        self._task: asyncio.Future[None] | None = None
+        self._said = -60.0
+
+    def check(self, *, records: int, last_record_at: float, caught_up_here: bool) -> None:
+        """Called every second (the status timer): start a group check once idle here."""
+        if (
+            records
+            and time.monotonic() - last_record_at > self.idle_s
+            and caught_up_here
+            and self._task is None
+        ):
+            self._task = asyncio.ensure_future(self._exit_if_group_caught_up())
+
+    async def _exit_if_group_caught_up(self) -> None:
+        try:
+            behind = await asyncio.get_running_loop().run_in_executor(None, self._behind)
+        except Exception as exc:  # the broker is away: idle can wait for the next check
+            log.warning("cannot read the group's lag: %r", exc)
+            behind = {"?": -1}
+        finally:
+            self._task = None
+        if not behind:
+            self._stop()
+        elif time.monotonic() - self._said >= 30:
+            self._said = time.monotonic()
+            print(
+                f"worker: idle here, but group {self.group!r} is behind on {behind} "
+                "(topic[partition]: records; held by another member or not yet reassigned); "
+                "--exit-when-idle waits for it",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def group_lag_reader(
+    bootstrap: str, group: str, topics: tuple[str, ...], options: dict[str, Any]
+) -> Callable[[], dict[str, int]]:
+    """What the group has not committed on ``topics``, per "topic[partition]" (lazy clients)."""
+    readers: list[Any] = []
+
+    def behind() -> dict[str, int]:
+        if not readers:
+            from streams.group_lag import GroupLag
+
+            readers.extend(GroupLag(bootstrap, group, t, **options) for t in topics)
+        return {f"{r.topic}[{p}]": n for r in readers for p, n in sorted(r.behind().items())}
+
+    return behind
