@@ -8,7 +8,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.frame import WHOLE
+import orjson
+
+from schemas.frame import WHOLE, frame_slice, frame_wire
+from streams.clickhouse.columns import RAW_FRAME_COLUMNS
 from streams.minute_state import Conflict, FreshSpan, MinuteRow
 
 
@@ -80,83 +83,47 @@ def ledger_row(r: Sequence[Any]) -> MinuteRow:
 
 
 def frame_columns(spans: Sequence[FreshSpan]) -> list[list[Any]]:
-    """The raw archive's columns (``RAW_FRAME_COLUMNS`` order): one row per span, its
-    per-second arrays holding the seconds of ``mask`` in order."""
-    cols: list[list[Any]] = [[] for _ in range(20)]
-    (
-        c_minute,
-        c_gpu,
-        c_mig,
-        c_mask,
-        c_model,
-        c_node,
-        c_tenants,
-        c_jobs,
-        c_shares,
-        c_classes,
-        c_share_sm,
-        c_sm,
-        c_mu,
-        c_used,
-        c_total,
-        c_power,
-        c_energy,
-        c_temp,
-        c_flag_s,
-        c_flags,
-    ) = cols
+    """The raw archive's columns (``RAW_FRAME_COLUMNS`` order): one row per contiguous run of
+    each span's seconds (normally the whole span), holding that piece of the frame as the v2
+    wire JSON (exact: orjson writes every float so that it reads back the same)."""
+    cols: list[list[Any]] = [[] for _ in range(len(RAW_FRAME_COLUMNS))]
+    c_minute, c_gpu, c_mig, c_mask, c_model, c_node, c_tenants, c_jobs, c_shares, c_frame = cols
+    dumps = orjson.dumps
     for node_id, f, minute, mask in spans:
         off = minute - f.start  # frame index = second of the minute + off
-        low = (mask & -mask).bit_length() - 1
-        high = mask.bit_length()
-        if mask == ((1 << (high - low)) - 1) << low:  # contiguous: slices
-            i0, i1 = low + off, high + off
-            pick: Any = slice(i0, i1)
-            sm, mu, used = f.sm_util[pick], f.mem_util[pick], f.mem_used[pick]
-            power, energy_j = f.power_w[pick], f.energy_j[pick]
-            temp = f.temp_c[pick] if f.temp_c is not None else [None] * (i1 - i0)
-            index: Any = range(i0, i1)
-        else:
-            index = [s + off for s in range(low, high) if mask >> s & 1]
-            sm = [f.sm_util[i] for i in index]
-            mu = [f.mem_util[i] for i in index]
-            used = [f.mem_used[i] for i in index]
-            power = [f.power_w[i] for i in index]
-            energy_j = [f.energy_j[i] for i in index]
-            temp = [f.temp_c[i] for i in index] if f.temp_c is not None else [None] * len(index)
-        c_minute.append(minute)
-        c_gpu.append(f.gpu_uuid)
-        c_mig.append(f.mig_uuid or "")
-        c_mask.append(mask)
-        c_model.append(f.gpu_model)
-        c_node.append(node_id)
         shares = f.allocations
-        c_tenants.append([s.tenant for s in shares])
-        c_jobs.append([s.job for s in shares])
-        c_shares.append([s.milli for s in shares])
-        c_classes.append([s.billing_class or "" for s in shares])
-        c_share_sm.append(
-            [[s.sm_util[i] for i in index] if s.sm_util is not None else [] for s in shares]
-        )
-        c_sm.append(sm)
-        c_mu.append(mu)
-        c_used.append(used)
-        c_total.append(f.mem_total)
-        c_power.append(power)
-        c_energy.append([round(e * 1000) for e in energy_j])
-        c_temp.append(temp)
-        if f.flags:
-            flagged = [
-                (i - off, v)
-                for i, v in sorted(f.flags.items())
-                if 0 <= i - off < 60 and mask >> (i - off) & 1
-            ]
-            c_flag_s.append([s for s, _ in flagged])
-            c_flags.append([list(v) for _, v in flagged])
-        else:
-            c_flag_s.append([])
-            c_flags.append([])
+        tenants = [s.tenant for s in shares]
+        jobs = [s.job for s in shares]
+        milli = [s.milli for s in shares]
+        mig = f.mig_uuid or ""
+        for low, high in _runs(mask):
+            if low + off == 0 and high + off == f.n:
+                piece = f
+            else:
+                piece = frame_slice(f, low + off, high + off)
+            c_minute.append(minute)
+            c_gpu.append(f.gpu_uuid)
+            c_mig.append(mig)
+            c_mask.append(((1 << (high - low)) - 1) << low)
+            c_model.append(f.gpu_model)
+            c_node.append(node_id)
+            c_tenants.append(tenants)
+            c_jobs.append(jobs)
+            c_shares.append(milli)
+            c_frame.append(dumps(frame_wire(piece)))
     return cols
+
+
+def _runs(mask: int) -> list[tuple[int, int]]:
+    """The contiguous runs of set bits of a mask, as [low, high) second ranges."""
+    out = []
+    while mask:
+        low = (mask & -mask).bit_length() - 1
+        run = mask >> low
+        length = (~run & (run + 1)).bit_length() - 1  # trailing ones
+        out.append((low, low + length))
+        mask &= ~(((1 << length) - 1) << low)
+    return out
 
 
 def conflict_rows(conflicts: Sequence[Conflict]) -> list[list[Any]]:

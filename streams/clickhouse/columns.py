@@ -35,17 +35,7 @@ RAW_FRAME_COLUMNS = [
     "tenants",
     "jobs",
     "share_milli",
-    "billing_classes",
-    "share_sm_util",
-    "sm_util",
-    "mem_util",
-    "mem_used",
-    "mem_total",
-    "power_w",
-    "energy_mj",
-    "temp_c",
-    "flag_seconds",
-    "flags",
+    "frame",
 ]
 REJECTED_COLUMNS = [
     "received_at",
