@@ -23,15 +23,16 @@ from analytics.metrics import (
 )
 from analytics.revenue import rate_on_demand, revenue_by_model, spread_revenue, unknowns
 from kernel.names import MJ_PER_KWH
+from kernel.period import MILLI_PER_GPU_HOUR as MILLI_PER_HOUR
 
 
 @dataclass
 class _Acc:
     gpus: set[str] = field(default_factory=set)
-    available_s: int = 0
-    allocated_s: int = 0
-    active_s: int = 0
-    idle_s: int = 0
+    available_milli: int = 0
+    allocated_milli: int = 0
+    active_milli: int = 0
+    idle_milli: int = 0
     sm_sum: float = 0.0
     energy_mj: int = 0
     revenue: Decimal = Decimal(0)
@@ -81,18 +82,26 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
         kwh = Decimal(h.energy_mj) / Decimal(MJ_PER_KWH)
         energy_cost = kwh * site.pue * site.energy_price(h.hour.hour)
         opex = (
-            Decimal(h.available_s) / 3600 * asset.other_opex_per_gpu_hour if asset else Decimal(0)
+            Decimal(h.available_milli) / MILLI_PER_HOUR * asset.other_opex_per_gpu_hour
+            if asset
+            else Decimal(0)
         )
-        idle_value = Decimal(h.idle_s) / 3600 * rates.spot_per_gpu_hour if rates else Decimal(0)
+        idle_value = (
+            Decimal(h.idle_milli) / MILLI_PER_HOUR * rates.spot_per_gpu_hour
+            if rates
+            else Decimal(0)
+        )
         list_value = (
-            Decimal(h.available_s) / 3600 * rates.on_demand_per_gpu_hour if rates else Decimal(0)
+            Decimal(h.available_milli) / MILLI_PER_HOUR * rates.on_demand_per_gpu_hour
+            if rates
+            else Decimal(0)
         )
         for a in groups(h):
             a.gpus.add(h.gpu_uuid)
-            a.available_s += h.available_s
-            a.allocated_s += h.allocated_s
-            a.active_s += h.active_s
-            a.idle_s += h.idle_s
+            a.available_milli += h.available_milli
+            a.allocated_milli += h.allocated_milli
+            a.active_milli += h.active_milli
+            a.idle_milli += h.idle_milli
             a.sm_sum += h.sm_sum
             a.energy_mj += h.energy_mj
             a.energy_cost += energy_cost
@@ -145,8 +154,8 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
             "on-demand rates"
         )
         lines = rate_on_demand(facts.jobs, register)
-    alloc_by_model = {k: a.allocated_s for (d, k), a in accs.items() if d == "gpu_model"}
-    avail_by_model = {k: a.available_s for (d, k), a in accs.items() if d == "gpu_model"}
+    alloc_by_model = {k: a.allocated_milli for (d, k), a in accs.items() if d == "gpu_model"}
+    avail_by_model = {k: a.available_milli for (d, k), a in accs.items() if d == "gpu_model"}
     by_model = revenue_by_model(lines, facts.jobs, alloc_by_model)
     accs[("fleet", "fleet")].revenue = sum((ln.amount for ln in lines), Decimal(0))
     spread = spread_revenue(lines, facts, days, alloc_by_model, avail_by_model)
@@ -189,10 +198,10 @@ def _freeze(key: tuple[Dimension, str], a: _Acc, pue: Decimal) -> Metrics:
         dimension=key[0],
         key=key[1],
         gpus=len(a.gpus),
-        available_s=a.available_s,
-        allocated_s=a.allocated_s,
-        active_s=a.active_s,
-        idle_s=a.idle_s,
+        available_milli=a.available_milli,
+        allocated_milli=a.allocated_milli,
+        active_milli=a.active_milli,
+        idle_milli=a.idle_milli,
         sm_sum=a.sm_sum,
         energy_mj=a.energy_mj,
         pue=pue,
@@ -204,7 +213,9 @@ def _freeze(key: tuple[Dimension, str], a: _Acc, pue: Decimal) -> Metrics:
         book_value_end=a.bv_end,
         accrual_s=a.accrual_s,
         idle_value=a.idle_value,
-        list_rate=a.list_value / (Decimal(a.available_s) / 3600) if a.available_s else None,
+        list_rate=a.list_value / (Decimal(a.available_milli) / MILLI_PER_HOUR)
+        if a.available_milli
+        else None,
     )
 
 
@@ -214,23 +225,23 @@ def _tenants(
     acc: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0.0, 0, Decimal(0), Decimal(0)])
     for j in jobs:
         a = acc[j.tenant]
-        a[0] += j.allocated_s
-        a[1] += j.active_s
+        a[0] += j.allocated_milli
+        a[1] += j.active_milli
         a[2] += j.sm_sum
         a[3] += j.energy_mj
         m = models.get(j.gpu_model)
         if m is not None and m.cost_per_gpu_hour is not None:
-            a[5] += Decimal(j.allocated_s) / 3600 * m.cost_per_gpu_hour
+            a[5] += Decimal(j.allocated_milli) / MILLI_PER_HOUR * m.cost_per_gpu_hour
     for ln in lines:
         acc[ln.tenant][4] += ln.amount
     out = [TenantMetrics(t, *a) for t, a in acc.items()]
-    return tuple(sorted(out, key=lambda t: (-t.allocated_s, t.tenant)))
+    return tuple(sorted(out, key=lambda t: (-t.allocated_milli, t.tenant)))
 
 
 def _work(facts: Facts, models: dict[str, Metrics]) -> tuple[WorkMetrics, ...]:
     per_job: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     for j in facts.jobs:
-        per_job[(j.tenant, j.job)][j.gpu_model] = j.allocated_s
+        per_job[(j.tenant, j.job)][j.gpu_model] = j.allocated_milli
     out: list[WorkMetrics] = []
     for w in facts.work:
         usage = per_job.get((w.tenant, w.job), {})
@@ -239,7 +250,7 @@ def _work(facts: Facts, models: dict[str, Metrics]) -> tuple[WorkMetrics, ...]:
             if not seconds:
                 continue
             m = models.get(model)
-            hours = Decimal(seconds) / 3600
+            hours = Decimal(seconds) / MILLI_PER_HOUR
             cost_rate = m.cost_per_gpu_hour if m and m.cost_per_gpu_hour is not None else Decimal(0)
             rev_rate = (
                 m.revenue_per_allocated_hour if m and m.revenue_per_allocated_hour else Decimal(0)

@@ -14,7 +14,6 @@ so a month's commitment does not land on the one day the tenant happened to run 
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,69 +25,53 @@ from clickhouse_connect.driver.client import Client
 from analytics.assets import AssetRegister
 from analytics.errors import PeriodError
 from kernel.names import IDLE_TENANT
+from kernel.period import Period
+from kernel.period import PeriodError as KernelPeriodError
 
 # -- facts ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReportPeriod:
-    """What a report covers: a calendar month (``YYYY-MM``, the same month as a billing period)
-    or one day (``YYYY-MM-DD``), in UTC: ``[start, end)``. Not billing's ``Period``, which is
-    a month only and carries the finalize rules; analytics imports nothing from billing."""
-
-    label: str
-    start: datetime
-    end: datetime
-
-    @property
-    def month(self) -> str:
-        return self.start.strftime("%Y-%m")
-
-    @property
-    def is_month(self) -> bool:
-        return len(self.label) == 7
+#: What a report covers: a UTC month or one UTC day (the kernel's one period type).
+ReportPeriod = Period
 
 
 def parse_period(text: str) -> ReportPeriod:
-    expected = f"period {text!r}: expected YYYY-MM (a month) or YYYY-MM-DD (a day)"
+    """``YYYY-MM`` (a month) or ``YYYY-MM-DD`` (a day); anything else is a :class:`PeriodError`."""
     try:
-        if re.fullmatch(r"\d{4}-\d{2}", text):
-            start = datetime.strptime(text, "%Y-%m").replace(tzinfo=UTC)
-            end = (start + timedelta(days=32)).replace(day=1)
-            return ReportPeriod(text, start, end)
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            start = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
-            return ReportPeriod(text, start, start + timedelta(days=1))
-    except ValueError:  # 2026-13, 2026-02-30: the right shape, not a date
-        raise PeriodError(f"{expected}; no such month or day") from None
-    raise PeriodError(expected)
+        return Period.parse_span(text)
+    except KernelPeriodError as exc:
+        raise PeriodError(str(exc)) from None
 
 
 @dataclass(frozen=True)
 class GpuHour:
-    """One GPU for one hour, MIG slices summed (a row of ``gpu_utilization_hourly``)."""
+    """One GPU for one hour, MIG slices summed (a row of ``gpu_utilization_hourly``), in
+    milli-GPU-seconds (a GPU-second is 1000: allocated shares + the idle rest)."""
 
     hour: datetime
     gpu_model: str
     node_id: str
     gpu_uuid: str
-    available_s: int
-    allocated_s: int
-    active_s: int
-    idle_s: int
-    sm_sum: float  # SM utilization (percent) summed over allocated seconds
+    available_milli: int
+    allocated_milli: int
+    active_milli: int
+    idle_milli: int
+    sm_sum: float  # SM utilization (percent) summed over allocated seconds, share-weighted
     energy_mj: int
+    shared_milli: int = 0  # capacity of the seconds the GPU was split into shares
+    shared_allocated_milli: int = 0  # the allocated part of it (the rest: idle remainder)
 
 
 @dataclass(frozen=True)
 class JobTotal:
-    """Allocated usage of one (tenant, job) on one GPU model in the period."""
+    """Allocated usage of one (tenant, job) on one GPU model in the period, in
+    milli-GPU-seconds (seconds x share)."""
 
     tenant: str
     job: str
     gpu_model: str
-    allocated_s: int
-    active_s: int
+    allocated_milli: int
+    active_milli: int
     sm_sum: float
     energy_mj: int
 
@@ -134,8 +117,9 @@ class Facts:
 #: hour boundaries, so filtering the view's hours is filtering the ledger's minutes.
 _GPU_HOURS = """
 SELECT hour, gpu_model, node_id, gpu_uuid,
-       sum(available_seconds), sum(allocated_seconds), sum(active_seconds), sum(idle_seconds),
-       sum(allocated_sm_util_sum), sum(energy_mj)
+       sum(available_milli_seconds), sum(allocated_milli_seconds), sum(active_milli_seconds),
+       sum(idle_milli_seconds), sum(allocated_sm_util_sum), sum(energy_mj),
+       sum(shared_milli_seconds), sum(shared_allocated_milli_seconds)
 FROM gpu_utilization_hourly
 WHERE hour >= {start:DateTime('UTC')} AND hour < {end:DateTime('UTC')}
 GROUP BY hour, gpu_model, node_id, gpu_uuid
@@ -143,7 +127,8 @@ ORDER BY hour, gpu_uuid
 """
 
 _JOBS = """
-SELECT tenant, job, gpu_model, sum(gpu_seconds), sum(active_seconds), sum(sm_util_sum),
+SELECT tenant, job, gpu_model, sum(gpu_milli_seconds),
+       sum(toUInt64(active_seconds) * share_milli), sum(sm_util_sum * share_milli) / 1000,
        sum(energy_mj)
 FROM usage_minutely FINAL
 WHERE minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')} AND tenant != {idle:String}
@@ -188,6 +173,8 @@ def load_facts(client: Client, period: ReportPeriod) -> Facts:
             int(r[7]),
             float(r[8]),
             int(r[9]),
+            int(r[10]),
+            int(r[11]),
         )
         for r in client.query(_GPU_HOURS, parameters=params).result_rows
     )
@@ -211,11 +198,11 @@ def _load_invoiced(
     if not _has_tables(client, "invoices", "invoice_lines"):
         return None, ""
     rows = client.query(
-        _INVOICED, parameters={"period": period.month, "timed": list(TIMED_KINDS)}
+        _INVOICED, parameters={"period": period.month_label, "timed": list(TIMED_KINDS)}
     ).result_rows
     if not rows:
         return None, ""
-    month = parse_period(period.month)
+    month = period.month_period
     # A tenant's finalized invoices are the truth; its drafts count only when it has none.
     finalized = {r[1] for r in rows if r[2] == "finalized"}
     chosen = [r for r in rows if r[2] == "finalized" or r[1] not in finalized]
@@ -228,7 +215,9 @@ def _load_invoiced(
             timed[(tenant, model or "", _covered(month, starts, ends))] += Decimal(amount)
         else:
             amounts[(tenant, model or "")] += Decimal(amount)
-    note = f"{n_final} finalized and {n_draft} draft invoice(s) for {period.month}, tax excluded"
+    note = (
+        f"{n_final} finalized and {n_draft} draft invoice(s) for {period.month_label}, tax excluded"
+    )
     if not period.is_month:
         # A day gets the month's invoiced amount in proportion to its allocated GPU-seconds.
         mparams = {
@@ -242,8 +231,8 @@ def _load_invoiced(
             month_alloc[(r[0], "")] += int(r[3])
         day_alloc: dict[tuple[str, str], int] = defaultdict(int)
         for j in jobs:
-            day_alloc[(j.tenant, j.gpu_model)] += j.allocated_s
-            day_alloc[(j.tenant, "")] += j.allocated_s
+            day_alloc[(j.tenant, j.gpu_model)] += j.allocated_milli
+            day_alloc[(j.tenant, "")] += j.allocated_milli
         amounts = {
             k: v * day_alloc.get(k, 0) / month_alloc[k] if month_alloc.get(k) else Decimal(0)
             for k, v in amounts.items()

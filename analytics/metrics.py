@@ -35,6 +35,7 @@ from typing import Literal
 from analytics.assets import SECONDS_PER_YEAR
 from analytics.ledger_facts import GpuHour, ReportPeriod
 from kernel.names import MJ_PER_KWH
+from kernel.period import MILLI_PER_GPU_HOUR as MILLI_PER_HOUR
 
 Dimension = Literal["fleet", "gpu_model", "node", "day"]
 RevenueSource = Literal["invoices", "on_demand_rating"]
@@ -50,10 +51,10 @@ class Metrics:
     dimension: Dimension
     key: str
     gpus: int
-    available_s: int
-    allocated_s: int
-    active_s: int
-    idle_s: int
+    available_milli: int
+    allocated_milli: int
+    active_milli: int
+    idle_milli: int
     sm_sum: float
     energy_mj: int
     pue: Decimal
@@ -69,31 +70,52 @@ class Metrics:
 
     @property
     def available_h(self) -> Decimal:
-        return Decimal(self.available_s) / 3600
+        return Decimal(self.available_milli) / MILLI_PER_HOUR
 
     @property
     def allocated_h(self) -> Decimal:
-        return Decimal(self.allocated_s) / 3600
+        return Decimal(self.allocated_milli) / MILLI_PER_HOUR
 
     @property
     def active_h(self) -> Decimal:
-        return Decimal(self.active_s) / 3600
+        return Decimal(self.active_milli) / MILLI_PER_HOUR
 
     @property
     def idle_h(self) -> Decimal:
-        return Decimal(self.idle_s) / 3600
+        return Decimal(self.idle_milli) / MILLI_PER_HOUR
+
+    @property
+    def available_s(self) -> Decimal:
+        """GPU-seconds observed (exact: milli-GPU-seconds / 1000)."""
+        return Decimal(self.available_milli) / 1000
+
+    @property
+    def allocated_s(self) -> Decimal:
+        """Share-weighted GPU-seconds allocated (a 250-milli share for 4 s: 1)."""
+        return Decimal(self.allocated_milli) / 1000
+
+    @property
+    def active_s(self) -> Decimal:
+        return Decimal(self.active_milli) / 1000
+
+    @property
+    def idle_s(self) -> Decimal:
+        """Share-weighted idle GPU-seconds: idle GPUs and the unallocated rest of shared ones."""
+        return Decimal(self.idle_milli) / 1000
 
     @property
     def utilization(self) -> Decimal | None:
-        return Decimal(self.allocated_s) / self.available_s if self.available_s else None
+        return (
+            Decimal(self.allocated_milli) / self.available_milli if self.available_milli else None
+        )
 
     @property
     def active_share(self) -> Decimal | None:
-        return Decimal(self.active_s) / self.available_s if self.available_s else None
+        return Decimal(self.active_milli) / self.available_milli if self.available_milli else None
 
     @property
     def efficiency_pct(self) -> float | None:
-        return self.sm_sum / self.allocated_s if self.allocated_s else None
+        return 1000 * self.sm_sum / self.allocated_milli if self.allocated_milli else None
 
     @property
     def energy_kwh(self) -> Decimal:
@@ -114,15 +136,15 @@ class Metrics:
     @property
     def cost_per_gpu_hour(self) -> Decimal | None:
         """Full cost per available GPU-hour (what an hour of this capacity costs to own)."""
-        return self.cost / self.available_h if self.available_s else None
+        return self.cost / self.available_h if self.available_milli else None
 
     @property
     def cost_per_allocated_hour(self) -> Decimal | None:
-        return self.cost / self.allocated_h if self.allocated_s else None
+        return self.cost / self.allocated_h if self.allocated_milli else None
 
     @property
     def revenue_per_allocated_hour(self) -> Decimal | None:
-        if self.allocated_s and self.revenue > 0:
+        if self.allocated_milli and self.revenue > 0:
             return self.revenue / self.allocated_h
         return self.list_rate
 
@@ -139,7 +161,7 @@ class Metrics:
     @property
     def break_even_utilization(self) -> Decimal | None:
         price = self.revenue_per_allocated_hour
-        if not price or not self.available_s:
+        if not price or not self.available_milli:
             return None
         return self.cost / (price * self.available_h)
 
@@ -147,8 +169,8 @@ class Metrics:
 @dataclass(frozen=True)
 class TenantMetrics:
     tenant: str
-    allocated_s: int
-    active_s: int
+    allocated_milli: int
+    active_milli: int
     sm_sum: float
     energy_mj: int
     revenue: Decimal
@@ -156,11 +178,15 @@ class TenantMetrics:
 
     @property
     def allocated_h(self) -> Decimal:
-        return Decimal(self.allocated_s) / 3600
+        return Decimal(self.allocated_milli) / MILLI_PER_HOUR
+
+    @property
+    def allocated_s(self) -> Decimal:
+        return Decimal(self.allocated_milli) / 1000
 
     @property
     def efficiency_pct(self) -> float | None:
-        return self.sm_sum / self.allocated_s if self.allocated_s else None
+        return 1000 * self.sm_sum / self.allocated_milli if self.allocated_milli else None
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ def render_html(report: Report) -> str:
     per_hour: dict[datetime, list[int]] = defaultdict(lambda: [0, 0, 0])
     for h in report.gpu_hours:
         a = per_hour[h.hour]
-        a[0] += h.available_s
-        a[1] += h.allocated_s
-        a[2] += h.active_s
+        a[0] += h.available_milli
+        a[1] += h.allocated_milli
+        a[2] += h.active_milli
     xs = sorted(per_hour)
     fig = go.Figure()
     fig.add_scatter(
@@ -56,8 +56,12 @@ def render_html(report: Report) -> str:
     active: list[list[float | None]] = [[None] * len(xs) for _ in gpus]
     for h in report.gpu_hours:
         r, c = idx[(h.node_id, h.gpu_uuid)], col[h.hour]
-        alloc[r][c] = round(100 * h.allocated_s / h.available_s, 1) if h.available_s else None
-        active[r][c] = round(100 * h.active_s / h.available_s, 1) if h.available_s else None
+        alloc[r][c] = (
+            round(100 * h.allocated_milli / h.available_milli, 1) if h.available_milli else None
+        )
+        active[r][c] = (
+            round(100 * h.active_milli / h.available_milli, 1) if h.available_milli else None
+        )
     heat = make_subplots(
         rows=1,
         cols=2,

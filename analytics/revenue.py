@@ -18,6 +18,7 @@ from decimal import Decimal
 from analytics.assets import AssetRegister
 from analytics.ledger_facts import Facts, JobTotal, RevenueLine
 from analytics.metrics import Dimension
+from kernel.period import MILLI_PER_GPU_HOUR as MILLI_PER_HOUR
 
 
 def rate_on_demand(jobs: Iterable[JobTotal], register: AssetRegister) -> list[RevenueLine]:
@@ -27,7 +28,7 @@ def rate_on_demand(jobs: Iterable[JobTotal], register: AssetRegister) -> list[Re
         rates = register.models.get(j.gpu_model)
         if rates is not None:
             total[(j.tenant, j.gpu_model)] += (
-                Decimal(j.allocated_s) / 3600 * rates.on_demand_per_gpu_hour
+                Decimal(j.allocated_milli) / MILLI_PER_HOUR * rates.on_demand_per_gpu_hour
             )
     return [RevenueLine(t, m, amount) for (t, m), amount in sorted(total.items())]
 
@@ -39,7 +40,7 @@ def revenue_by_model(
     tenant's allocated seconds per model, or the fleet's when the tenant used nothing."""
     tenant_alloc: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for j in jobs:
-        tenant_alloc[j.tenant][j.gpu_model] += j.allocated_s
+        tenant_alloc[j.tenant][j.gpu_model] += j.allocated_milli
     out: dict[str, Decimal] = defaultdict(Decimal)
     for ln in lines:
         if ln.gpu_model:
@@ -73,9 +74,9 @@ def spread_revenue(
         # Within a model revenue follows allocated seconds; a model billed without any
         # allocated second (a pure commitment) follows available seconds instead.
         if alloc_by_model.get(h.gpu_model):
-            share = Decimal(h.allocated_s) / alloc_by_model[h.gpu_model]
+            share = Decimal(h.allocated_milli) / alloc_by_model[h.gpu_model]
         else:
-            share = Decimal(h.available_s) / avail_by_model[h.gpu_model]
+            share = Decimal(h.available_milli) / avail_by_model[h.gpu_model]
         spread[("node", h.node_id)] += by_model[h.gpu_model] * share
         spread[("day", h.hour.date().isoformat())] += (
             usage_by_model.get(h.gpu_model, Decimal(0)) * share
@@ -97,7 +98,7 @@ def unknowns(facts: Facts, register: AssetRegister, unregistered: list[str]) -> 
     out = []
     alloc: dict[str, int] = defaultdict(int)
     for j in facts.jobs:
-        alloc[j.gpu_model] += j.allocated_s
+        alloc[j.gpu_model] += j.allocated_milli
     for model, s in sorted(alloc.items()):
         if s and model not in register.models:
             what = (
@@ -106,7 +107,7 @@ def unknowns(facts: Facts, register: AssetRegister, unregistered: list[str]) -> 
                 else "idle value and list rate"
             )
             out.append(
-                f"{Decimal(s) / 3600:,.2f} GPU-h ran on {model}, which has no price in "
+                f"{Decimal(s) / MILLI_PER_HOUR:,.2f} GPU-h ran on {model}, which has no price in "
                 f"the asset register: its {what} are unknown, not 0"
             )
     if unregistered:

@@ -8,7 +8,8 @@ and period. Reconcile uses the same difference and must find it empty.
 
 A difference may be negative (a job re-rated across a price change loses minimum padding on one
 line and gains it on another): the adjustment then carries negative seconds, quantity and
-amount, a credit-note line like any other. Late usage of a tenant that had no invoice in a
+amount, a credit-note line like any other. Usage is compared in exact milli-GPU-seconds (a
+share's usage is fractional in GPU-seconds); a line's ``seconds`` is their whole part. Late usage of a tenant that had no invoice in a
 finalized period is carried forward the same way against an empty original (no number).
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from billing.invoice import RATED_KINDS, Invoice, InvoiceLine
-from billing.money import round_quantity
+from billing.lines import gpu_hours, whole_seconds
 
 LineKey = tuple[str, str, str, str, Decimal]  # (kind, gpu_model, billing_class, unit, unit_price)
 
@@ -27,14 +28,18 @@ LineKey = tuple[str, str, str, str, Decimal]  # (kind, gpu_model, billing_class,
 @dataclass(frozen=True)
 class Delta:
     key: LineKey
-    seconds: int
+    milli: int  # milli-GPU-seconds
     quantity: Decimal
     amount: Decimal
     description: str
 
     @property
+    def seconds(self) -> int:
+        return whole_seconds(self.milli)
+
+    @property
     def is_zero(self) -> bool:
-        return self.amount == 0 and self.seconds == 0 and self.quantity == 0
+        return self.amount == 0 and self.milli == 0 and self.quantity == 0
 
 
 def _key(ln: InvoiceLine) -> LineKey:
@@ -49,7 +54,7 @@ def _sums(lines: Iterable[InvoiceLine]) -> dict[LineKey, tuple[int, Decimal, Dec
             continue
         k = _key(ln)
         s, q, a, d = out.get(k, (0, Decimal(0), Decimal(0), ln.description))
-        out[k] = (s + ln.seconds, q + ln.quantity, a + ln.amount, d)
+        out[k] = (s + ln.gpu_milli_seconds, q + ln.quantity, a + ln.amount, d)
     return out
 
 
@@ -66,14 +71,11 @@ def differences(
     for k in sorted(set(have) | set(want), key=lambda k: (k[0], k[1], k[2], k[3], k[4])):
         hs, hq, ha, hd = have.get(k, (0, Decimal(0), Decimal(0), ""))
         ws, wq, wa, wd = want.get(k, (0, Decimal(0), Decimal(0), ""))
-        seconds = ws - hs
-        # GPU-hour quantities are derived from exact seconds, so rounding never accumulates.
-        quantity = (
-            round_quantity(Decimal(seconds) / 3600)
-            if k[3] == "GPU-hour" and k[0] != "commitment"
-            else wq - hq
-        )
-        d = Delta(k, seconds, quantity, wa - ha, wd or hd)
+        milli = ws - hs
+        # GPU-hour quantities are derived from exact milli-GPU-seconds, so rounding never
+        # accumulates.
+        quantity = gpu_hours(milli) if k[3] == "GPU-hour" and k[0] != "commitment" else wq - hq
+        d = Delta(k, milli, quantity, wa - ha, wd or hd)
         if not d.is_zero:
             deltas.append(d)
     return deltas
@@ -101,6 +103,7 @@ def adjustment_lines(original: Invoice, deltas: Sequence[Delta]) -> list[Invoice
             ref_period=original.period,
             ref_kind=d.key[0],
             seconds=d.seconds,
+            gpu_milli_seconds=d.milli,
         )
         for d in deltas
     ]

@@ -135,10 +135,11 @@ def _guard(fn: Any) -> Any:
     def wrapped(args: argparse.Namespace, settings: Settings) -> int:
         from billing.errors import BillingError
         from kernel.clickhouse import ClickHouseError
+        from kernel.period import PeriodError
 
         try:
             return int(fn(args, settings))
-        except (BillingError, ClickHouseError) as exc:
+        except (BillingError, ClickHouseError, PeriodError) as exc:
             print(f"gpumeter invoices: {exc}", file=sys.stderr)
             return 1
 

@@ -3,9 +3,10 @@
 Both are billed only for the contract's days in the period (``Contract.days_in``), pro rata in
 a partial month, never outside the contract:
 
-- commitment: committed seconds = floor(gpu_hours_per_month x 3600 x days / days in month);
-  amount = round(committed seconds x rate / 3600); reserved usage beyond the committed seconds
-  is an ``overage`` line at ``overage_rate``.
+- commitment: committed seconds = floor(gpu_hours_per_month x 3600 x days / days in month)
+  whole GPU-seconds; amount = round(committed seconds x rate / 3600); reserved usage (in
+  milli-GPU-seconds, share-weighted) beyond committed seconds x 1000 is an ``overage`` line at
+  ``overage_rate``.
 - minimum spend: required = round(minimum_monthly_spend x days / days in month); when the
   period's rated charges (usage, commitment, overage, discount, energy; before adjustments,
   credits and tax) are below it, the shortfall is a ``minimum`` line.
@@ -51,7 +52,8 @@ def proration_note(days: int, period: Period) -> str:
 def commitment_lines(
     pricing: TenantPricing, c: Commitment, used: int, period: Period
 ) -> list[InvoiceLine]:
-    from billing.rating import line, seconds_line
+    """``used``: the period's reserved usage of the model, in milli-GPU-seconds."""
+    from billing.lines import gpu_hours, line, usage_line
 
     days = pricing.contract.days_in(period)
     committed = committed_seconds(c, days, period)
@@ -62,7 +64,7 @@ def commitment_lines(
             c.gpu_model,
             "reserved",
             f"{c.gpu_model} reserved commitment: {c.gpu_hours_per_month} GPU-hours/month"
-            f"{proration_note(days, period)} (used {round_quantity(Decimal(used) / 3600)})",
+            f"{proration_note(days, period)} (used {gpu_hours(used)})",
             round_quantity(hours),
             "GPU-hour",
             c.rate,
@@ -70,14 +72,14 @@ def commitment_lines(
             seconds=committed,
         )
     ]
-    if used > committed:
+    if used > committed * 1000:
         out.append(
-            seconds_line(
+            usage_line(
                 pricing,
                 "overage",
                 c.gpu_model,
                 "reserved",
-                used - committed,
+                used - committed * 1000,
                 c.overage_rate,
                 f"{c.gpu_model} reserved overage beyond "
                 f"{round_quantity(hours)} committed GPU-hours",
@@ -89,7 +91,7 @@ def commitment_lines(
 def minimum_line(
     pricing: TenantPricing, period: Period, lines: list[InvoiceLine]
 ) -> InvoiceLine | None:
-    from billing.rating import line
+    from billing.lines import line
 
     c = pricing.contract
     days = c.days_in(period)

@@ -23,7 +23,7 @@ SCOPED_KINDS = frozenset({"usage", "commitment", "overage"})
 
 
 def credit_lines(pricing: TenantPricing, lines: list[InvoiceLine]) -> list[InvoiceLine]:
-    from billing.rating import line
+    from billing.lines import line
 
     total_left = sum((ln.amount for ln in lines), Decimal(0))
     scope_left = [ln.amount if _scopable(ln) and ln.amount > 0 else Decimal(0) for ln in lines]

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import orjson
 
 from billing.pricing import TenantPricing, _plain
+from kernel.period import MILLI_PER_GPU_HOUR
 
 SCHEMA_VERSION = "invoice.v1"
 Status = Literal["draft", "finalized"]
@@ -69,12 +70,20 @@ class InvoiceLine:
     #: adjustment: the period and the kind of line it corrects.
     ref_period: str = ""
     ref_kind: str = ""
-    #: exact billable GPU-seconds behind usage/overage/adjustment lines (quantity is rounded).
+    #: billable GPU-seconds behind usage/commitment/overage/adjustment lines (quantity is
+    #: rounded): exact for whole GPUs; for shares the whole part (toward zero) of
+    #: ``gpu_milli_seconds / 1000``.
     seconds: int = 0
+    #: exact billable milli-GPU-seconds behind the line, what its amount is computed from
+    #: (0 given with ``seconds``: ``seconds x 1000``, a whole GPU). The document carries it
+    #: only when it differs from ``seconds x 1000`` (a line with shared usage).
+    gpu_milli_seconds: int = 0
 
     def __post_init__(self) -> None:
         for name in ("quantity", "unit_price", "amount"):
             object.__setattr__(self, name, _clean(getattr(self, name)))
+        if self.gpu_milli_seconds == 0 and self.seconds:
+            object.__setattr__(self, "gpu_milli_seconds", self.seconds * 1000)
 
 
 @dataclass(frozen=True)
@@ -87,9 +96,16 @@ class JobUsage:
     gpus: int
     first_minute: datetime
     last_minute: datetime
-    gpu_seconds: int  # metered (distinct allocated GPU-seconds)
-    billable_seconds: int  # after the plan's minimum duration and increment
+    gpu_seconds: int  # metered: distinct allocated GPU-seconds held, whatever the share
+    billable_seconds: int  # share-weighted, after the plan's minimum duration and increment
     energy_mj: int
+    #: metered milli-GPU-seconds (seconds x share); 0 given: ``gpu_seconds x 1000`` (whole
+    #: GPUs). The document carries it only when it differs from that (shared usage).
+    gpu_milli_seconds: int = 0
+
+    def __post_init__(self) -> None:
+        if self.gpu_milli_seconds == 0 and self.gpu_seconds:
+            object.__setattr__(self, "gpu_milli_seconds", self.gpu_seconds * 1000)
 
 
 @dataclass(frozen=True)
@@ -123,8 +139,13 @@ class Invoice:
         return sum(j.gpu_seconds for j in self.jobs)
 
     @property
+    def gpu_milli_seconds(self) -> int:
+        return sum(j.gpu_milli_seconds for j in self.jobs)
+
+    @property
     def gpu_hours(self) -> Decimal:
-        return Decimal(self.gpu_seconds) / 3600
+        """Share-weighted GPU-hours metered (a 250-milli share for an hour: 0.25)."""
+        return Decimal(self.gpu_milli_seconds) / MILLI_PER_GPU_HOUR
 
     def finalized(self, number: str, issued_on: date) -> Invoice:
         due = date.fromordinal(issued_on.toordinal() + self.pricing.issuer.payment_terms_days)
@@ -225,6 +246,7 @@ def _line_dict(ln: InvoiceLine) -> dict[str, Any]:
         "ref_period": ln.ref_period,
         "ref_kind": ln.ref_kind,
         "seconds": ln.seconds,
+        **_milli(ln.seconds, ln.gpu_milli_seconds),
     }
 
 
@@ -239,7 +261,14 @@ def _job_dict(j: JobUsage) -> dict[str, Any]:
         "gpu_seconds": j.gpu_seconds,
         "billable_seconds": j.billable_seconds,
         "energy_mj": j.energy_mj,
+        **_milli(j.gpu_seconds, j.gpu_milli_seconds),
     }
+
+
+def _milli(seconds: int, milli: int) -> dict[str, int]:
+    """``gpu_milli_seconds`` only where shares make it differ from ``seconds x 1000``: a
+    whole-GPU document is byte for byte what it was before shares existed."""
+    return {} if milli == seconds * 1000 else {"gpu_milli_seconds": milli}
 
 
 def canonical_json(doc: Mapping[str, Any]) -> bytes:

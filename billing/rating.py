@@ -5,9 +5,14 @@ Steps for one tenant and period (each a function below):
 1. ``_jobs``: group usage by job (job, GPU model, billing class); resolve '' to the contract's
    default class; price every row by the rate in force at its own timestamp; apply the plan's
    minimum duration and increment per job (padding is priced at the job's last rate).
-2. ``_usage_lines``: per GPU model and class: reserved usage against commitments (commitment
-   and overage lines, ``billing.commitment``), on-demand through graduated tiers, everything
-   else at the rate.
+2. ``billing.lines.usage_lines``: per GPU model and class: reserved usage against commitments
+   (commitment and overage lines, ``billing.commitment``), on-demand through graduated tiers,
+   everything else at the rate.
+
+Usage is counted in **milli-GPU-seconds** (seconds held x share; a whole GPU is 1000), exact
+integers; the price per GPU-hour applies to the share (``billing.lines``). The plan's minimum
+and increment are whole GPU-seconds of share-weighted usage: a job's billable milli-GPU-seconds
+are ``max(minimum x 1000, ceil(milli / (increment x 1000)) x increment x 1000)``.
 3. discount, energy, minimum spend, adjustments (given), credits (``billing.credit``), tax at
    the rate in force on the period's last day; totals are sums of rounded lines.
 
@@ -23,27 +28,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Context, Decimal
+from decimal import Decimal
 
-from billing.commitment import active_commitment, commitment_lines, minimum_line
+from billing.commitment import active_commitment, minimum_line
 from billing.credit import credit_lines
 from billing.errors import BillingError, MissingRateError
 from billing.invoice import Invoice, InvoiceLine, JobUsage, invoice_id_for
+from billing.lines import CTX, Groups, line, usage_lines
 from billing.money import round_money, round_quantity
 from billing.period import Period
-from billing.pricebook import BILLING_CLASSES, IDLE_TENANT, BillingClass, Rate, round_price
+from billing.pricebook import BILLING_CLASSES, IDLE_TENANT, BillingClass, Rate
 from billing.pricing import TenantPricing
 from kernel.names import MJ_PER_KWH
 
-#: Exact arithmetic for amounts before the one rounding: 34 significant digits is far beyond
-#: any invoice, so the result does not depend on the process's default decimal context.
-_CTX = Context(prec=34, rounding=ROUND_HALF_EVEN)
+__all__ = ["UsageRow", "billable_milli", "billable_seconds", "line", "rate_invoice"]
+
+_CTX = CTX
 
 
 @dataclass(frozen=True)
 class UsageRow:
-    """Allocated GPU-seconds of one (tenant, job, GPU) starting at ``start`` (a ledger minute or
-    an aggregate within one UTC day)."""
+    """Allocated usage of one (tenant, job, GPU) starting at ``start`` (a ledger minute or an
+    aggregate within one UTC day): ``gpu_seconds`` held, whatever the share, and ``milli``, the
+    milli-GPU-seconds held (seconds x share; None: a whole GPU, ``gpu_seconds x 1000``)."""
 
     tenant: str
     job: str
@@ -54,24 +61,27 @@ class UsageRow:
     gpu_seconds: int
     energy_mj: int = 0
     last: datetime | None = None  # last minute inside an aggregate row; None: ``start``
+    milli: int | None = None
+
+    @property
+    def gpu_milli_seconds(self) -> int:
+        return self.gpu_seconds * 1000 if self.milli is None else self.milli
 
 
 @dataclass
 class _Job:
-    seconds_by_rate: dict[Rate | None, int] = field(default_factory=dict)
+    milli_by_rate: dict[Rate | None, int] = field(default_factory=dict)
     gpus: set[str] = field(default_factory=set)
     first: datetime | None = None
     last: datetime | None = None
     last_rate: Rate | None = None
     energy_mj: int = 0
-    raw_seconds: int = 0  # metered, before the plan's minimum and increment
+    held_seconds: int = 0  # GPU-seconds held, whatever the share
+    raw_milli: int = 0  # metered milli-GPU-seconds, before the plan's minimum and increment
 
     @property
-    def seconds(self) -> int:
-        return sum(self.seconds_by_rate.values())
-
-
-_CLASS_ORDER = {c: i for i, c in enumerate(BILLING_CLASSES)}
+    def milli(self) -> int:
+        return sum(self.milli_by_rate.values())
 
 
 def rate_invoice(
@@ -92,7 +102,7 @@ def rate_invoice(
     ]
     jobs = _jobs(pricing, tenant, period, mine)
     minor = pricing.minor_unit
-    lines = _usage_lines(pricing, period, jobs)
+    lines = usage_lines(pricing, period, _groups(jobs))
     usage_base = sum((ln.amount for ln in lines if ln.kind in ("usage", "overage")), Decimal(0))
     c = pricing.contract
     if c.discount_pct and usage_base:
@@ -159,10 +169,19 @@ def rate_invoice(
 
 
 def billable_seconds(raw: int, minimum: int, increment: int) -> int:
-    """Plan rule per job: round up to the increment, then at least the minimum."""
+    """Plan rule per job (whole GPUs): round up to the increment, then at least the minimum."""
     if raw <= 0:
         return 0
     return max(minimum, -(-raw // increment) * increment)
+
+
+def billable_milli(raw: int, minimum: int, increment: int) -> int:
+    """Plan rule per job in milli-GPU-seconds: the minimum and increment are whole GPU-seconds
+    of share-weighted usage, so the result is a multiple of 1000 (``billable_seconds`` x 1000
+    for whole GPUs)."""
+    if raw <= 0:
+        return 0
+    return 1000 * max(minimum, -(-raw // (increment * 1000)) * increment)
 
 
 def resolve_class(row_class: str, pricing: TenantPricing, tenant: str) -> BillingClass:
@@ -187,7 +206,8 @@ def _jobs(
             if rate is None:
                 raise MissingRateError(tenant, r.gpu_model, klass, r.start.isoformat())
         j = jobs.setdefault((r.job, r.gpu_model, klass), _Job())
-        j.seconds_by_rate[rate] = j.seconds_by_rate.get(rate, 0) + r.gpu_seconds
+        j.milli_by_rate[rate] = j.milli_by_rate.get(rate, 0) + r.gpu_milli_seconds
+        j.held_seconds += r.gpu_seconds
         j.gpus.add(r.gpu_uuid)
         j.first = r.start if j.first is None else min(j.first, r.start)
         end = r.last or r.start
@@ -196,91 +216,20 @@ def _jobs(
         j.energy_mj += r.energy_mj
     plan = pricing.contract.plan
     for j in jobs.values():
-        j.raw_seconds = j.seconds
-        pad = billable_seconds(j.seconds, plan.minimum_seconds, plan.increment_seconds) - j.seconds
-        j.seconds_by_rate[j.last_rate] += pad
+        j.raw_milli = j.milli
+        pad = billable_milli(j.milli, plan.minimum_seconds, plan.increment_seconds) - j.milli
+        j.milli_by_rate[j.last_rate] += pad
     return jobs
 
 
-def _usage_lines(
-    pricing: TenantPricing, period: Period, jobs: dict[tuple[str, str, BillingClass], _Job]
-) -> list[InvoiceLine]:
-    per_group: dict[tuple[str, BillingClass], dict[Rate | None, int]] = {}
+def _groups(jobs: dict[tuple[str, str, BillingClass], _Job]) -> Groups:
+    """Billable milli-GPU-seconds per (GPU model, class) and rate, over the jobs."""
+    per_group: Groups = {}
     for (_, model, klass), j in jobs.items():
         acc = per_group.setdefault((model, klass), {})
-        for rate, s in j.seconds_by_rate.items():
-            acc[rate] = acc.get(rate, 0) + s
-    for c in pricing.contract.commitments:  # billed even when unused, within the contract
-        if active_commitment(pricing, c.gpu_model, period) is not None:
-            per_group.setdefault((c.gpu_model, "reserved"), {})
-    lines: list[InvoiceLine] = []
-    for model, klass in sorted(per_group, key=lambda k: (k[0], _CLASS_ORDER[k[1]])):
-        segments = sorted(
-            per_group[(model, klass)].items(),
-            key=lambda kv: kv[0].effective_from if kv[0] else datetime.min.date(),
-        )
-        commitment = active_commitment(pricing, model, period) if klass == "reserved" else None
-        if commitment is not None:
-            lines.extend(commitment_lines(pricing, commitment, sum(s for _, s in segments), period))
-        elif klass == "on_demand" and pricing.contract.plan.tiers:
-            lines.extend(_tiered_lines(pricing, model, segments))
-        else:
-            for rate, s in segments:
-                assert rate is not None
-                lines.append(
-                    seconds_line(
-                        pricing,
-                        "usage",
-                        model,
-                        klass,
-                        s,
-                        rate.price_per_gpu_hour,
-                        _rate_label(model, klass, rate),
-                    )
-                )
-    return lines
-
-
-def _tiered_lines(
-    pricing: TenantPricing, model: str, segments: list[tuple[Rate | None, int]]
-) -> list[InvoiceLine]:
-    """Graduated: the model's on-demand seconds fill tiers in time order (segment by segment)."""
-    tiers = pricing.contract.plan.tiers
-    lines = []
-    filled = 0  # seconds already placed in lower tiers this month
-    lower = Decimal(0)
-    bounds = []
-    for t in tiers:
-        upper = None if t.up_to_gpu_hours is None else int(t.up_to_gpu_hours * 3600)
-        bounds.append((t, lower, upper))
-        lower = t.up_to_gpu_hours or lower
-    for rate, seconds in segments:
-        assert rate is not None
-        left = seconds
-        for i, (tier, lo, upper) in enumerate(bounds):
-            if left == 0:
-                break
-            room = left if upper is None else max(upper - filled, 0)
-            take = min(left, room)
-            if take == 0:
-                continue
-            price = round_price(rate.price_per_gpu_hour * (100 - tier.discount_pct) / 100)
-            span = f"{lo}-{tier.up_to_gpu_hours}" if tier.up_to_gpu_hours else f"over {lo}"
-            lines.append(
-                seconds_line(
-                    pricing,
-                    "usage",
-                    model,
-                    "on_demand",
-                    take,
-                    price,
-                    f"{_rate_label(model, 'on_demand', rate)}, tier {i + 1} ({span} GPU-h, "
-                    f"{tier.discount_pct}% off)",
-                )
-            )
-            filled += take
-            left -= take
-    return lines
+        for rate, m in j.milli_by_rate.items():
+            acc[rate] = acc.get(rate, 0) + m
+    return per_group
 
 
 def _job_usage(jobs: dict[tuple[str, str, BillingClass], _Job]) -> tuple[JobUsage, ...]:
@@ -295,74 +244,10 @@ def _job_usage(jobs: dict[tuple[str, str, BillingClass], _Job]) -> tuple[JobUsag
                 len(j.gpus),
                 j.first,
                 j.last,
-                j.raw_seconds,
-                j.seconds,
+                j.held_seconds,
+                j.milli // 1000,  # a whole number of GPU-seconds (billable_milli)
                 j.energy_mj,
+                gpu_milli_seconds=j.raw_milli,
             )
         )
     return tuple(out)
-
-
-def seconds_line(
-    pricing: TenantPricing,
-    kind: str,
-    model: str,
-    klass: str,
-    seconds: int,
-    unit_price: Decimal,
-    description: str,
-) -> InvoiceLine:
-    amount = round_money(_CTX.divide(seconds * unit_price, Decimal(3600)), pricing.minor_unit)
-    return line(
-        kind,
-        model,
-        klass,
-        description,
-        round_quantity(Decimal(seconds) / 3600),
-        "GPU-hour",
-        unit_price,
-        amount,
-        seconds=seconds,
-    )
-
-
-def line(
-    kind: str,
-    model: str,
-    klass: str,
-    description: str,
-    quantity: Decimal,
-    unit: str,
-    unit_price: Decimal,
-    amount: Decimal,
-    *,
-    reference: str = "",
-    seconds: int = 0,
-) -> InvoiceLine:
-    if round_price(unit_price) != unit_price:
-        # The price shown is the price used: a price with more digits than documents show
-        # would bill one amount and show another. The price book's validation prevents it.
-        raise BillingError(
-            f"{kind} line {description!r}: unit price {unit_price} has more "
-            "than 6 decimals; fix the price book entry"
-        )
-    return InvoiceLine(
-        0,
-        kind,  # type: ignore[arg-type]
-        model,
-        klass,
-        description,
-        quantity,
-        unit,  # type: ignore[arg-type]
-        unit_price,
-        amount,
-        reference=reference,
-        seconds=seconds,
-    )
-
-
-def _rate_label(model: str, klass: str, rate: Rate) -> str:
-    return (
-        f"{model} {klass.replace('_', '-')} at {rate.price_per_gpu_hour}/GPU-h "
-        f"(price from {rate.effective_from})"
-    )

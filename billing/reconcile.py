@@ -7,7 +7,9 @@ Checks, each reported as a difference when it fails:
    invoice's rated lines plus every adjustment written for it (on any later invoice, draft or
    finalized; adjustments still on drafts are listed as pending).
 3. Coverage: every tenant with usage in the period has a finalized invoice.
-4. Conservation per GPU: billed GPU-seconds + idle GPU-seconds = GPU-seconds observed, where
+4. Conservation per GPU: billed + idle = observed, in milli-GPU-seconds: the allocations' and
+   the idle remainder's shares of a GPU-second sum to 1000 (a whole GPU: billed GPU-seconds +
+   idle GPU-seconds = GPU-seconds observed, as before shares), where
    observed is the number of distinct seconds in the raw archive (usage_seconds FINAL) when
    the archive reaches back as far as the ledger for the period, otherwise the distinct seconds
    of the ledger's own masks (bitCount of the OR of every row's seconds_mask per GPU-minute),
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from billing.adjustment import differences
 from billing.conflicts import ConflictGroup, conflict_lines, period_conflicts
@@ -35,14 +38,19 @@ LEDGER = "ledger masks (raw archive expired or not covering the period)"
 @dataclass
 class GpuBalance:
     gpu: str
-    billed: int
-    idle: int
-    observed: int
+    billed: int  # milli-GPU-seconds allocated (seconds x share)
+    idle: int  # milli-GPU-seconds idle (the unallocated remainder included)
+    observed: int  # GPU-seconds observed
     source: str
 
     @property
     def ok(self) -> bool:
-        return self.billed + self.idle == self.observed
+        return self.billed + self.idle == self.observed * 1000
+
+
+def gpu_seconds_text(milli: int) -> str:
+    """milli-GPU-seconds as GPU-seconds, exact: 120000 -> '120', 120500 -> '120.5'."""
+    return format((Decimal(milli) / 1000).normalize(), "f")
 
 
 @dataclass
@@ -66,8 +74,9 @@ class ReconcileReport:
         observed = sum(g.observed for g in self.gpus)
         sources = sorted({g.source for g in self.gpus}) or ["no usage"]
         out.append(
-            f"conservation over {len(self.gpus)} GPU(s): billed {billed} + idle {idle} "
-            f"= {billed + idle} GPU-seconds; observed {observed} (from {'; '.join(sources)})"
+            f"conservation over {len(self.gpus)} GPU(s): billed {gpu_seconds_text(billed)} + idle "
+            f"{gpu_seconds_text(idle)} = {gpu_seconds_text(billed + idle)} GPU-seconds "
+            f"(share-weighted); observed {observed} (from {'; '.join(sources)})"
         )
         out += conflict_lines(self.conflicts)
         out += [f"  DIFFERENCE: {d}" for d in self.differences]
@@ -113,7 +122,8 @@ def reconcile_period(client: QueryClient, period: Period) -> ReconcileReport:
             kind, model, klass, unit, price = d.key
             report.differences.append(
                 f"{number} ({tenant}): {kind} {model} {klass} at {price}/{unit or 'unit'}: "
-                f"ledger says {d.amount:+} {stored.invoice.currency} ({d.seconds:+} GPU-s) "
+                f"ledger says {d.amount:+} {stored.invoice.currency} "
+                f"({'+' if d.milli >= 0 else '-'}{gpu_seconds_text(abs(d.milli))} GPU-s) "
                 "more than invoiced + adjusted; run the next period to bill it"
             )
         report.checked.append(number)
@@ -136,8 +146,9 @@ def reconcile_period(client: QueryClient, period: Period) -> ReconcileReport:
     report.gpus = conservation(store, period)
     report.conflicts = period_conflicts(store, period)
     report.differences += [
-        f"GPU {g.gpu}: billed {g.billed} + idle {g.idle} = {g.billed + g.idle} GPU-seconds, "
-        f"but {g.observed} observed ({g.source})"
+        f"GPU {g.gpu}: billed {gpu_seconds_text(g.billed)} + idle {gpu_seconds_text(g.idle)} = "
+        f"{gpu_seconds_text(g.billed + g.idle)} GPU-seconds, but {g.observed} observed "
+        f"({g.source})"
         for g in report.gpus
         if not g.ok
     ]
@@ -157,8 +168,8 @@ def conservation(store: BillingStore, period: Period) -> list[GpuBalance]:
         f"""SELECT any(g) AS gpu, sum(b), sum(i), min(minute), sum(bitCount(m)) FROM (
                   SELECT minute, gpu_uuid, mig_uuid,
                          any(if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid))) AS g,
-                         sumIf(gpu_seconds, tenant != {{idle:String}}) AS b,
-                         sumIf(gpu_seconds, tenant = {{idle:String}}) AS i,
+                         sumIf(gpu_milli_seconds, tenant != {{idle:String}}) AS b,
+                         sumIf(gpu_milli_seconds, tenant = {{idle:String}}) AS i,
                          groupBitOr(seconds_mask) AS m
                   FROM usage_minutely FINAL WHERE {span}
                   GROUP BY minute, gpu_uuid, mig_uuid)

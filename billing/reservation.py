@@ -33,7 +33,8 @@ from typing import Any
 
 from billing.errors import BillingError
 from billing.period import Period
-from billing.store import _DRIVER_ERRORS, BillingStore, QueryClient, _store_error, _utc
+from billing.store import BillingStore
+from billing.store_client import _DRIVER_ERRORS, QueryClient, _store_error, _utc
 
 COLUMNS = ["scope", "token", "claimed_at", "expires_at", "holder", "version", "released"]
 DEFAULT_TTL = timedelta(minutes=30)

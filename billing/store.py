@@ -1,4 +1,6 @@
-"""ClickHouse persistence for billing: read the ledger, read and write invoices.
+"""ClickHouse persistence for billing: read and write invoices (the ledger reads are
+:class:`billing.ledger_usage.LedgerUsage`, which :class:`BillingStore` extends; the rows written
+are built in :mod:`billing.invoice_rows`).
 
 Every read of ``usage_minutely``, ``invoices`` and ``invoice_lines`` uses FINAL (all three are
 ReplacingMergeTree; see migrations 0001 and 0010). Writes insert new row versions; the one rule
@@ -18,82 +20,34 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
-from clickhouse_connect.driver.exceptions import Error as DriverError
-
-from billing.errors import BillingStoreError, InvoiceFinalizedError
+from billing.errors import InvoiceFinalizedError
 from billing.invoice import Invoice, InvoiceLine
+from billing.invoice_rows import (
+    FINALIZED_REVISION,
+    INVOICE_COLUMNS,
+    LINE_COLUMNS,
+    header_row,
+    invoice_line_rows,
+)
+from billing.ledger_usage import RATING_QUERY, LedgerUsage, with_tenants
 from billing.period import Period
-from billing.pricebook import IDLE_TENANT
-from billing.rating import UsageRow
+from billing.store_client import _DRIVER_ERRORS, QueryClient, _store_error, _utc
 
-INVOICE_COLUMNS = [
-    "invoice_id",
-    "tenant",
-    "period",
-    "status",
-    "number",
-    "issuer",
-    "currency",
-    "subtotal",
-    "tax",
-    "total",
-    "gpu_seconds",
-    "created_at",
-    "finalized_at",
-    "content_hash",
-    "document",
-    "revision",
+__all__ = [
+    "CLOCK_SLACK",
+    "FINALIZED_REVISION",
+    "RATING_QUERY",
+    "BillingStore",
+    "InvoiceState",
+    "QueryClient",
+    "StoredInvoice",
+    "lines_correcting",
+    "with_tenants",
 ]
-LINE_COLUMNS = [
-    "invoice_id",
-    "tenant",
-    "period",
-    "line_no",
-    "kind",
-    "gpu_model",
-    "billing_class",
-    "description",
-    "quantity",
-    "unit",
-    "unit_price",
-    "amount",
-    "reference",
-    "ref_period",
-    "ref_kind",
-    "gpu_seconds",
-    "status",
-    "revision",
-    "is_deleted",
-]
-
-
-class QueryClient(Protocol):
-    """The part of clickhouse-connect's Client billing uses (so fakes type-check)."""
-
-    def query(self, query: str, parameters: dict[str, Any] | None = ...) -> Any: ...
-    def insert(
-        self, table: str, data: Sequence[Sequence[Any]], column_names: Sequence[str] = ...
-    ) -> Any: ...
-    def command(self, cmd: str, parameters: dict[str, Any] | None = ...) -> Any: ...
-
-
-#: The rating query: the period's allocated usage per (tenant, job, class, GPU, UTC day), for
-#: every tenant at once, ordered by tenant so it can be rated one tenant at a time as it
-#: streams. It reads the ledger only through FINAL and the columns minute, tenant, job,
-#: billing_class, gpu_model, gpu_uuid, mig_uuid, gpu_seconds, energy_mj. ``{where}``: an
-#: optional tenant filter. The benchmark's floor is this GROUP BY (bench/bench_billing_scale.py).
-RATING_QUERY = """SELECT tenant, job, billing_class, gpu_model,
-       if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid)) AS gpu,
-       min(minute), max(minute), sum(gpu_seconds), sum(energy_mj)
-FROM usage_minutely FINAL
-WHERE minute >= {{start:DateTime('UTC')}} AND minute < {{end:DateTime('UTC')}}
-  AND tenant != {{idle:String}} {where}
-GROUP BY tenant, job, billing_class, gpu_model, gpu, toDate(minute)
-ORDER BY tenant, job, gpu, min(minute)"""
 
 
 @dataclass(frozen=True)
@@ -124,90 +78,8 @@ class StoredInvoice:
         return self.invoice.status
 
 
-class BillingStore:
-    def __init__(self, client: QueryClient) -> None:
-        self.client = client
-
-    def _query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-        try:
-            return list(self.client.query(sql, parameters=params).result_rows)
-        except _DRIVER_ERRORS as exc:  # surface the server's code and message, keep the cause
-            raise _store_error("ClickHouse query failed", exc) from exc
-
-    # -- the ledger ------------------------------------------------------------------------
-
-    def usage_rows(self, period: Period, tenants: Iterable[str] | None = None) -> list[UsageRow]:
-        """The period's allocated usage (see :data:`RATING_QUERY`) as one list."""
-        return [r for _, rows in self.usage_by_tenant(period, tenants) for r in rows]
-
-    def usage_by_tenant(
-        self, period: Period, tenants: Iterable[str] | None = None
-    ) -> Iterator[tuple[str, list[UsageRow]]]:
-        """The period's allocated usage, aggregated per (tenant, job, class, GPU, UTC day),
-        one tenant at a time in ascending tenant order, streamed from ClickHouse in blocks.
-
-        A day is the finest grain prices change at, so this aggregate rates exactly like the
-        minute rows while moving ~1/1440 as many rows into Python. One query serves every
-        tenant of the period (the cost follows the ledger, not the tenant count), and only one
-        tenant's rows are held at a time.
-        """
-        where = ""
-        params: dict[str, Any] = {"start": period.start, "end": period.end, "idle": IDLE_TENANT}
-        if tenants is not None:
-            where = "AND tenant IN {tenants:Array(String)}"
-            params["tenants"] = sorted(tenants)
-        current: str | None = None
-        rows: list[UsageRow] = []
-        for t, j, c, m, g, first, last, sec, e in self._stream(
-            RATING_QUERY.format(where=where), **params
-        ):
-            if t != current:
-                if current is not None:
-                    yield current, rows
-                current, rows = t, []
-            rows.append(UsageRow(t, j, c, m, g, _utc(first), int(sec), int(e), last=_utc(last)))
-        if current is not None:
-            yield current, rows
-
-    def _stream(self, sql: str, **params: Any) -> Iterator[tuple[Any, ...]]:
-        """Rows of a query block by block (clickhouse-connect's row block stream when the client
-        has one, so memory holds one block, not the result)."""
-        stream = getattr(self.client, "query_row_block_stream", None)
-        if stream is None:
-            yield from self._query(sql, **params)
-            return
-        try:
-            with stream(sql, parameters=params) as blocks:
-                for block in blocks:
-                    yield from block
-        except _DRIVER_ERRORS as exc:  # surface the server's code and message, keep the cause
-            raise _store_error("ClickHouse query failed", exc) from exc
-
-    def tenants_with_usage(self, period: Period) -> set[str]:
-        rows = self._query(
-            """SELECT DISTINCT tenant FROM usage_minutely FINAL
-               WHERE minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')}
-                 AND tenant != {idle:String} AND gpu_seconds > 0""",
-            start=period.start,
-            end=period.end,
-            idle=IDLE_TENANT,
-        )
-        return {r[0] for r in rows}
-
-    def last_ledger_writes(self, period: Period) -> dict[str, datetime]:
-        """When each tenant's ledger rows for the period were last written (late-usage probe),
-        for every tenant in one query."""
-        rows = self._query(
-            """SELECT tenant, max(updated_at) FROM usage_minutely FINAL
-               WHERE minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')}
-               GROUP BY tenant""",
-            start=period.start,
-            end=period.end,
-        )
-        return {t: _utc(at) for t, at in rows}
-
-    def last_ledger_write(self, tenant: str, period: Period) -> datetime | None:
-        return self.last_ledger_writes(period).get(tenant)
+class BillingStore(LedgerUsage):
+    """Billing's tables in ClickHouse: the ledger reads (:class:`LedgerUsage`) and invoices."""
 
     # -- invoices ----------------------------------------------------------------------------
 
@@ -403,27 +275,8 @@ class BillingStore:
                 # draft written by a racing run cannot replace it in ReplacingMergeTree.
                 revision = max(revision, FINALIZED_REVISION)
             doc = inv.canonical_json().decode()
-            line_rows += _line_rows(inv, revision, cur.lines if cur else 0)
-            header_rows.append(
-                [
-                    inv.invoice_id,
-                    inv.tenant,
-                    inv.period,
-                    inv.status,
-                    inv.number,
-                    inv.pricing.issuer.number_prefix,
-                    inv.currency,
-                    inv.subtotal,
-                    inv.tax,
-                    inv.total,
-                    inv.gpu_seconds,
-                    created_at,
-                    finalized_at,
-                    inv.content_hash,
-                    doc,
-                    revision,
-                ]
-            )
+            line_rows += invoice_line_rows(inv, revision, cur.lines if cur else 0)
+            header_rows.append(header_row(inv, created_at, finalized_at, doc, revision))
             out.append(
                 StoredInvoice(inv, created_at, finalized_at, inv.content_hash, doc, revision)
             )
@@ -440,22 +293,6 @@ class BillingStore:
         return out
 
 
-def with_tenants(
-    stream: Iterable[tuple[str, list[UsageRow]]], tenants: Iterable[str]
-) -> Iterator[tuple[str, list[UsageRow]]]:
-    """(tenant, rows) for every tenant of ``stream`` (ascending, as :meth:`usage_by_tenant`
-    yields them) and of ``tenants``, in ascending order; a tenant without usage gets []."""
-    extra = sorted(set(tenants), reverse=True)  # pop() from the end: ascending
-    for tenant, rows in stream:
-        while extra and extra[-1] < tenant:
-            yield extra.pop(), []
-        if extra and extra[-1] == tenant:
-            extra.pop()
-        yield tenant, rows
-    while extra:
-        yield extra.pop(), []
-
-
 def lines_correcting(
     holders: Iterable[StoredInvoice], ref_period: str, *, exclude_invoice: str | None = None
 ) -> list[InvoiceLine]:
@@ -470,76 +307,5 @@ def lines_correcting(
     ]
 
 
-def _line_rows(inv: Invoice, revision: int, previous_count: int) -> list[list[Any]]:
-    rows: list[list[Any]] = [
-        [
-            inv.invoice_id,
-            inv.tenant,
-            inv.period,
-            ln.line_no,
-            ln.kind,
-            ln.gpu_model,
-            ln.billing_class,
-            ln.description,
-            ln.quantity,
-            ln.unit,
-            ln.unit_price,
-            ln.amount,
-            ln.reference,
-            ln.ref_period,
-            ln.ref_kind,
-            ln.seconds,
-            inv.status,
-            revision,
-            0,
-        ]
-        for ln in inv.lines
-    ]
-    for line_no in range(len(inv.lines) + 1, previous_count + 1):  # tombstones
-        rows.append(
-            [
-                inv.invoice_id,
-                inv.tenant,
-                inv.period,
-                line_no,
-                "",
-                "",
-                "",
-                "",
-                Decimal(0),
-                "",
-                Decimal(0),
-                Decimal(0),
-                "",
-                "",
-                "",
-                0,
-                inv.status,
-                revision,
-                1,
-            ]
-        )
-    return rows
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-#: Revisions of finalized versions start here (see ``save_all``); UInt64 leaves ample room.
-FINALIZED_REVISION = 1 << 62
-
 #: Slack when comparing ledger write times (ClickHouse clock) with invoice times (our clock).
 CLOCK_SLACK = timedelta(minutes=5)
-
-
-#: What a ClickHouse call can raise: the driver's errors, chDB's RuntimeError, the socket's
-#: OSError. Anything else is a bug and is left to propagate as itself.
-_DRIVER_ERRORS = (DriverError, OSError, RuntimeError)
-
-
-def _store_error(what: str, exc: BaseException) -> BillingStoreError:
-    from kernel.clickhouse import ClickHouseError
-
-    err = ClickHouseError.from_driver(exc if isinstance(exc, Exception) else Exception(exc))
-    return BillingStoreError(f"{what}: {err.render()}", code=err.code, name=err.name)

@@ -15,15 +15,16 @@ D1 = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 def _hour(day: int, tenant_s: int = 3600, model: str = MODEL, gpu: str = "g1") -> GpuHour:
+    # facts are in milli-GPU-seconds (contract v2): a whole GPU-second is 1000
     return GpuHour(
         D1 + timedelta(days=day),
         model,
         "n1",
         gpu,
-        3600,
-        tenant_s,
-        tenant_s,
-        3600 - tenant_s,
+        3600 * 1000,
+        tenant_s * 1000,
+        tenant_s * 1000,
+        (3600 - tenant_s) * 1000,
         0.0,
         0,
     )
@@ -35,7 +36,7 @@ def test_commitment_revenue_is_spread_evenly_over_the_month() -> None:
     facts = Facts(
         MARCH,
         (_hour(0), _hour(1, tenant_s=0)),
-        (JobTotal("A", "j", MODEL, 3600, 3600, 0.0, 0),),
+        (JobTotal("A", "j", MODEL, 3600 * 1000, 3600 * 1000, 0.0, 0),),
         (
             RevenueLine("A", MODEL, Decimal("10.00")),
             RevenueLine("A", MODEL, Decimal("31.00"), (MARCH.start, MARCH.end)),
@@ -66,7 +67,7 @@ def test_usage_on_a_model_without_price_or_asset_is_warned_about() -> None:
     facts = Facts(
         MARCH,
         (_hour(0, model=a40, gpu="x1"),),
-        (JobTotal("A", "j", a40, 3600, 3600, 0.0, 0),),
+        (JobTotal("A", "j", a40, 3600 * 1000, 3600 * 1000, 0.0, 0),),
         None,
     )
     report = compute(facts, register(), now=D1 + timedelta(days=1))

@@ -4,6 +4,10 @@ It deliberately shares no code with ``billing.rating`` / ``billing.pricing`` / t
 reads the raw price-book dict (as TOML would give it) and plain row tuples, and computes the
 lines an invoice must have. ``test_reference.py`` rates random ledgers and books with both and
 compares every line. Keep it small and literal; clarity over speed.
+
+Shares (contract v2, billing/README.md "Shares"): a row holds ``seconds`` at ``share``
+milli-GPUs (1000: a whole GPU); everything is counted in milli-GPU-seconds = seconds x share,
+a GPU-hour is 3,600,000 of them, and a line's seconds are the whole part of milli / 1000.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 D = Decimal
 CENT = D("0.01")
 MICRO = D("0.000001")
+H = 3_600_000  # milli-GPU-seconds in a GPU-hour
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class Row:
     minute: datetime
     seconds: int
     energy_mj: int
+    share: int = 1000  # milli-GPUs held
 
 
 def money(x: Decimal) -> Decimal:
@@ -68,7 +74,16 @@ def price_of(book: dict, c: dict, model: str, klass: str, d: date) -> tuple[Deci
 
 
 def rate(book: dict, tenant: str, year: int, month: int, rows: list[Row]) -> list[tuple]:
-    """Lines as (kind, gpu_model, billing_class, unit_price, seconds, amount)."""
+    """Lines as (kind, gpu_model, billing_class, unit_price, seconds, amount); seconds are the
+    whole part (toward zero) of the line's milli-GPU-seconds / 1000."""
+    return [
+        (k, m, c, p, int(D(milli) / 1000), a)
+        for k, m, c, p, milli, a in rate_milli(book, tenant, year, month, rows)
+    ]
+
+
+def rate_milli(book: dict, tenant: str, year: int, month: int, rows: list[Row]) -> list[tuple]:
+    """Lines as (kind, gpu_model, billing_class, unit_price, milli-GPU-seconds, amount)."""
     with localcontext() as ctx:
         ctx.prec = 50
         return _rate(book, tenant, year, month, rows)
@@ -102,13 +117,14 @@ def _rate(book: dict, tenant: str, year: int, month: int, rows: list[Row]) -> li
             if (k == "reserved" and r.model in commits)
             else price_of(book, c, r.model, k, r.minute.date())
         )
-        j["by"][p] = j["by"].get(p, 0) + r.seconds
+        j["by"][p] = j["by"].get(p, 0) + r.seconds * r.share
         j["last"] = p
     groups: dict[tuple, dict] = {}
     for (_, model, k), j in jobs.items():
         raw = sum(j["by"].values())
         mn, inc = plan.get("minimum_seconds", 0), plan.get("increment_seconds", 1)
-        billable = max(mn, -(-raw // inc) * inc)
+        # the plan's minimum and increment are whole GPU-seconds of share-weighted usage
+        billable = 1000 * max(mn, -(-raw // (inc * 1000)) * inc)
         j["by"][j["last"]] += billable - raw
         g = groups.setdefault((model, k), {})
         for p, s in j["by"].items():
@@ -127,12 +143,12 @@ def _rate(book: dict, tenant: str, year: int, month: int, rows: list[Row]) -> li
                     model,
                     k,
                     D(cm["rate"]),
-                    committed,
+                    committed * 1000,
                     money(committed * D(cm["rate"]) / 3600),
                 )
             )
-            if used > committed:
-                over = used - committed
+            if used > committed * 1000:
+                over = used - committed * 1000
                 out.append(
                     (
                         "overage",
@@ -140,24 +156,22 @@ def _rate(book: dict, tenant: str, year: int, month: int, rows: list[Row]) -> li
                         k,
                         D(cm["overage_rate"]),
                         over,
-                        money(over * D(cm["overage_rate"]) / 3600),
+                        money(over * D(cm["overage_rate"]) / H),
                     )
                 )
         elif k == "on_demand" and plan.get("tiers"):
             filled = 0
             for (p, _start), s in sorted(g.items(), key=lambda kv: kv[0][1]):
                 for t in plan["tiers"]:
-                    cap = (
-                        None if "up_to_gpu_hours" not in t else int(D(t["up_to_gpu_hours"]) * 3600)
-                    )
+                    cap = None if "up_to_gpu_hours" not in t else int(D(t["up_to_gpu_hours"]) * H)
                     take = s if cap is None else max(min(s, cap - filled), 0)
                     if take:
                         up = price6(p * (100 - D(t["discount_pct"])) / 100)
-                        out.append(("usage", model, k, up, take, money(take * up / 3600)))
+                        out.append(("usage", model, k, up, take, money(take * up / H)))
                         filled, s = filled + take, s - take
         else:
             for (p, _start), s in g.items():
-                out.append(("usage", model, k, p, s, money(s * p / 3600)))
+                out.append(("usage", model, k, p, s, money(s * p / H)))
     base = sum((x[5] for x in out if x[0] in ("usage", "overage")), D(0))
     pct = D(c.get("discount_pct", 0))
     if pct and base:

@@ -71,8 +71,21 @@ def test_spelled_out_lines_jobs_and_rates_equal_the_reflective_form() -> None:
             ref_kind="usage",
             seconds=-1800,
         ),
+        InvoiceLine(
+            2,
+            "usage",
+            H100,
+            "on_demand",
+            "a 250-milli share for 3 s",
+            Decimal("0.000208"),
+            "GPU-hour",
+            Decimal("3.6"),
+            Decimal("0.00"),
+            seconds=0,
+            gpu_milli_seconds=750,
+        ),
     ]:
-        assert _line_dict(ln) == _plain(ln)
+        assert _line_dict(ln) == _without_whole_milli(_plain(ln), "seconds")
     job = JobUsage(
         "j",
         H100,
@@ -85,7 +98,7 @@ def test_spelled_out_lines_jobs_and_rates_equal_the_reflective_form() -> None:
         5,
     )
     assert _job_dict(job) == {
-        **_plain(job),
+        **_without_whole_milli(_plain(job), "gpu_seconds"),
         "first_minute": _ts(job.first_minute),
         "last_minute": _ts(job.last_minute),
     }
@@ -95,3 +108,11 @@ def test_spelled_out_lines_jobs_and_rates_equal_the_reflective_form() -> None:
     ):
         generic = {f.name: _plain(getattr(r, f.name)) for f in dataclasses.fields(r)}
         assert _plain(r) == generic
+
+
+def _without_whole_milli(plain: dict[str, Any], seconds_key: str) -> dict[str, Any]:
+    """The reflective form as documents write it: ``gpu_milli_seconds`` only where a share makes
+    it differ from seconds x 1000 (so whole-GPU documents are unchanged by contract v2)."""
+    if plain["gpu_milli_seconds"] == plain[seconds_key] * 1000:
+        return {k: v for k, v in plain.items() if k != "gpu_milli_seconds"}
+    return plain
