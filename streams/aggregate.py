@@ -201,14 +201,13 @@ class Aggregator:
                 act = (active >> off if off >= 0 else active << -off) & take
                 if take == span:
                     i0, i1 = lo - start, hi - start
-                    secs: Iterable[int] = range(lo - minute, hi - minute)
                     values = zip(f.sm_util[i0:i1], f.mem_util[i0:i1], energy[i0:i1], strict=True)
-                    readings = list(zip(secs, values, strict=True))
+                    readings = dict(zip(range(lo - minute, hi - minute), values, strict=True))
                     peak = max(f.mem_used[i0:i1])
                 else:
                     idx = _bits(take)
                     sm, mu, mem = f.sm_util, f.mem_util, f.mem_used
-                    readings = [(s, (sm[s + off], mu[s + off], energy[s + off])) for s in idx]
+                    readings = {s: (sm[s + off], mu[s + off], energy[s + off]) for s in idx}
                     peak = max(mem[s + off] for s in idx)
                 rows = gm.rows
                 gkey = gm.key
@@ -229,7 +228,10 @@ class Aggregator:
                         )
                     row.claimed_mask |= take
                     row.claimed_active |= act
-                    row.readings.update(readings)
+                    if row.readings:
+                        row.readings.update(readings)
+                    else:
+                        row.readings = readings.copy()
                     if peak > row.peak_mem_used:
                         row.peak_mem_used = peak
                     dirty_add((gkey, rkey))
