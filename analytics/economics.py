@@ -22,6 +22,7 @@ from analytics.metrics import (
     WorkMetrics,
 )
 from analytics.revenue import rate_on_demand, revenue_by_model, spread_revenue, unknowns
+from analytics.sharing import packing
 from kernel.names import MJ_PER_KWH
 from kernel.period import MILLI_PER_GPU_HOUR as MILLI_PER_HOUR
 
@@ -190,6 +191,7 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
         unregistered_gpus=tuple(unregistered),
         gpu_hours=facts.gpu_hours,
         warnings=unknowns(facts, register, unregistered),
+        sharing=packing(facts.gpu_hours),
     )
 
 

@@ -9,10 +9,16 @@ Two steps, kept apart so the arithmetic is testable on plain data:
 
 Definitions (the data dictionary in schemas/clickhouse/README.md uses the same words):
 
+- counted in milli-GPU-seconds (contract v2: a GPU-second may be split into shares in
+  milli-GPUs, the unallocated remainder recorded as idle, so one GPU-second is 1000).
 - available GPU-seconds: every GPU-second the ledger holds, idle included (the worker records
-  idle seconds as tenant ``__idle__``); allocated: the non-idle ones; active: allocated seconds
-  with SM utilization > 0; idle = available - allocated.
-- utilization = allocated / available; efficiency = mean SM utilization over allocated seconds.
+  idle seconds, and the unallocated remainder of shared ones, as tenant ``__idle__``);
+  allocated: the shares held by allocations; active: allocated shares of seconds with SM
+  utilization > 0; idle = available - allocated.
+- utilization = allocated milli-GPU-seconds / (1000 x observed GPU-seconds); efficiency = mean
+  SM utilization over allocated capacity (share-weighted).
+- shared GPUs (``analytics.sharing``): capacity of seconds split into shares, the part packed
+  with allocations and the idle remainder.
 - revenue: invoice lines except tax for the period (a tenant's finalized invoices if it has any,
   else its drafts); with no invoices at all, allocated GPU-hours rated at the register's
   on-demand rate per model. :attr:`Report.revenue_source` says which.
@@ -34,6 +40,7 @@ from typing import Literal
 
 from analytics.assets import SECONDS_PER_YEAR
 from analytics.ledger_facts import GpuHour, ReportPeriod
+from analytics.sharing import Packing
 from kernel.names import MJ_PER_KWH
 from kernel.period import MILLI_PER_GPU_HOUR as MILLI_PER_HOUR
 
@@ -228,3 +235,5 @@ class Report:
     #: what the numbers cannot show (models without a price, GPUs without an asset): a value
     #: that is unknown is said so here, never silently counted as 0.
     warnings: tuple[str, ...] = ()
+    #: shared GPUs per model, then the fleet (``analytics.sharing``); () when none were shared.
+    sharing: tuple[Packing, ...] = ()

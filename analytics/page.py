@@ -8,7 +8,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from analytics.metrics import Metrics, Report
-from analytics.summary import COLUMNS, money, pct, row
+from analytics.summary import COLUMNS, SHARING_COLUMNS, money, pct, row, sharing_row
 
 CHART_IDS = (
     "chart-utilization",
@@ -135,6 +135,24 @@ def render_html(report: Report) -> str:
     idle.update_layout(yaxis_title="idle GPU-hours")
     figs.append(("chart-idle", "Idle capacity by GPU model", idle))
 
+    # Shared GPUs: the capacity split into shares, packed part and idle remainder per model.
+    if report.sharing:
+        models = [p for p in report.sharing if p.key != "fleet"]
+        sh = go.Figure()
+        sh.add_bar(
+            x=[p.key for p in models],
+            y=[float(p.packed_h) for p in models],
+            name="packed GPU-hours",
+            text=[f"{pct(p.packed)} packed" for p in models],
+        )
+        sh.add_bar(
+            x=[p.key for p in models],
+            y=[float(p.remainder_h) for p in models],
+            name="idle remainder GPU-hours",
+        )
+        sh.update_layout(barmode="stack", yaxis_title="shared GPU-hours")
+        figs.append(("chart-sharing", "Shared GPUs: how full they are packed", sh))
+
     top = report.tenants[:10][::-1]
     ten = go.Figure()
     ten.add_bar(
@@ -178,6 +196,14 @@ def _page(report: Report, plotlyjs: str, charts: list[str]) -> str:
             "<th>unit</th><th>quantity</th><th>cost / million</th><th>revenue / million</th>"
             f"</tr>{rows}</table>"
         )
+    sharing = ""
+    if report.sharing:
+        head = "".join(f"<th>{e(c)}</th>" for c in SHARING_COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{e(v)}</td>" for v in sharing_row(p)) + "</tr>"
+            for p in report.sharing
+        )
+        sharing = f"<h2>Shared GPUs</h2><table><tr>{head}</tr>{body}</table>"
     warn = "".join(f"<p class='warn'>warning: {e(w)}</p>" for w in report.warnings)
     cards = "".join(
         f"<div class='card'><div class='v'>{e(v)}</div><div class='k'>{e(k)}</div></div>"
@@ -214,6 +240,7 @@ Amounts in {e(report.currency)}.</p>
 <h2>Fleet</h2>{table((f,))}
 <h2>By GPU model</h2>{table(report.by_model)}
 <h2>By node</h2>{table(report.by_node)}
+{sharing}
 {work}
 </body></html>
 """

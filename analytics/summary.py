@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analytics.metrics import Metrics, Report
+from analytics.sharing import Packing
 
 
 def money(v: Decimal | None, places: str = "0.01") -> str:
@@ -45,6 +46,29 @@ COLUMNS = (
 )
 #: The terminal shows usage and economics as two tables so each fits a normal terminal.
 USAGE_COLS = 10
+
+#: Shared GPUs (``analytics.sharing``): per GPU model, then the fleet.
+SHARING_COLUMNS = (
+    "",
+    "GPUs shared",
+    "shared GPU-h",
+    "of capacity",
+    "packed GPU-h",
+    "mean packed share",
+    "idle remainder GPU-h",
+)
+
+
+def sharing_row(p: Packing) -> list[str]:
+    return [
+        p.key,
+        str(p.gpus),
+        hours(p.shared_h),
+        pct(p.shared_fraction),
+        hours(p.packed_h),
+        pct(p.packed),
+        hours(p.remainder_h),
+    ]
 
 
 def row(m: Metrics) -> list[str]:
@@ -105,6 +129,13 @@ def print_summary(report: Report, console: Console | None = None) -> None:
             money(tm.revenue - tm.cost),
         )
     console.print(t)
+    if report.sharing:
+        t = Table(title="Shared GPUs: how full they are packed", title_justify="left")
+        for i, c in enumerate(SHARING_COLUMNS):
+            t.add_column(c, justify="left" if i == 0 else "right")
+        for p in report.sharing:
+            t.add_row(*sharing_row(p))
+        console.print(t)
     if report.work:
         t = Table(title="Work units", title_justify="left")
         for c in (

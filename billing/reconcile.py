@@ -31,7 +31,7 @@ from billing.pricebook import IDLE_TENANT
 from billing.rating import rate_invoice
 from billing.store import BillingStore, QueryClient, lines_correcting, with_tenants
 
-RAW = "raw archive (usage_seconds FINAL)"
+RAW = "raw archive (usage_raw_seconds, or usage_seconds FINAL before migration 0031)"
 LEDGER = "ledger masks (raw archive expired or not covering the period)"
 
 
@@ -179,17 +179,18 @@ def conservation(store: BillingStore, period: Period) -> list[GpuBalance]:
     ):
         ledger.append((gpu, billed, idle, first_minute))
         masks[gpu] = observed
+    archive = _raw_archive(store)
     raw = {
         g: (int(n), first)
         for g, n, first in store._query(
-            """SELECT if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid)) AS gpu,
+            f"""SELECT if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid)) AS gpu,
                   uniqExact(ts), min(ts)
-           FROM usage_seconds FINAL
-           WHERE ts >= {start:DateTime('UTC')} AND ts < {end:DateTime('UTC')} GROUP BY gpu""",
+           FROM {archive}
+           WHERE ts >= {{start:DateTime('UTC')}} AND ts < {{end:DateTime('UTC')}} GROUP BY gpu""",
             **params,
         )
     }
-    earliest_raw = store._query("SELECT min(ts), count() FROM usage_seconds")
+    earliest_raw = store._query(f"SELECT min(ts), count() FROM {archive}")
     out = []
     for gpu, billed, idle, first_minute in sorted(ledger):
         # The raw archive is authoritative only if it still holds this GPU's first ledger minute.
@@ -198,3 +199,14 @@ def conservation(store: BillingStore, period: Period) -> list[GpuBalance]:
         observed, source = (r[0], RAW) if covers and r else (int(masks.get(gpu, 0)), LEDGER)
         out.append(GpuBalance(gpu, int(billed), int(idle), observed, source))
     return out
+
+
+def _raw_archive(store: BillingStore) -> str:
+    """The raw archive's per-second rows: ``usage_raw_seconds`` (both archives: v1
+    ``usage_seconds`` and v2 ``usage_frames``, migration 0031) where it exists, else
+    ``usage_seconds FINAL``. Either is read as distinct seconds, never rows."""
+    found = store._query(
+        "SELECT count() FROM system.tables WHERE database = currentDatabase() "
+        "AND name = 'usage_raw_seconds'"
+    )
+    return "usage_raw_seconds" if int(found[0][0]) else "usage_seconds FINAL"
