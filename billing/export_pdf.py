@@ -1,4 +1,9 @@
-"""PDF export: one invoice per file, the document a customer receives (reportlab platypus).
+"""PDF export: one invoice per file, the document a customer receives.
+
+Laid out by reportlab platypus (parties, dates, totals, terms, page footer); the charges and
+the per-job usage tables, which hold a line per job of the month, are
+:class:`billing.pdf_table.GridTable` flowables that write their text as PDF operators in one
+go (hundreds of jobs per tenant made platypus tables most of the rendering time).
 
 Numbers on the page are the invoice's own rounded line amounts and totals, never recomputed,
 so the PDF, the CSV and the JSON always agree.
@@ -11,36 +16,33 @@ import multiprocessing
 import os
 from collections.abc import Iterable
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from reportlab.lib import colors
-from reportlab.lib.enums import TA_RIGHT
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
-from reportlab.lib.utils import simpleSplit
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table
 
 from billing.export_json import file_stem
 from billing.invoice import Invoice
+from billing.pdf_table import Cell, Columns, GridTable
 from billing.period import Period
 from billing.pricebook import Party
 
 _STYLES = getSampleStyleSheet()
 _SMALL = ParagraphStyle("small", parent=_STYLES["Normal"], fontSize=8, leading=10)
-_RIGHT = ParagraphStyle("right", parent=_SMALL, alignment=TA_RIGHT)
-_GRID = TableStyle(
-    [
-        ("FONT", (0, 0), (-1, -1), "Helvetica", 8),
-        ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8),
-        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8edf3")),
-        ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.HexColor("#4a5a70")),
-        ("LINEBELOW", (0, 1), (-1, -1), 0.25, colors.HexColor("#c8d0da")),
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
-    ]
+_LINE_HEADER = ("#", "Description", "Quantity", "Unit", "Unit price", "Amount")
+_JOB_HEADER = (
+    "Job",
+    "GPU model",
+    "Class",
+    "GPUs",
+    "First minute (UTC)",
+    "Last minute (UTC)",
+    "GPU-hours",
+    "Billed GPU-h",
 )
 
 
@@ -65,17 +67,12 @@ def _trim(d: Decimal, min_places: int) -> str:
     return f"{whole}.{frac}" if frac else whole
 
 
-#: Column widths of the per-job usage table (a month can hold hundreds of jobs per tenant).
-_JOB_COLS = (30 * mm, 34 * mm, 18 * mm, 10 * mm, 26 * mm, 26 * mm, 18 * mm, 20 * mm)
-_CELL_PADDING = 6  # reportlab's default left + right cell padding, points
-
-
-@lru_cache(maxsize=4096)
-def _wrapped(text: str, width: float) -> str:
-    """``text`` broken into lines that fit ``width`` like a Paragraph of the same font would
-    break it, as a plain cell string: a Paragraph per cell cost most of a PDF's rendering time
-    in a table of hundreds of jobs."""
-    return "\n".join(simpleSplit(text, "Helvetica", _SMALL.fontSize, width - _CELL_PADDING))
+#: Columns of the charges table and of the per-job usage table (a month can hold hundreds of
+#: jobs per tenant); numbers right-aligned from the third column on, as before.
+_LINE_COLS = Columns((8 * mm, 84 * mm, 22 * mm, 16 * mm, 24 * mm, 28 * mm), right_from=2)
+_JOB_COLS = Columns(
+    (30 * mm, 34 * mm, 18 * mm, 10 * mm, 26 * mm, 26 * mm, 18 * mm, 20 * mm), right_from=2
+)
 
 
 def _esc(s: str) -> str:
@@ -110,26 +107,19 @@ def story(inv: Invoice) -> list[Any]:
         colWidths=[60 * mm, 60 * mm, 62 * mm],
         style=[("VALIGN", (0, 0), (-1, -1), "TOP")],
     )
-    lines: list[list[Any]] = [["#", "Description", "Quantity", "Unit", "Unit price", "Amount"]]
-    for ln in inv.lines:
-        if ln.kind == "tax":
-            continue
-        lines.append(
-            [
-                str(ln.line_no),
-                Paragraph(_esc(ln.description), _SMALL),
-                _trim(ln.quantity, 0) if ln.unit else "",
-                ln.unit,
-                _trim(ln.unit_price, inv.minor_unit) if ln.unit else "",
-                money(ln.amount, inv),
-            ]
-        )
-    table = Table(
-        lines,
-        colWidths=[8 * mm, 84 * mm, 22 * mm, 16 * mm, 24 * mm, 28 * mm],
-        repeatRows=1,
-        style=_GRID,
-    )
+    charges: list[list[Cell]] = [
+        [
+            (str(ln.line_no),),
+            _LINE_COLS.wrap(1, ln.description),
+            (_trim(ln.quantity, 0) if ln.unit else "",),
+            (ln.unit,),
+            (_trim(ln.unit_price, inv.minor_unit) if ln.unit else "",),
+            (money(ln.amount, inv),),
+        ]
+        for ln in inv.lines
+        if ln.kind != "tax"
+    ]
+    table = GridTable(_LINE_COLS, _LINE_HEADER, charges)
     tax_label = next((ln.description for ln in inv.lines if ln.kind == "tax"), "Tax")
     totals = Table(
         [
@@ -146,50 +136,23 @@ def story(inv: Invoice) -> list[Any]:
             ("ALIGN", (1, 0), (1, -1), "RIGHT"),
         ],
     )
-    jobs: list[list[Any]] = [
+    jobs: list[list[Cell]] = [
         [
-            "Job",
-            "GPU model",
-            "Class",
-            "GPUs",
-            "First minute (UTC)",
-            "Last minute (UTC)",
-            "GPU-hours",
-            "Billed GPU-h",
+            _JOB_COLS.wrap(0, j.job),
+            _JOB_COLS.wrap(1, j.gpu_model),
+            (j.billing_class,),
+            (str(j.gpus),),
+            (j.first_minute.strftime("%Y-%m-%d %H:%M"),),
+            (j.last_minute.strftime("%Y-%m-%d %H:%M"),),
+            (f"{Decimal(j.gpu_milli_seconds) / 3_600_000:,.3f}",),
+            (f"{Decimal(j.billable_seconds) / 3600:,.3f}",),
         ]
+        for j in inv.jobs
     ]
-    for j in inv.jobs:
-        jobs.append(
-            [
-                _wrapped(j.job, _JOB_COLS[0]),
-                _wrapped(j.gpu_model, _JOB_COLS[1]),
-                j.billing_class,
-                str(j.gpus),
-                j.first_minute.strftime("%Y-%m-%d %H:%M"),
-                j.last_minute.strftime("%Y-%m-%d %H:%M"),
-                f"{Decimal(j.gpu_seconds) / 3600:,.3f}",
-                f"{Decimal(j.billable_seconds) / 3600:,.3f}",
-            ]
-        )
-    jobs.append(
-        [
-            "Total",
-            "",
-            "",
-            "",
-            "",
-            "",
-            f"{inv.gpu_hours:,.3f}",
-            f"{Decimal(sum(j.billable_seconds for j in inv.jobs)) / 3600:,.3f}",
-        ]
-    )
-    job_table = Table(jobs, colWidths=list(_JOB_COLS), repeatRows=1, style=_GRID)
-    job_table.setStyle(
-        [
-            ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 8),
-            ("LEADING", (0, 1), (1, -1), _SMALL.leading),
-        ]
-    )
+    billed = Decimal(sum(j.billable_seconds for j in inv.jobs)) / 3600
+    total: list[Cell] = [("Total",), ("",), ("",), ("",), ("",), ("",)]
+    jobs.append([*total, (f"{inv.gpu_hours:,.3f}",), (f"{billed:,.3f}",)])
+    job_table = GridTable(_JOB_COLS, _JOB_HEADER, jobs, bold_last=True)
     terms = (
         f"Payment due within {issuer.payment_terms_days} days of the issue date. Prices are "
         "per GPU-hour, metered per second of allocation; each line is rounded half-even "
