@@ -111,7 +111,7 @@ def check_frame(f: Any, where: str, fast: bool = False) -> Frame:
     mem_util = f["mem_util"]
     _numbers(mem_util, n, 0, MAX_PERCENT, where, "mem_util", fast)
     mem_total = _integer(f["mem_total"], where, ("mem_total",), 0, MAX_MEMORY_BYTES)
-    mem_used = _integers(f["mem_used"], n, 0, MAX_MEMORY_BYTES, where, "mem_used", fast)
+    mem_used, mem_max = _integers(f["mem_used"], n, 0, MAX_MEMORY_BYTES, where, "mem_used", fast)
     power_w, energy_j = f["power_w"], f["energy_j"]
     power_range = _numbers(power_w, n, 0, MAX_POWER_W, where, "power_w", fast)
     energy_range = _numbers(energy_j, n, 0, MAX_ENERGY_J, where, "energy_j", fast)
@@ -120,7 +120,7 @@ def check_frame(f: Any, where: str, fast: bool = False) -> Frame:
         _numbers(temp_c, n, MIN_TEMP_C, MAX_TEMP_C, where, "temp_c", fast, nullable=True)
     flags = _flags(f.get("flags", []), n, where)
     shares = _allocations(f["allocations"], n, where, fast)
-    if max(mem_used) > mem_total:
+    if mem_max > mem_total:
         i = next(i for i, v in enumerate(mem_used) if v > mem_total)
         _rule(
             where,
@@ -172,13 +172,13 @@ def _numbers(
 ) -> tuple[float, float]:
     """A per-second array of numbers within ``lo..hi`` (nulls allowed when ``nullable``): its
     least and greatest value (``lo, hi`` when it holds only nulls)."""
-    _column(col, n, where, name)
+    if type(col) is not list or len(col) != n:
+        _column(col, n, where, name)  # raises
     if fast:
         try:
-            # sorted, not min and max: it compares floats (or ints) without generic dispatch
-            ordered = sorted(col)
-            if lo <= ordered[0] and ordered[-1] <= hi:
-                return ordered[0], ordered[-1]
+            least, greatest = min(col), max(col)
+            if lo <= least and greatest <= hi:
+                return least, greatest
         except TypeError:
             pass  # not all numbers: named below
     types = set(map(type, col))
@@ -197,17 +197,19 @@ def _numbers(
     return least, greatest
 
 
-def _integers(col: Any, n: int, lo: int, hi: int, where: str, name: str, fast: bool) -> list[int]:
-    """A per-second array of integers within ``lo..hi``; numbers with no fractional part
-    become ints."""
+def _integers(
+    col: Any, n: int, lo: int, hi: int, where: str, name: str, fast: bool
+) -> tuple[list[int], int]:
+    """A per-second array of integers within ``lo..hi``, and its greatest value; numbers with
+    no fractional part become ints."""
     _column(col, n, where, name)
     if fast:
         try:
             # a sum of ints is an int: one float makes it a float (then converted below)
             if type(sum(col)) is int:
-                ordered = sorted(col)
-                if lo <= ordered[0] and ordered[-1] <= hi:
-                    return col
+                greatest = max(col)
+                if lo <= min(col) and greatest <= hi:
+                    return col, greatest
         except TypeError:
             pass
     types = set(map(type, col))
@@ -220,10 +222,11 @@ def _integers(col: Any, n: int, lo: int, hi: int, where: str, name: str, fast: b
             )
             _bad(where, (name, i), f"must be an integer (got {excerpt(col[i])})")
         col = [int(v) for v in col]
-    if min(col) < lo or max(col) > hi:
+    greatest = max(col)
+    if min(col) < lo or greatest > hi:
         i = next(i for i, v in enumerate(col) if not lo <= v <= hi)
         _bad(where, (name, i), f"must be within {lo}..{hi} (got {excerpt(col[i])})")
-    return col
+    return col, greatest
 
 
 def _energy(
@@ -246,8 +249,8 @@ def _energy(
             return
         if p_min > 0:
             # energy within (1/factor, factor) x power, with room for rounding, keeps the rule
-            ratios = sorted(map(truediv, energy, power))
-            if ratios[0] >= _RATIO_LOW and ratios[-1] <= _RATIO_HIGH:
+            ratios = list(map(truediv, energy, power))
+            if min(ratios) >= _RATIO_LOW and max(ratios) <= _RATIO_HIGH:
                 return
         # the rule's own expressions, element-wise, at C speed
         highs = map(add, map(mul, power, repeat(_F)), repeat(_S))
@@ -306,6 +309,8 @@ def _allocations(items: Any, n: int, where: str, fast: bool) -> tuple[Share, ...
         _bad(where, ("allocations",), f"must be an array (got {excerpt(items)})")
     if len(items) > WHOLE_MILLI:
         _bad(where, ("allocations",), f"holds at most {WHOLE_MILLI} (got {len(items)})")
+    if len(items) < 2:  # one share is within the device and unique by its own bounds
+        return (_share(items[0], 0, n, where, fast),) if items else ()
     shares = tuple(_share(a, k, n, where, fast) for k, a in enumerate(items))
     total = sum(s.milli for s in shares)
     if total > WHOLE_MILLI:

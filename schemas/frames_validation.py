@@ -66,6 +66,8 @@ def parse_record(
 ) -> ParsedRecord:
     """Validate one record of either version. Never raises on bad input: problems come back
     as rejections. ``now`` is the worker's clock (default: the wall clock)."""
+    if type(raw) is not bytes:
+        raw = bytes(raw)  # a memoryview or bytearray from a client
     try:
         doc: Any = orjson.loads(raw)
         spans = None
