@@ -8,13 +8,13 @@ Steps for one tenant and period (each a function below):
 2. ``billing.lines.usage_lines``: per GPU model and class: reserved usage against commitments
    (commitment and overage lines, ``billing.commitment``), on-demand through graduated tiers,
    everything else at the rate.
+3. discount, energy, minimum spend, adjustments (given), credits (``billing.credit``), tax at
+   the rate in force on the period's last day; totals are sums of rounded lines.
 
 Usage is counted in **milli-GPU-seconds** (seconds held x share; a whole GPU is 1000), exact
 integers; the price per GPU-hour applies to the share (``billing.lines``). The plan's minimum
 and increment are whole GPU-seconds of share-weighted usage: a job's billable milli-GPU-seconds
 are ``max(minimum x 1000, ceil(milli / (increment x 1000)) x increment x 1000)``.
-3. discount, energy, minimum spend, adjustments (given), credits (``billing.credit``), tax at
-   the rate in force on the period's last day; totals are sums of rounded lines.
 
 Each line's amount is rounded exactly once (``billing.money.round_money``) from exact inputs,
 and the unit price on a line is the exact price its amount was computed with (``line`` refuses
@@ -42,8 +42,6 @@ from billing.pricing import TenantPricing
 from kernel.names import MJ_PER_KWH
 
 __all__ = ["UsageRow", "billable_milli", "billable_seconds", "line", "rate_invoice"]
-
-_CTX = CTX
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ def rate_invoice(
     usage_base = sum((ln.amount for ln in lines if ln.kind in ("usage", "overage")), Decimal(0))
     c = pricing.contract
     if c.discount_pct and usage_base:
-        fraction = _CTX.divide(c.discount_pct, Decimal(100))
+        fraction = CTX.divide(c.discount_pct, Decimal(100))
         lines.append(
             line(
                 "discount",
@@ -121,18 +119,18 @@ def rate_invoice(
         )
     if c.energy is not None:
         mj = sum(r.energy_mj for r in mine)
-        facility_kwh = _CTX.divide(mj * c.energy.pue, Decimal(MJ_PER_KWH))
+        facility_kwh = CTX.divide(mj * c.energy.pue, Decimal(MJ_PER_KWH))
         lines.append(
             line(
                 "energy",
                 "",
                 "",
-                f"Energy pass-through: {round_quantity(_CTX.divide(Decimal(mj), Decimal(MJ_PER_KWH)))}"
+                f"Energy pass-through: {round_quantity(CTX.divide(Decimal(mj), Decimal(MJ_PER_KWH)))}"
                 f" kWh measured x PUE {c.energy.pue}",
                 round_quantity(facility_kwh),
                 "kWh",
                 c.energy.price_per_kwh,
-                round_money(_CTX.multiply(facility_kwh, c.energy.price_per_kwh), minor),
+                round_money(CTX.multiply(facility_kwh, c.energy.price_per_kwh), minor),
             )
         )
     minimum = minimum_line(pricing, period, lines)
