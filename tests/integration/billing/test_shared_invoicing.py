@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from billing.period import Period
-from billing.reconcile import LEDGER, reconcile_period
+from billing.reconcile import LEDGER, RAW, reconcile_period
 from billing.service import finalize_period, run_period
 from tests.integration.billing.shared_ledger import insert_shared
 from tests.ledger_rows import LedgerRow
@@ -123,3 +123,59 @@ def test_reconcile_finds_shares_that_overfill_a_gpu(clickhouse: Any) -> None:
     report = reconcile_period(clickhouse, JAN)
     assert not report.ok
     assert "GPU g0: billed 72 + idle 0 = 72 GPU-seconds, but 60 observed" in report.differences[-1]
+
+
+def test_reconcile_reads_the_v2_raw_archive_of_a_shared_gpu(clickhouse: Any) -> None:
+    # one minute of g0 shared (600 + 300 + idle 100), and its frame-minute in the v2 raw archive
+    # (usage_frames, migration 0031): observed comes from the archive's 60 distinct seconds
+    insert_shared(
+        clickhouse,
+        hour("t", "a", "g0", 600, minutes=1)
+        + hour("u", "b", "g0", 300, minutes=1)
+        + hour("__idle__", "", "g0", 100, minutes=1),
+    )
+    frame = {
+        "sm_util": [50.0] * 60,
+        "mem_util": [10.0] * 60,
+        "mem_used": [1] * 60,
+        "mem_total": 80,
+        "power_w": [300.0] * 60,
+        "energy_j": [300.0] * 60,
+        "temp_c": [],
+    }
+    clickhouse.insert(
+        "usage_frames",
+        [
+            [
+                datetime(2026, 1, 5, 10, 0),
+                "g0",
+                "",
+                FULL,
+                H100,
+                "n1",
+                ["t", "u"],
+                ["a", "b"],
+                [600, 300],
+                json.dumps(frame),
+            ]
+        ],
+        column_names=[
+            "minute",
+            "gpu_uuid",
+            "mig_uuid",
+            "seconds_mask",
+            "gpu_model",
+            "node_id",
+            "tenants",
+            "jobs",
+            "share_milli",
+            "frame",
+        ],
+    )
+    run_period(clickhouse, BOOK, JAN)
+    finalize_period(clickhouse, JAN)
+    report = reconcile_period(clickhouse, JAN)
+    assert report.ok, report.differences
+    (g0,) = report.gpus
+    # billed (600 + 300) x 60 + idle 100 x 60 = 1000 x 60 observed seconds, from the archive
+    assert (g0.billed, g0.idle, g0.observed, g0.source) == (54_000, 6_000, 60, RAW)
