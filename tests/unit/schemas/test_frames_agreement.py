@@ -17,15 +17,18 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import tests.unit.schemas.test_schema_agreement as _v1  # noqa: F401  (patches hypothesis-jsonschema)
 from schemas.frame import frame_wire
 from schemas.validation import MAX_REASON_CHARS, ParsedRecord, parse_record
+from tests.unit.schemas.schema_gen import (
+    PROPERTY_SETTINGS,
+    encode,
+    from_schema,
+    has_lone_surrogate,
+)
 from tests.unit.schemas.v2docs import NOW, SCHEMA_V2_FILE, expanded, frame, record
-
-hypothesis_jsonschema = pytest.importorskip("hypothesis_jsonschema")
 
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_V2_FILE.read_text())
 DEFS = SCHEMA["$defs"]
@@ -37,22 +40,6 @@ FRAME = jsonschema.Draft202012Validator({"$ref": "#/$defs/FrameWire", "$defs": D
 COLUMNS = ("sm_util", "mem_util", "mem_used", "power_w", "energy_j", "temp_c")
 
 # -- the oracle ----------------------------------------------------------------------------------
-
-
-def has_lone_surrogate(value: Any) -> bool:
-    """Rule unicode-text."""
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            if any(0xD800 <= ord(c) <= 0xDFFF for c in v):
-                return True
-        elif isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
 
 
 def frame_breaks_a_rule(f: dict[str, Any]) -> bool:
@@ -173,13 +160,7 @@ def repaired(f: dict[str, Any]) -> dict[str, Any]:
     return f
 
 
-PROPERTY_SETTINGS = settings(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-SCHEMA_FRAMES = hypothesis_jsonschema.from_schema({"$ref": "#/$defs/FrameWire", "$defs": DEFS})
+SCHEMA_FRAMES = from_schema({"$ref": "#/$defs/FrameWire", "$defs": DEFS})
 
 
 @settings(PROPERTY_SETTINGS, max_examples=30)
@@ -190,7 +171,7 @@ def test_every_frame_valid_per_the_schema_and_its_rules_is_accepted_as_sent(
     assume(not has_lone_surrogate(f))
     doc = record([repaired(f)])
     assert RECORD.is_valid(doc) and not frame_breaks_a_rule(doc["frames"][0])
-    text = _v1.encode(doc, ascii_only, ints_as_floats)
+    text = encode(doc, ascii_only, ints_as_floats)
     parsed = parse_record(text, now=MAX_TS)
     assert parsed.rejections == [], [r.reason for r in parsed.rejections]
     assert_agrees(doc, MAX_TS, parsed)
@@ -298,7 +279,7 @@ def mutated_records(draw: st.DrawFn) -> dict[str, Any]:
 def test_the_validator_and_the_published_schema_agree_on_mutated_records(
     doc: dict[str, Any], ascii_only: bool
 ) -> None:
-    text = _v1.encode(doc, ascii_only) if ascii_only else orjson.dumps(doc)
+    text = encode(doc, ascii_only) if ascii_only else orjson.dumps(doc)
     assert_agrees(doc, NOW, parse_record(text, now=NOW))
 
 

@@ -16,45 +16,17 @@ from typing import Any
 
 import jsonschema
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.internal.conjecture import utils as cu
 
 from schemas.validation import MAX_REASON_CHARS, ParsedBatch, parse_batch
+from tests.unit.schemas.schema_gen import (
+    PROPERTY_SETTINGS,
+    encode,
+    from_schema,
+    has_lone_surrogate,
+)
 from tests.unit.schemas.test_usage import SCHEMA_FILE
-
-hypothesis_jsonschema = pytest.importorskip("hypothesis_jsonschema")
-import hypothesis_jsonschema._from_schema as _hjs  # noqa: E402
-
-
-class _Many:
-    """hypothesis-jsonschema 0.23.1 (the latest) calls ``many(...).more()``, which Hypothesis
-    replaced by iterating ``with many(...) as elements: for _ in elements``; this adapts the
-    new protocol to the old call. Remove once hypothesis-jsonschema follows Hypothesis."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._many = cu.many(*args, **kwargs)
-        self._many.__enter__()
-        self._elements = iter(self._many)
-
-    def more(self) -> bool:
-        if next(self._elements, StopIteration) is StopIteration:
-            self._many.__exit__(None, None, None)
-            return False
-        return True
-
-    def reject(self, why: str | None = None) -> None:
-        self._many.reject(why)
-
-
-if not hasattr(cu.many, "more"):
-
-    class _Utils:
-        many = _Many
-
-    _hjs.cu = _Utils  # type: ignore[assignment]
-
-from_schema = hypothesis_jsonschema.from_schema
 
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_FILE.read_text())
 DEFS = SCHEMA["$defs"]
@@ -77,22 +49,6 @@ PIECES = {  # the properties of each part of a record, for mutations
 }
 
 # -- the oracle: jsonschema plus x-gpumeter-rules, implemented from their published text ---------
-
-
-def has_lone_surrogate(value: Any) -> bool:
-    """Rule unicode-text."""
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            if any(0xD800 <= ord(c) <= 0xDFFF for c in v):
-                return True
-        elif isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
 
 
 def sample_breaks_a_rule(s: dict[str, Any]) -> bool:
@@ -196,24 +152,6 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
     return doc
 
 
-def encode(doc: dict[str, Any], ascii_only: bool, ints_as_floats: bool = False) -> bytes:
-    """JSON as different producers write it: \\uXXXX escapes or UTF-8 text; integers as
-    ``7`` or, like Python's json given floats, as ``7.0`` (the same JSON Schema instance)."""
-    if ints_as_floats:
-        doc = _floats(doc)
-    return json.dumps(doc, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
-
-
-def _floats(v: Any) -> Any:
-    if type(v) is int and abs(v) < 2**53:
-        return float(v)
-    if isinstance(v, dict):
-        return {k: _floats(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_floats(x) for x in v]
-    return v
-
-
 def repaired(doc: dict[str, Any]) -> dict[str, Any]:
     """The record with the x-gpumeter-rules made to hold (what the schema alone cannot)."""
     doc = copy.deepcopy(doc)
@@ -230,13 +168,6 @@ def repaired(doc: dict[str, Any]) -> dict[str, Any]:
             s["energy_j"] = s["power_w"]
     return doc
 
-
-PROPERTY_SETTINGS = settings(
-    derandomize=True,  # the same examples on every run: CI stays deterministic
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
 # -- the properties ------------------------------------------------------------------------------
 
