@@ -13,7 +13,7 @@ from schemas.reason import bounded, excerpt, location
 _CONTROL = re.compile(CONTROL_CHARS)
 #: Texts already found valid (device ids, models, tenants and jobs repeat in every record).
 _TEXT_OK: set[str] = set()
-_TEXT_CACHE = 65_536
+_TEXT_CACHE = 16_384  # at most a few MB
 
 
 class FrameError(ValueError):
