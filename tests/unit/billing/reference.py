@@ -22,6 +22,7 @@ D = Decimal
 CENT = D("0.01")
 MICRO = D("0.000001")
 H = 3_600_000  # milli-GPU-seconds in a GPU-hour
+CLASS_ORDER = {"on_demand": 0, "reserved": 1, "spot": 2}
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,10 @@ def _credits(c: dict, lines: list[tuple], first: date, last: date) -> list[tuple
         if use <= 0:
             continue
         rest = use
-        for i in scope if (m or k) else []:
+        # in invoice line order: GPU model, then class (on_demand, reserved, spot)
+        for i in (
+            sorted(scope, key=lambda i: (lines[i][1], CLASS_ORDER[lines[i][2]])) if (m or k) else []
+        ):
             take = min(left[i], rest)
             left[i] -= take
             rest -= take

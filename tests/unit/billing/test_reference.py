@@ -206,11 +206,7 @@ def test_shared_usage_rating_matches_the_reference_model(
     raw: dict[str, Any], rows: list[reference.Row]
 ) -> None:
     # Shares (contract v2): each row holds its seconds at a share in milli-GPUs; the reference
-    # counts milli-GPU-seconds from the README's rules alone. Credits are left out here: they
-    # do not depend on shares, and two credits with overlapping scopes expose an order the
-    # README leaves open (which in-scope line a scoped credit pays first), found by this test
-    # and reported, not a question of shares.
-    raw = {**raw, "tenants": {"t": {**raw["tenants"]["t"], "credits": []}}}
+    # counts milli-GPU-seconds from the README's rules alone.
     book = parse_pricebook(raw, source="property")
     usage = [
         UsageRow(
