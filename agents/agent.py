@@ -33,8 +33,8 @@ from schemas.usage import Gap, GpuSecond, encode_batch
 
 #: The contract versions the agent can emit.
 EMITTED_VERSIONS = (V1, FRAMES_SCHEMA_VERSION)
-#: What the agent emits unless told otherwise (v2 once the worker reads it: see agents/README.md).
-DEFAULT_SCHEMA_VERSION = V1
+#: What the agent emits unless told otherwise: contract v2 (the worker reads both).
+DEFAULT_SCHEMA_VERSION = FRAMES_SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 

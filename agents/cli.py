@@ -34,7 +34,7 @@ them to Kafka topic gpu.usage.v1.
 sources (pick one):
   --nvml        the real GPUs of this machine, at 1 Hz (needs an NVIDIA driver)
   --simulate    a simulated fleet (N nodes x M GPUs, several tenants), in accelerated time;
-                with --schema-version 2 every node also has shared GPUs and a MIG GPU
+                with --shares every node also has shared GPUs and a MIG GPU
   --trace       replay the Alibaba GPU-cluster trace in ../shared/data, in accelerated time
   --openb FILE  replay a pod list of Alibaba cluster-trace-gpu-v2023 ("openb"): fractional
                 pods packed onto shared GPUs, in accelerated time
@@ -50,6 +50,7 @@ broker is started for the run (it keeps data in memory only, so this is a smoke 
 EXAMPLES = """\
 examples:
   gpumeter agent --simulate --nodes 2 --gpus 8 --duration 1h
+  gpumeter agent --simulate --shares --duration 6h
   gpumeter agent --simulate --duration 1d --speed 3600 --bootstrap localhost:9092
   gpumeter agent --trace --max-gpus 256 --duration 2h
   gpumeter agent --openb openb_pod_list_default.csv --openb-offset 9800000 --duration 2h
@@ -122,9 +123,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="--openb: the pod list's second replayed first (default 0)",
     )
     fleet.add_argument(
-        "--no-shares",
+        "--shares",
         action="store_true",
-        help="--simulate with --schema-version 2: whole GPUs only (no shared or MIG GPUs)",
+        help="--simulate: every node of 3+ GPUs also has shared GPUs (fractional pods) and a "
+        "GPU in MIG mode (needs --schema-version 2)",
     )
     nv = p.add_argument_group("NVML")
     nv.add_argument(
@@ -277,6 +279,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     if args.openb and args.schema_version == 1:
         args.agent_parser.error("--openb replays shared GPUs: it needs --schema-version 2")
+    if args.shares and args.schema_version == 1:
+        args.agent_parser.error("--shares simulates shared GPUs: it needs --schema-version 2")
     topic = args.topic or USAGE
     spool_root = args.spool_dir or settings.data_dir / "spool"
     stop = Stop()

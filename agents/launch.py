@@ -30,7 +30,7 @@ def run_fleet(
         seed=args.seed,
         max_gpus=args.max_gpus,
         trace_dir=args.trace_dir,
-        shares=args.schema_version == 2 and not args.no_shares,
+        shares=args.shares,
         openb=args.openb,
         openb_offset_s=args.openb_offset,
     )

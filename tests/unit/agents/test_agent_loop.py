@@ -79,8 +79,13 @@ class FakeDelivery:
 
 
 def make_agent(directory: Path, *, flush_every_s: int = 5) -> NodeAgent:
+    # The loop (sealing on sample time, gaps, restarts) is the same for both contract versions;
+    # it is observed here through v1 records (one sample per GPU-second). Framing into v2
+    # records is tested in test_agent_frames.py.
     spool = Spool(directory, fsync=False)
-    return NodeAgent(FakeSampler(), spool, FakeDelivery(), flush_every_s=flush_every_s)  # type: ignore[arg-type]
+    return NodeAgent(
+        FakeSampler(), spool, FakeDelivery(), flush_every_s=flush_every_s, schema_version=1
+    )  # type: ignore[arg-type]
 
 
 def spooled(directory: Path) -> list[Any]:
