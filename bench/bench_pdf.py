@@ -9,7 +9,7 @@ slot) allocated to it, 20 % spot, GPU models by GPU). Each invoice is rated by
 number; ``write_pdfs`` gets the stored documents (canonical JSON text), as ``invoices export
 --format pdf`` does. No ClickHouse is involved: the figure is the rendering alone.
 
-    python bench/bench_pdf.py                     # 40 invoices of 444 jobs, 1 and 2 processes
+    python bench/bench_pdf.py                     # 100 invoices of 444 jobs, 1 and 2 processes
     python bench/bench_pdf.py --jobs 7            # the 37-GPU month's size (about 7 jobs)
     python bench/bench_pdf.py --no-baseline --processes 2
 """
@@ -90,6 +90,21 @@ def _export(render: Callable[..., list[Path]], docs: list[str], out: Path, procs
         raise SystemExit(f"{len(paths)} PDFs for {len(docs)} invoices")
 
 
+def check(inv: Invoice, out: Path) -> None:
+    """The first invoice's PDF holds every job, every line's amount and the totals."""
+    from pypdf import PdfReader
+
+    text = "\n".join(p.extract_text() for p in PdfReader(out / f"{inv.number}.pdf").pages)
+    missing = [j.job for j in inv.jobs if j.job not in text] + [
+        str(a)
+        for a in (*(ln.amount for ln in inv.lines), inv.subtotal, inv.tax, inv.total)
+        if f"{a:,.{inv.minor_unit}f}" not in text
+    ]
+    if missing:
+        raise SystemExit(f"{inv.number}.pdf lacks {missing[:5]} ({len(missing)} in all)")
+    print(f"  checked: {inv.number}.pdf shows its {len(inv.jobs)} jobs, lines and totals")
+
+
 def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
     """Median wall seconds and median CPU seconds of this process (the rendering itself with
     one process; with a pool, the workers' CPU is not in it)."""
@@ -106,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--invoices", type=int, default=40)
+    ap.add_argument("--invoices", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=BIG_MONTH_JOBS, help="jobs per invoice")
     ap.add_argument("--processes", default="1,2", help="comma-separated pool sizes")
     ap.add_argument("--runs", type=int, default=3, help="median of this many runs")
@@ -128,9 +143,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         renderers.append((BASELINE, baseline))
     per10: dict[tuple[str, int], float] = {}
+    out_dirs: dict[str, Path] = {}
     for procs in (int(p) for p in args.processes.split(",")):
         for name, render in renderers:
-            out = Path(tempfile.mkdtemp(prefix="bench-pdf-"))
+            out = out_dirs[name] = Path(tempfile.mkdtemp(prefix="bench-pdf-"))
             wall, cpu = timed(functools.partial(_export, render, docs, out, procs), args.runs)
             per10[name, procs] = wall / len(docs) * 10
             pages = sum(len(_PAGE.findall(p.read_bytes())) for p in out.glob("*.pdf"))
@@ -142,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{size:.0f} KiB per PDF)",
                 flush=True,
             )
+        check(invs[0], out_dirs[NOW])
         if (BASELINE, procs) in per10:
             print(f"  speed-up with {procs}: {per10[BASELINE, procs] / per10[NOW, procs]:.1f}x")
 
