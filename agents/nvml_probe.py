@@ -8,6 +8,8 @@ Run on a GPU node to check the driver path end to end, without Kafka::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import socket
 import sys
@@ -46,8 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Sample on whole-second boundaries, as the agent does, so energy deltas are 1 s.
             time.sleep(1 - time.time() % 1)
             ts = int(time.time())
-            for s in sampler.sample(ts):
-                print(s.model_dump_json())
+            for d in sampler.seconds(ts):
+                doc = d._asdict()
+                doc["allocations"] = [dataclasses.asdict(a) for a in d.allocations]
+                print(json.dumps(doc))
     return 0
 
 

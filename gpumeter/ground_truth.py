@@ -132,7 +132,7 @@ def compare_tokens_with_ground_truth(
     console: Any, client: Any, fleet: Any, start: int, end: int
 ) -> list[Check]:
     """Tokens in ``work_units`` vs the simulator's token truth, per (tenant, job)."""
-    from agents.simulator import token_truth
+    from agents.simulated_work import token_truth
 
     truth = token_truth(fleet, start=start, end=end)
     rows = client.query(
