@@ -46,3 +46,12 @@ def test_help_documents_the_v1_release() -> None:
     register(root.add_subparsers(dest="command"))
     text = root._subparsers._group_actions[0].choices["agent"].format_help()  # type: ignore[union-attr]
     assert "--schema-version" in text and "one release" in text
+
+
+def test_simulated_shares_with_v1_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = parse(["--simulate", "--shares", "--schema-version", "1"])
+    with pytest.raises(SystemExit) as exc:
+        run(args, Settings(data_dir=tmp_path))
+    assert exc.value.code == 2 and "--shares" in capsys.readouterr().err
