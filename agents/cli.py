@@ -125,8 +125,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fleet.add_argument(
         "--shares",
         action="store_true",
-        help="--simulate: every node of 3+ GPUs also has shared GPUs (fractional pods) and a "
-        "GPU in MIG mode (needs --schema-version 2)",
+        help="--simulate: every node also has shared GPUs (fractional pods) and a GPU in MIG "
+        "mode (needs --gpus 3 or more and --schema-version 2)",
     )
     nv = p.add_argument_group("NVML")
     nv.add_argument(
@@ -281,6 +281,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         args.agent_parser.error("--openb replays shared GPUs: it needs --schema-version 2")
     if args.shares and args.schema_version == 1:
         args.agent_parser.error("--shares simulates shared GPUs: it needs --schema-version 2")
+    if args.shares and args.gpus < 3:
+        args.agent_parser.error("--shares needs --gpus 3 or more (whole, shared and MIG GPUs)")
     topic = args.topic or USAGE
     spool_root = args.spool_dir or settings.data_dir / "spool"
     stop = Stop()

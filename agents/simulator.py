@@ -91,7 +91,7 @@ class SimulatedFleet(ScheduledFleet):
     and waits (up to ``max_wait_s``, else it is abandoned) until that many GPUs are free.
     Jobs arriving before ``start`` are simulated too, so the window opens on a busy fleet.
 
-    ``shares``: on nodes of at least 3 GPUs, the last GPU is in MIG mode and the quarter before
+    ``shares`` (nodes of at least 3 GPUs): the last GPU is in MIG mode and the quarter before
     it are shared (module docstring); the others take whole-GPU jobs as above.
     """
 
@@ -116,6 +116,10 @@ class SimulatedFleet(ScheduledFleet):
             raise ValueError(
                 "nodes, gpus_per_node and duration_s must be positive, tenants non-empty"
             )
+        if shares and gpus_per_node < 3:
+            raise ValueError(
+                f"shares need nodes of at least 3 GPUs (whole, shared, MIG), got {gpus_per_node}"
+            )
         unknown = [m for m in models if m not in GPU_MODELS]
         if unknown or not models:
             raise ValueError(f"unknown GPU models {unknown}; known: {sorted(GPU_MODELS)}")
@@ -128,7 +132,7 @@ class SimulatedFleet(ScheduledFleet):
         for node in range(nodes):
             spec = GPU_MODELS[models[node % len(models)]]
             node_id = f"sim-node-{node:02d}"
-            n_mig = 1 if shares and gpus_per_node >= 3 else 0
+            n_mig = 1 if shares else 0
             n_shared = max(1, gpus_per_node // 4) if n_mig else 0
             n_whole = gpus_per_node - n_shared - n_mig
             gpus = [

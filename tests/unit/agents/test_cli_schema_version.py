@@ -55,3 +55,12 @@ def test_simulated_shares_with_v1_are_refused(
     with pytest.raises(SystemExit) as exc:
         run(args, Settings(data_dir=tmp_path))
     assert exc.value.code == 2 and "--shares" in capsys.readouterr().err
+
+
+def test_simulated_shares_need_three_gpus_per_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = parse(["--simulate", "--shares", "--gpus", "2"])
+    with pytest.raises(SystemExit) as exc:
+        run(args, Settings(data_dir=tmp_path))
+    assert exc.value.code == 2 and "--gpus 3" in capsys.readouterr().err

@@ -107,3 +107,8 @@ def test_without_shares_the_fleet_is_what_it_was() -> None:
                 (d.allocations[0].tenant, d.allocations[0].job) if d.allocations else (None, None)
             )
             assert (s.sm_util, s.power_w, s.energy_j) == (d.sm_util, d.power_w, d.energy_j)
+
+
+def test_shares_on_nodes_too_small_for_them_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least 3 GPUs"):
+        SimulatedFleet(nodes=1, gpus_per_node=2, shares=True)
