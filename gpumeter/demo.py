@@ -183,7 +183,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     console.print(f"data: {where}. Query it, for example:")
     db = f" --database {database}" if database else ""
     console.print(
-        f'  gpumeter sql{db} "SELECT tenant, round(sum(gpu_seconds)/3600, 2) AS gpu_hours '
+        f'  gpumeter sql{db} "SELECT tenant, round(sum(gpu_milli_seconds)/3600000, 2) AS gpu_hours '
         f'FROM usage_daily GROUP BY tenant ORDER BY gpu_hours DESC"'
     )
     console.print(f"done in {time.monotonic() - t_start:.1f} s")

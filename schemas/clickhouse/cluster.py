@@ -139,9 +139,12 @@ class ClusterDDL:
     def migrations_table(self) -> str:
         return MIGRATIONS_TABLE_CLUSTER_DDL.format(cluster=self.cluster)
 
-    def ttl(self, table: str, raw_ttl_days: int) -> str:
+    def ttl(self, table: str, column: str, raw_ttl_days: int) -> str:
         local = self.tables[table].local if table in self.tables else table
-        return f"ALTER TABLE {local} ON CLUSTER {self.cluster} MODIFY TTL ts + INTERVAL {int(raw_ttl_days)} DAY"
+        return (
+            f"ALTER TABLE {local} ON CLUSTER {self.cluster} "
+            f"MODIFY TTL {column} + INTERVAL {int(raw_ttl_days)} DAY"
+        )
 
     def transform(self, stmt: str) -> list[str]:
         on = f"ON CLUSTER {self.cluster}"

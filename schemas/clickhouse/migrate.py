@@ -27,6 +27,10 @@ __all__ = [
 ]
 
 
+#: The raw archives and the time column their retention (GPUMETER_RAW_TTL_DAYS) counts from.
+RAW_ARCHIVES = (("usage_seconds", "ts"), ("usage_frames", "minute"))
+
+
 def migrate(
     client: Client, *, raw_ttl_days: int | None = None, cluster: str | None = None
 ) -> list[Migration]:
@@ -76,14 +80,16 @@ def migrate(
         )
         done.append(m)
     if raw_ttl_days is not None:
-        # Re-applied every time so the setting, not the migration, decides retention.
-        _run(
-            client,
-            "the raw archive TTL",
-            ddl.ttl("usage_seconds", raw_ttl_days)
-            if ddl
-            else f"ALTER TABLE usage_seconds MODIFY TTL ts + INTERVAL {int(raw_ttl_days)} DAY",
-        )
+        # Re-applied every time so the setting, not the migration, decides retention; both
+        # raw archives (v1's usage_seconds, v2's usage_frames) keep the same number of days.
+        for table, column in RAW_ARCHIVES:
+            _run(
+                client,
+                f"the raw archive TTL of {table}",
+                ddl.ttl(table, column, raw_ttl_days)
+                if ddl
+                else f"ALTER TABLE {table} MODIFY TTL {column} + INTERVAL {int(raw_ttl_days)} DAY",
+            )
     return done
 
 

@@ -54,7 +54,9 @@ def test_ledger_equals_ground_truth_and_replayed_batches_change_nothing(pipeline
     # then they are all recognised as duplicates and the ledger is unchanged
     assert again["duplicates"] == published and again["new_seconds"] == 0
     assert pipeline.ledger_cells() == (cells, idle)
-    raw = pipeline.sql("SELECT count() AS n, uniqExact(gpu_uuid, ts) AS d FROM usage_seconds FINAL")
+    raw = pipeline.sql(
+        "SELECT count() AS n, uniqExact(gpu_uuid, mig_uuid, ts) AS d FROM usage_raw_seconds"
+    )
     assert int(raw[0]["n"]) == int(raw[0]["d"]) == published
 
 

@@ -138,7 +138,7 @@ def test_golden_example_of_each_statement_kind() -> None:
         "DROP TABLE IF EXISTS t ON CLUSTER c1",
         "DROP TABLE IF EXISTS t_local ON CLUSTER c1",
     ]
-    assert ddl.ttl("t", 7) == "ALTER TABLE t ON CLUSTER c1 MODIFY TTL ts + INTERVAL 7 DAY"
+    assert ddl.ttl("t", "ts", 7) == "ALTER TABLE t ON CLUSTER c1 MODIFY TTL ts + INTERVAL 7 DAY"
 
 
 def test_an_alter_mixing_column_and_table_ops_mirrors_only_the_column_ops() -> None:
@@ -210,6 +210,7 @@ def test_single_node_migrate_runs_exactly_the_statements_in_the_files() -> None:
         "ENGINE = MergeTree ORDER BY version",
         *[s for m in discover() for s in m.statements()],
         "ALTER TABLE usage_seconds MODIFY TTL ts + INTERVAL 400 DAY",
+        "ALTER TABLE usage_frames MODIFY TTL minute + INTERVAL 400 DAY",
     ]
     assert client.commands == expected
     assert [r[2] for r in client.inserted] == [m.checksum for m in discover()]
