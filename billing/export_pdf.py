@@ -15,7 +15,9 @@ import json
 import multiprocessing
 import os
 from collections.abc import Iterable
+from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,16 @@ _LINE_COLS = Columns((8 * mm, 84 * mm, 22 * mm, 16 * mm, 24 * mm, 28 * mm), righ
 _JOB_COLS = Columns(
     (30 * mm, 34 * mm, 18 * mm, 10 * mm, 26 * mm, 26 * mm, 18 * mm, 20 * mm), right_from=2
 )
+
+
+@lru_cache(maxsize=4096)  # jobs of a month share slot boundaries
+def _minute(t: datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M")
+
+
+@lru_cache(maxsize=4096)  # and durations
+def _hours(amount: int, per_hour: int) -> str:
+    return f"{Decimal(amount) / per_hour:,.3f}"
 
 
 def _esc(s: str) -> str:
@@ -142,10 +154,10 @@ def story(inv: Invoice) -> list[Any]:
             _JOB_COLS.wrap(1, j.gpu_model),
             (j.billing_class,),
             (str(j.gpus),),
-            (j.first_minute.strftime("%Y-%m-%d %H:%M"),),
-            (j.last_minute.strftime("%Y-%m-%d %H:%M"),),
-            (f"{Decimal(j.gpu_milli_seconds) / 3_600_000:,.3f}",),
-            (f"{Decimal(j.billable_seconds) / 3600:,.3f}",),
+            (_minute(j.first_minute),),
+            (_minute(j.last_minute),),
+            (_hours(j.gpu_milli_seconds, 3_600_000),),
+            (_hours(j.billable_seconds, 3600),),
         ]
         for j in inv.jobs
     ]

@@ -59,14 +59,10 @@ class Columns:
         return wrapped(text, self.widths[col] - 2 * PAD_X)
 
 
+@lru_cache(maxsize=8192)  # GPU models and classes repeat on every row
 def wrapped(text: str, width: float) -> Cell:
     if stringWidth(text, FONT, SIZE) <= width:  # most cells: one line, no search for breaks
         return (text,)
-    return _split(text, width)
-
-
-@lru_cache(maxsize=8192)
-def _split(text: str, width: float) -> Cell:
     return tuple(simpleSplit(text, FONT, SIZE, width)) or ("",)
 
 
@@ -112,17 +108,15 @@ class GridTable(Flowable):  # type: ignore[misc]  # reportlab is untyped
         self.header = [(h,) for h in header]
         self.rows = rows
         self.bold_last = bold_last
-        self.header_h = self._height(self.header)
-        # running sums of row heights: tops[i] = height of rows[:i]
+        self.header_h = LEADING + 2 * PAD_Y
+        # lines of each row (its tallest cell), and running sums of row heights:
+        # tops[i] = height of rows[:i]
+        self.lines = [max(map(len, r)) for r in rows]
         self.tops = (
             _tops
             if _tops is not None
-            else list(accumulate((self._height(r) for r in rows), initial=0.0))
+            else list(accumulate((n * LEADING + 2 * PAD_Y for n in self.lines), initial=0.0))
         )
-
-    @staticmethod
-    def _height(row: Sequence[Cell]) -> float:
-        return max(len(c) for c in row) * LEADING + 2 * PAD_Y
 
     @property
     def body_h(self) -> float:
@@ -163,21 +157,21 @@ class GridTable(Flowable):  # type: ignore[misc]  # reportlab is untyped
         y = self.height  # top of the current row, from the table's bottom
         last = len(self.rows)
         font = ""
-        for i, row in enumerate([self.header, *self.rows]):
+        for i, (row, count) in enumerate(
+            zip([self.header, *self.rows], [1, *self.lines], strict=True)
+        ):
             want = BOLD if i == 0 or (self.bold_last and i == last) else FONT
             if want != font:
                 font = want
                 text.append(f"{internal[font]} {SIZE} Tf")
             first = y - PAD_Y - SIZE  # the first line's baseline
             # line by line across the row, so that a reader extracts each line of a row whole
-            for n in range(max(map(len, row))):
+            for n in range(count):
                 yn = f"{first - n * LEADING:.2f}"
                 for col, cell in enumerate(row):
-                    if n >= len(cell) or not cell[n]:
-                        continue
-                    line = cell[n]
-                    x = _right_x(line, font, rights[col]) if col >= right_from else lefts[col]
-                    text.append(f"1 0 0 1 {x} {yn} Tm {show(line, font, canv)}")
+                    if n < len(cell) and (line := cell[n]):
+                        x = _right_x(line, font, rights[col]) if col >= right_from else lefts[col]
+                        text.append(f"1 0 0 1 {x} {yn} Tm {show(line, font, canv)}")
             y -= self.header_h if i == 0 else self.tops[i] - self.tops[i - 1]
             rules.append(f"0 {y:.2f} m {total_w} {y:.2f} l")
         text.append("ET")
