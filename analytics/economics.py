@@ -23,8 +23,8 @@ from analytics.metrics import (
 )
 from analytics.revenue import rate_on_demand, revenue_by_model, spread_revenue, unknowns
 from analytics.sharing import packing
+from kernel.names import MILLI_PER_GPU_HOUR as MILLI_PER_HOUR
 from kernel.names import MJ_PER_KWH
-from kernel.period import MILLI_PER_GPU_HOUR as MILLI_PER_HOUR
 
 
 @dataclass

@@ -41,8 +41,8 @@ from typing import Literal
 from analytics.assets import SECONDS_PER_YEAR
 from analytics.ledger_facts import GpuHour, ReportPeriod
 from analytics.sharing import Packing
+from kernel.names import MILLI_PER_GPU_HOUR as MILLI_PER_HOUR
 from kernel.names import MJ_PER_KWH
-from kernel.period import MILLI_PER_GPU_HOUR as MILLI_PER_HOUR
 
 Dimension = Literal["fleet", "gpu_model", "node", "day"]
 RevenueSource = Literal["invoices", "on_demand_rating"]

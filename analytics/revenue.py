@@ -18,7 +18,7 @@ from decimal import Decimal
 from analytics.assets import AssetRegister
 from analytics.ledger_facts import Facts, JobTotal, RevenueLine
 from analytics.metrics import Dimension
-from kernel.period import MILLI_PER_GPU_HOUR as MILLI_PER_HOUR
+from kernel.names import MILLI_PER_GPU_HOUR as MILLI_PER_HOUR
 
 
 def rate_on_demand(jobs: Iterable[JobTotal], register: AssetRegister) -> list[RevenueLine]:

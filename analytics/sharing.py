@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from analytics.ledger_facts import GpuHour
-from kernel.period import MILLI_PER_GPU_HOUR
+from kernel.names import MILLI_PER_GPU_HOUR
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import orjson
 
 from billing.pricing import TenantPricing, _plain
-from kernel.period import MILLI_PER_GPU_HOUR
+from kernel.names import MILLI_PER_GPU_HOUR
 
 SCHEMA_VERSION = "invoice.v1"
 Status = Literal["draft", "finalized"]

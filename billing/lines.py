@@ -19,7 +19,7 @@ from billing.money import round_money, round_quantity
 from billing.period import Period
 from billing.pricebook import BILLING_CLASSES, BillingClass, Rate, round_price
 from billing.pricing import TenantPricing
-from kernel.period import MILLI_PER_GPU_HOUR
+from kernel.names import MILLI_PER_GPU_HOUR
 
 #: Exact arithmetic for amounts before the one rounding: 34 significant digits is far beyond
 #: any invoice, so the result does not depend on the process's default decimal context.

@@ -22,3 +22,8 @@ BILLING_CLASSES: tuple[BillingClass, ...] = get_args(BillingClass)
 
 #: Energy is carried as integer millijoules (exact); 1 kWh = 3.6e9 mJ.
 MJ_PER_KWH = 3_600_000_000
+
+#: Usage is counted in milli-GPU-seconds (seconds held x share in milli-GPUs, 1000 for a whole
+#: GPU; ledger migration 0030): one GPU-hour is this many. Billing and analytics both convert
+#: with it.
+MILLI_PER_GPU_HOUR = 3_600_000

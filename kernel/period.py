@@ -16,12 +16,6 @@ _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _SPAN = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
 
 
-#: Usage is counted in milli-GPU-seconds (seconds held x share in milli-GPUs, 1000 for a whole
-#: GPU; ledger migration 0030): one GPU-hour is this many. Billing and analytics both convert
-#: with it.
-MILLI_PER_GPU_HOUR = 3_600_000
-
-
 class PeriodError(ValueError):
     """Text that is not a period of the expected form (the message says which forms)."""
 

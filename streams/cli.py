@@ -72,7 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "assigned partition and the consumer group's committed offsets reach the end of "
         "every partition of its topics, whoever holds them (batch runs, demo, tests)",
     )
-    p.add_argument("--no-raw-archive", action="store_true", help="do not write the raw archive (usage_frames)")
+    p.add_argument(
+        "--no-raw-archive", action="store_true", help="do not write the raw archive (usage_frames)"
+    )
     p.add_argument(
         "--metrics-port",
         type=_port,
