@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kernel.names import IDLE_TENANT, MJ_PER_KWH
+from kernel.names import IDLE_TENANT, MILLI_PER_GPU_HOUR, MJ_PER_KWH
 
 #: Tenants shown one per row; the rest are summed in one row (a trace has over a hundred).
 MAX_TENANT_ROWS = 15
@@ -101,16 +101,12 @@ def compare_with_ground_truth(
     available = truth.allocated_milli_seconds + truth.idle_milli
     allocated = sum(per_tenant_m.values())
     console.print(
-        f"idle: {idle / _MILLI_HOUR:,.2f} GPU-hours (ground truth "
-        f"{truth.idle_milli / _MILLI_HOUR:,.2f}); fleet {allocated / max(available, 1):.1%} "
+        f"idle: {idle / MILLI_PER_GPU_HOUR:,.2f} GPU-hours (ground truth "
+        f"{truth.idle_milli / MILLI_PER_GPU_HOUR:,.2f}); fleet {allocated / max(available, 1):.1%} "
         f"allocated (share-weighted); {keys_ok:,}/{keys_all:,} (tenant, job, model, hour) cells "
         "equal ground truth in milli-GPU-seconds"
     )
     return checks
-
-
-#: milli-GPU-seconds in one GPU-hour
-_MILLI_HOUR = 3_600_000
 
 
 def _row(
@@ -120,10 +116,10 @@ def _row(
     ok = m == t if exact is None else exact
     return (
         label,
-        f"{m / _MILLI_HOUR:,.2f}",
+        f"{m / MILLI_PER_GPU_HOUR:,.2f}",
         f"{(active / held if held else 0):.0%}",
         f"{energy_mj / MJ_PER_KWH:,.1f}",
-        f"{t / _MILLI_HOUR:,.2f}",
+        f"{t / MILLI_PER_GPU_HOUR:,.2f}",
         "yes" if ok else "[red]NO",
     )
 
