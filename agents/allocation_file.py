@@ -43,13 +43,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from agents.errors import AgentError
+from kernel.names import BILLING_CLASSES as CLASS_ORDER
+from kernel.names import BillingClass
 from schemas.frame import WHOLE
-from schemas.usage import BillingClass
 
-BILLING_CLASSES: frozenset[str] = frozenset(get_args(BillingClass))
+#: The billing classes an entry may name (kernel.names), as a set for membership tests.
+BILLING_CLASSES: frozenset[str] = frozenset(CLASS_ORDER)
 # Mirrors schemas.usage.Identifier: a value that would fail validation must be rejected here,
 # or one bad entry or environment variable would make every sample of the GPU invalid.
 _IDENTIFIER = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
