@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -27,6 +27,13 @@ from billing.period import Period
 from kernel.names import BILLING_CLASSES as BILLING_CLASSES
 from kernel.names import IDLE_TENANT as IDLE_TENANT
 from kernel.names import BillingClass as BillingClass
+
+#: What a tenant is to the operator (``[tenants.<id>] kind``): an ``external`` customer is
+#: invoiced; an ``internal`` team (research, product) gets no invoice: its usage is shown back at
+#: cost (``gpumeter report``), never numbered or billed. Not dated: a tenant's kind applies to
+#: every period rated with the book.
+TenantKind = Literal["external", "internal"]
+TENANT_KINDS: tuple[TenantKind, ...] = ("external", "internal")
 
 #: Prices (per GPU-hour, per kWh, commitment and overage rates) have at most this many decimals;
 #: derived prices (tier discounts, MIG fractions) are rounded half-even to it. Documents show
@@ -241,6 +248,18 @@ class PriceBook:
     contracts: Mapping[str, Contract]
     gpu_models: frozenset[str]
     source: str = "<memory>"
+    #: Tenants whose kind is not ``external`` (the default). Kept off :class:`Contract` on
+    #: purpose: the contract is embedded in every invoice's pricing snapshot, and an external
+    #: tenant's documents must stay byte for byte what they were.
+    kinds: Mapping[str, TenantKind] = field(default_factory=dict)
+
+    def kind_of(self, tenant: str) -> TenantKind:
+        return self.kinds.get(tenant, "external")
+
+    @property
+    def internal_tenants(self) -> frozenset[str]:
+        """Tenants shown back at cost instead of invoiced."""
+        return frozenset(t for t, k in self.kinds.items() if k == "internal")
 
     def rates_for_period(self, period: Period) -> tuple[Rate, ...]:
         return rates_in(self.rates, period)

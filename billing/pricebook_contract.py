@@ -17,6 +17,7 @@ from billing.pricebook import (
     IDLE_TENANT,
     PCT_DECIMALS,
     PRICE_DECIMALS,
+    TENANT_KINDS,
     Commitment,
     Contract,
     Credit,
@@ -24,6 +25,7 @@ from billing.pricebook import (
     Party,
     Plan,
     TaxRate,
+    TenantKind,
 )
 
 if TYPE_CHECKING:
@@ -35,6 +37,38 @@ def parse_contracts(p: Parser, table: Any, plans: Mapping[str, Plan]) -> dict[st
         p.bad("tenants", "at least one [tenants.<name>] contract is required")
         return {}
     return {tenant: _contract(p, tenant, t, plans) for tenant, t in table.items()}
+
+
+def parse_kinds(p: Parser, table: Any) -> dict[str, TenantKind]:
+    """``[tenants.<id>] kind``: ``external`` (the default, invoiced) or ``internal`` (shown back
+    at cost, never invoiced); only the tenants that are not external are returned.
+
+    An internal tenant may not have a commitment or a minimum spend: both are money billed
+    whether used or not, which only an invoice can carry."""
+    if not isinstance(table, dict):
+        return {}
+    kinds: dict[str, TenantKind] = {}
+    for tenant, t in table.items():
+        where = f"tenants.{tenant}"
+        kind = t.get("kind", "external") if isinstance(t, dict) else "external"
+        if kind not in TENANT_KINDS:
+            p.bad(
+                where,
+                f"kind {kind!r} is not one of {', '.join(TENANT_KINDS)} (external: invoiced; "
+                "internal: shown back at cost, not invoiced)",
+            )
+            continue
+        if kind == "external":
+            continue
+        kinds[tenant] = "internal"
+        for key in ("commitments", "minimum_monthly_spend"):
+            if t.get(key):
+                p.bad(
+                    where,
+                    f"an internal tenant is shown back at cost, never invoiced: remove {key} "
+                    "(or make the tenant external)",
+                )
+    return kinds
 
 
 def _contract(p: Parser, tenant: str, t: Mapping[str, Any], plans: Mapping[str, Plan]) -> Contract:

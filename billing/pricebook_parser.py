@@ -32,7 +32,7 @@ from billing.pricebook import (
     decimals,
     mig_parent,
 )
-from billing.pricebook_contract import parse_contracts
+from billing.pricebook_contract import parse_contracts, parse_kinds
 from kernel.problems import Problems
 
 
@@ -196,6 +196,7 @@ class Parser:
         rates = self.rates(raw.get("rates", []))
         plans = self.plans(raw.get("plans", {}))
         contracts = parse_contracts(self, raw.get("tenants", {}), plans)
+        kinds = parse_kinds(self, raw.get("tenants", {}))
         unknown = sorted(
             set(raw)
             - {
@@ -214,7 +215,15 @@ class Parser:
         if self.problems:
             raise PriceBookError(self.source, self.problems.items)
         return PriceBook(
-            cast(str, currency), minor, issuer, rates, plans, contracts, self.models, self.source
+            cast(str, currency),
+            minor,
+            issuer,
+            rates,
+            plans,
+            contracts,
+            self.models,
+            self.source,
+            kinds,
         )
 
     def issuer(self, t: Any) -> Issuer:
