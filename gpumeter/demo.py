@@ -79,6 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=128,
         help="with --trace: replayed GPUs at most, 1..100000 (default 128)",
     )
+    p.add_argument(
+        "--whole-gpus",
+        action="store_true",
+        help="simulate whole GPUs only (default: with 3+ GPUs per node, each node also has "
+        "GPUs shared by several tenants in milli-GPU shares and one GPU in MIG mode)",
+    )
     p.add_argument("--no-billing", action="store_true", help="skip invoices")
     p.add_argument("--no-report", action="store_true", help="skip the utilization report")
     p.set_defaults(handler=run)
@@ -101,6 +107,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         prepare_data_dir(data_dir)
     t_start = time.monotonic()
     console.rule("[bold]gpumeter demo")
+    shares = not args.trace and not args.whole_gpus and args.gpus >= 3
     fleet = make_fleet(
         trace=args.trace,
         start=start,
@@ -109,6 +116,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         gpus_per_node=args.gpus,
         seed=args.seed,
         max_gpus=args.max_gpus,
+        shares=shares,
     )
     if isinstance(fleet, TraceFleet):
         console.print(
@@ -119,7 +127,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         console.print(
             f"fleet: {args.nodes} nodes x {args.gpus} GPUs, 5 tenants, "
-            f"{_fmt(start)} .. {_fmt(start + duration)} UTC (seed {args.seed})"
+            f"{_fmt(start)} .. {_fmt(start + duration)} UTC (seed {args.seed}); "
+            + (
+                "whole GPUs, shared GPUs (milli-GPU shares) and a MIG GPU per node"
+                if shares
+                else "whole GPUs only"
+                + ("" if args.whole_gpus else " (shared GPUs need 3+ GPUs per node)")
+            )
         )
 
     from infra.embedded.broker import EmbeddedBroker

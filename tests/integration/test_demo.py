@@ -25,13 +25,14 @@ def gpumeter(*args: str, data_dir: Path, timeout: float = 600) -> subprocess.Com
 
 
 def test_demo_runs_exact_and_leaves_queryable_data_invoices_and_report(tmp_path: Path) -> None:
-    # when the demo runs on a small fleet with nothing else running
+    # when the demo runs on a small fleet (3 GPUs per node: a whole GPU, a GPU shared by
+    # tenants in milli-GPU shares and a GPU in MIG mode) with nothing else running
     r = gpumeter(
         "demo",
         "--nodes",
         "2",
         "--gpus",
-        "2",
+        "3",
         "--duration",
         "3h",
         "--start",
@@ -53,13 +54,18 @@ def test_demo_runs_exact_and_leaves_queryable_data_invoices_and_report(tmp_path:
     # and `gpumeter sql` reads the demo's data afterwards
     q = gpumeter(
         "sql",
-        "SELECT sum(gpu_seconds) AS s FROM usage_minutely FINAL",
+        "SELECT sum(gpu_milli_seconds) AS s, uniqExact(gpu_uuid, mig_uuid) AS d "
+        "FROM usage_minutely FINAL",
         "--format",
         "json",
         data_dir=tmp_path,
     )
     assert q.returncode == 0, q.stderr
-    assert int(json.loads(q.stdout)[0]["s"]) == 2 * 2 * 3 * 3600
+    # 2 nodes x (a whole GPU, a shared GPU, the MIG GPU's 4 slices) = 12 devices, and every
+    # device-second is 1000 milli-GPU-seconds held (allocations + idle), 3 hours long
+    row = json.loads(q.stdout)[0]
+    assert int(row["d"]) == 12
+    assert int(row["s"]) == 1000 * 12 * 3 * 3600
 
 
 def test_demo_refuses_to_replace_data_it_did_not_write(tmp_path: Path) -> None:
