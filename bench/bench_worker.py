@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                     "gpumeter worker, steady (first to last commit)",
                     steady,
                     f"start-up {startup:.1f} s apart; {r['steady_seconds']:,} device-s in "
-                    f"{r['steady_s']:.1f} s; RSS {r['maxrss_kb'] / 1024:.0f} MB; "
+                    f"{r['steady_s']:.1f} s; {r['stats']['records']} records in "
+                    f"{r['stats']['flushes']} chunks; RSS {r['maxrss_kb'] / 1024:.0f} MB; "
                     f"{len(results)} run(s); new_seconds = published",
                 )
             )

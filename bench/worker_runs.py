@@ -39,8 +39,10 @@ def publish(
 async def consume(
     bootstrap: str, topic: str, n_records: int, handle: Callable[[list], None], chunk: int
 ) -> float:
-    """Read every record of ``topic`` from the beginning, passing lists of up to ``chunk``
-    messages to ``handle``; return the seconds from the first fetch to the last handle."""
+    """Read every record of ``topic`` from the beginning, passing chunks of ``chunk`` messages
+    (fewer only when none arrive for 1 s, or at the end) to ``handle``, as the worker's
+    ``take_events(chunk, within=1.0)`` does; return the seconds from the first fetch to the
+    last handle."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
@@ -58,13 +60,17 @@ async def consume(
         consumer.assign([TopicPartition(topic, p) for p in parts])
         await consumer.seek_to_beginning()
         got = 0
+        pending: list = []
         t0 = time.perf_counter()
         while got < n_records:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=chunk)
+            batches = await consumer.getmany(timeout_ms=1000, max_records=chunk - len(pending))
             msgs = [m for ms in batches.values() for m in ms]
-            if msgs:
-                handle(msgs)
-                got += len(msgs)
+            pending.extend(msgs)
+            full = len(pending) >= chunk or got + len(pending) >= n_records
+            if pending and (full or not msgs):
+                handle(pending)
+                got += len(pending)
+                pending = []
         return time.perf_counter() - t0
     finally:
         await consumer.stop()
@@ -154,23 +160,32 @@ class CommitWatch(threading.Thread):
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         self.group, self.topic, self.period_s = group, topic, period_s
         self.samples: list[tuple[float, dict[int, int]]] = []  # (perf_counter, committed)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
+        self.error = ""  # the last failed read (the group may not exist yet)
 
     def run(self) -> None:
         last: dict[int, int] = {}
-        while not self._stop.is_set():
-            try:
-                offsets = self.admin.list_consumer_group_offsets(self.group)
-            except Exception:  # the group does not exist yet
+        while not self._halt.is_set():
+            try:  # kafka-python 3 renamed list_consumer_group_offsets to list_group_offsets
+                if hasattr(self.admin, "list_group_offsets"):
+                    offsets = self.admin.list_group_offsets(self.group).get(self.group, {})
+                else:
+                    offsets = self.admin.list_consumer_group_offsets(self.group)
+            except Exception as exc:  # the group does not exist yet
+                self.error = repr(exc)
                 offsets = {}
-            now = {tp.partition: int(o.offset) for tp, o in offsets.items() if o.offset >= 0}
+            now = {
+                tp.partition: int(getattr(o, "offset", o))
+                for tp, o in offsets.items()
+                if tp.topic == self.topic and int(getattr(o, "offset", o)) >= 0
+            }
             if now != last:
                 self.samples.append((time.perf_counter(), now))
                 last = now
-            self._stop.wait(self.period_s)
+            self._halt.wait(self.period_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=5)
         self.admin.close()
 
@@ -212,7 +227,9 @@ def run_worker(
     first = next((p for p in points if p[1] > 0), None)
     last = next((p for p in points if p[1] == total), None)
     if first is None or last is None or last[0] <= first[0]:
-        raise SystemExit(f"worker run: commits not seen in full ({len(points)} points)")
+        raise SystemExit(
+            f"worker run: commits not seen in full ({len(points)} points; {watch.error})"
+        )
     return {
         "wall": wall,
         "stats": stats,
