@@ -23,7 +23,7 @@ import pytest
 from agents.simulator import SimulatedFleet
 from infra.embedded.broker import EmbeddedBroker, restart_broker
 from schemas.topics import TopicSpec
-from tests.integration.test_agent_delivery import (
+from tests.integration.agent_run import (
     GPUS,
     HOUR,
     NODES,
@@ -104,7 +104,7 @@ def test_agent_recovers_from_a_broker_restart_and_refills_what_it_lost(
 def test_resend_command_refills_a_broker_that_lost_everything(
     own_broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    from tests.integration.test_agent_delivery import ROOT, run_agent
+    from tests.integration.agent_run import ROOT, run_agent
 
     minutes = 10
     spool = tmp_path / "spool"

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from agents.simulator import SimulatedFleet
-from tests.integration.test_agent_delivery import (
+from tests.integration.agent_run import (
     START,
     AgentProc,
     agent_cmd,
