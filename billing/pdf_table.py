@@ -100,6 +100,7 @@ class GridTable(Flowable):  # type: ignore[misc]  # reportlab is untyped
         rows: Sequence[Sequence[Cell]],
         *,
         bold_last: bool = False,
+        _lines: Sequence[int] | None = None,
         _tops: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
@@ -111,7 +112,7 @@ class GridTable(Flowable):  # type: ignore[misc]  # reportlab is untyped
         self.header_h = LEADING + 2 * PAD_Y
         # lines of each row (its tallest cell), and running sums of row heights:
         # tops[i] = height of rows[:i]
-        self.lines = [max(map(len, r)) for r in rows]
+        self.lines = _lines if _lines is not None else [max(map(len, r)) for r in rows]
         self.tops = (
             _tops
             if _tops is not None
@@ -141,6 +142,7 @@ class GridTable(Flowable):  # type: ignore[misc]  # reportlab is untyped
             [c[0] for c in self.header],
             self.rows[a:b],
             bold_last=self.bold_last and last,
+            _lines=self.lines[a:b],
             _tops=self.tops[a : b + 1],
         )
 
