@@ -38,7 +38,7 @@ minute and re-emitted as a correction (same key, higher version), never dropped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from schemas.frame import Frame
 from streams.conflict_rule import claim_of, contest, displace_parent
@@ -325,8 +325,15 @@ class Aggregator:
         return sum(len(g) for g in self._groups.values())
 
 
-def _active_mask(sm_util: Iterable[float]) -> int:
-    """Bit i set when second i of a frame had SM utilization > 0."""
+def _active_mask(sm_util: Sequence[float]) -> int:
+    """Bit i set when second i of a frame had SM utilization > 0 (a frame wholly busy or
+    wholly idle, the common cases, without a loop in Python)."""
+    if not sm_util:
+        return 0
+    if min(sm_util) > 0:
+        return (1 << len(sm_util)) - 1
+    if max(sm_util) <= 0:
+        return 0
     out = 0
     for i, v in enumerate(sm_util):
         if v > 0:
