@@ -77,12 +77,11 @@ _JOB_COLS = Columns(
 )
 
 
-@lru_cache(maxsize=4096)  # jobs of a month share slot boundaries
 def _minute(t: datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M")
 
 
-@lru_cache(maxsize=4096)  # and durations
+@lru_cache(maxsize=4096)  # jobs of a month share durations
 def _hours(amount: int, per_hour: int) -> str:
     return f"{Decimal(amount) / per_hour:,.3f}"
 

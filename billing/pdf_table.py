@@ -4,10 +4,9 @@ call per cell.
 reportlab's platypus ``Table`` draws each cell through the canvas (a text object, bidi
 shaping and a width measure per string) and lays the whole table out again at every page
 break: for a month of hundreds of jobs per tenant that was most of a PDF's rendering time.
-:class:`GridTable` is a platypus flowable with the same look as the table it replaces (the
-grid style of billing/export_pdf.py: bold header on a tinted band, a rule under the header and
-under each row, text at the top of its cell, chosen columns right-aligned, the header
-repeated on every page): row heights are known before layout, a page break is a bisection
+:class:`GridTable` is a platypus flowable with the look of the grid the invoice had as a
+platypus table (bold header on a tinted band, a rule under the header and under each row,
+text at the top of its cell, numbers right-aligned, the header repeated on every page): row heights are known before layout, a page break is a bisection
 over their running sums, and each page's part of the table is one ``BT ... ET`` text object
 and one path of rules.
 

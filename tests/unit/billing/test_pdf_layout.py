@@ -141,3 +141,34 @@ def test_grid_table_splits_keep_every_row_once_within_the_room(seed: int) -> Non
     for p in parts:
         lines = sum(max(len(c) for c in r) for r in p.rows)
         assert p.height == pytest.approx((1 + len(p.rows)) * 2 * PAD_Y + (1 + lines) * 10)
+
+
+def test_invoice_without_usage_says_so(tmp_path: Path) -> None:
+    text = "\n".join(_pages(export_pdf.write_pdf(_invoice([]), tmp_path)))
+    assert "No metered usage in this period." in text
+    assert "Total due (USD)" in text and "Billed GPU-h" not in text
+
+
+def test_long_descriptions_wrap_inside_their_column(tmp_path: Path) -> None:
+    # a model name far wider than its column: every word is on the page, on several lines
+    model = "NVIDIA " + " ".join(f"Part{i}" for i in range(40))
+    jobs = [("j", model, START, 1)]
+    book = make_book(
+        rates=[
+            {
+                "gpu_model": model,
+                "billing_class": "on_demand",
+                "price_per_gpu_hour": "2.00",
+                "effective_from": "2026-01-01",
+            }
+        ],
+        extra_gpu_models=[model],
+    )
+    rows = [UsageRow("t", "j", "", model, "g0", START, 3600, last=START + timedelta(minutes=59))]
+    inv = rate(book, rows).finalized("GM-2026-000009", date(2026, 2, 1))
+    lines = "\n".join(_pages(export_pdf.write_pdf(inv, tmp_path))).splitlines()
+    words = model.split()
+    assert all(any(w in ln.split() for ln in lines) for w in words)
+    holding = [ln for ln in lines if "Part" in ln]
+    assert len(holding) > 4  # wrapped in the charges line and in the job row
+    assert jobs[0][0] in "\n".join(lines)
