@@ -21,7 +21,10 @@ invoice a month:
   gpumeter invoices reconcile --period 2026-01      prove invoices + adjustments = ledger
 
 Usage that arrives after a period is finalized is billed as adjustment lines on the tenant's
-next invoice: run (and finalize) the next period. See billing/README.md.
+next invoice: run (and finalize) the next period. Internal tenants (kind = "internal" in the
+price book) get no invoice: run lists their GPU-hours as showback, and `gpumeter report` prices
+them at cost. finalize and reconcile take the same --pricebook to know them. See
+billing/README.md.
 """
 
 
@@ -79,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "afterwards they are immutable. Refused before the period has ended plus the "
         "ingest grace (24 h) unless --force with a --reason (recorded)",
         _finalize,
+        pricebook=True,
     )
     fin.add_argument(
         "--force",
@@ -102,6 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "re-rate the period from the ledger and prove finalized invoices plus "
         "adjustments match it; exit 1 on any difference",
         _reconcile,
+        pricebook=True,
     )
     add("show", "list the period's invoices", _show)
 
@@ -172,6 +177,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             f"draft  {inv.tenant:<16} {inv.gpu_hours:>12.3f} GPU-h  "
             f"{inv.total:>14} {inv.currency}" + (f"  ({adj} adjustment lines)" if adj else "")
         )
+    for s in result.showback:
+        print(
+            f"showback {s.tenant:<13} {s.gpu_hours:>12.3f} GPU-h  {s.gpu_model}  "
+            "(internal: showback, not invoiced; priced at cost by `gpumeter report`)"
+        )
     for tenant in result.carried:
         print(
             f"carried {tenant}: {args.period} is finalized and {tenant} has no invoice there; "
@@ -186,13 +196,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         )
     if not result.drafted and (result.refused or result.carried):
         return 1
-    print(f"{len(result.drafted)} draft invoice(s) for {args.period}")
+    internal = len({s.tenant for s in result.showback})
+    print(
+        f"{len(result.drafted)} draft invoice(s) for {args.period}"
+        + (f"; {internal} internal tenant(s) shown back, not invoiced" if internal else "")
+    )
     return 0
 
 
 @_guard
 def _finalize(args: argparse.Namespace, settings: Settings) -> int:
     from billing.period import Period
+    from billing.pricebook import load_pricebook
     from billing.service import finalize_period
 
     if args.force and not (args.reason and args.reason.strip()):
@@ -205,6 +220,7 @@ def _finalize(args: argparse.Namespace, settings: Settings) -> int:
         _client(args, settings),
         Period.parse(args.period),
         force_reason=args.reason if args.force else None,
+        internal=load_pricebook(args.pricebook).internal_tenants,
     )
     if not done:
         print(
@@ -234,9 +250,15 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 @_guard
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from billing.period import Period
-    from billing.reconcile import reconcile_period
+    from billing.pricebook import load_pricebook
+    from billing.service import reconcile_with_showback
 
-    report = reconcile_period(_client(args, settings), Period.parse(args.period))
+    internal = load_pricebook(args.pricebook).internal_tenants
+    report, shown = reconcile_with_showback(
+        _client(args, settings), Period.parse(args.period), internal
+    )
+    if shown:
+        print(f"internal (showback, not invoiced): {', '.join(shown)}")
     print("\n".join(report.lines()))
     return 0 if report.ok else 1
 

@@ -5,6 +5,10 @@
 - :func:`export_period`: CSV / JSON / PDF files.
 - :func:`invoice_month`: all of the above in one call, for the demo.
 
+Internal tenants (``kind = "internal"`` in the price book) get no invoice and no number: a run
+reports their usage per GPU model as showback (:mod:`billing.showback`), finalization does not
+wait for them, and reconcile does not count them as uninvoiced.
+
 All or nothing: a run rates every tenant in memory first and writes only when all succeeded,
 with one insert per table (``BillingStore.save_all``); finalization numbers every draft of the
 period and writes them the same way. Runs and finalizations each hold the billing reservation
@@ -14,7 +18,7 @@ period and writes them the same way. Runs and finalizations each hold the billin
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,7 +33,9 @@ from billing.period import INGEST_GRACE, Period
 from billing.pricebook import PriceBook, load_pricebook
 from billing.pricing import TenantPricing
 from billing.rating import rate_invoice
+from billing.reconcile import ReconcileReport, reconcile_period
 from billing.reservation import Reservation, closed_periods, closes, record_close
+from billing.showback import ShowbackUsage, invoiceable, reconcile_internal, showback_usage
 from billing.store import BillingStore, QueryClient, with_tenants
 
 __all__ = [
@@ -40,6 +46,7 @@ __all__ = [
     "export_period",
     "invoice_month",
     "pending_adjustments",
+    "reconcile_with_showback",
 ]
 
 ExportFormat = Literal["csv", "json", "pdf"]
@@ -78,6 +85,8 @@ class RunResult:
     refused: list[tuple[str, str]] = field(default_factory=list)
     #: tenants with usage in a closed period and no invoice there: carried forward instead.
     carried: list[str] = field(default_factory=list)
+    #: internal tenants' usage per GPU model: shown back at cost, not invoiced.
+    showback: list[ShowbackUsage] = field(default_factory=list)
 
 
 def _now() -> datetime:
@@ -117,7 +126,8 @@ def _run(client: QueryClient, book: PriceBook, period: Period, at: datetime) -> 
     # Every read is one query for all tenants (never one per tenant): the run's cost follows
     # the ledger, not the number of tenants.
     store = BillingStore(client)
-    pending = pending_adjustments(store, book, period)
+    internal = book.internal_tenants
+    pending = invoiceable(pending_adjustments(store, book, period), internal)
     existing = store.states(period)
     closed = period in closed_periods(client, before=period.next())
     credits = store.credits_used_by_tenant(exclude_period=period)
@@ -128,9 +138,19 @@ def _run(client: QueryClient, book: PriceBook, period: Period, at: datetime) -> 
         if (c.commitments or c.minimum_monthly_spend) and c.days_in(period)
     }
     result = RunResult(period)
+    stale: list[str] = []
     # Usage streams in tenant order; each tenant is rated as soon as its rows are complete.
     for tenant, rows in with_tenants(store.usage_by_tenant(period), set(pending) | always):
         current = existing.get(tenant)
+        if tenant in internal:
+            # Shown back, never invoiced; only corrections of invoices it was issued as an
+            # external tenant still need an invoice (rated without its usage).
+            result.showback += showback_usage(tenant, rows)
+            rows = []
+            if tenant not in pending:
+                if current is not None and current.status == "draft":
+                    stale.append(tenant)
+                continue
         if current is not None and current.status == "finalized":
             result.refused.append((tenant, current.number))
             continue
@@ -142,6 +162,15 @@ def _run(client: QueryClient, book: PriceBook, period: Period, at: datetime) -> 
         )
         result.drafted.append(
             rate_invoice(pricing, tenant, period, rows, adjustments=pending.get(tenant, []))
+        )
+    if stale:
+        # A draft cannot be withdrawn (there is no tombstone for an invoice header), and
+        # finalize would number it: refuse before writing anything.
+        raise BillingError(
+            f"{period}: {', '.join(stale)} are internal in the price book but have a draft "
+            "invoice for the period (drafted while external); internal tenants are shown back, "
+            "never invoiced. Keep them external for this period, or run it with the book that "
+            "drafted them. Nothing was written"
         )
     # Every tenant rated without error: only now write, all in one commit.
     store.save_all([(inv, at, None) for inv in result.drafted])
@@ -159,12 +188,14 @@ def finalize_period(
     grace: timedelta = INGEST_GRACE,
     force_reason: str | None = None,
     reservation: Reservation | None = None,
+    internal: Collection[str] = frozenset(),
 ) -> list[Invoice]:
     """Number, hash and freeze every draft of the period, all or none. Numbers: gapless per
     issuer and issue year, allocated in tenant order, under the finalize reservation.
 
     Refuses a period before ``period.end + grace`` unless ``force_reason`` is given (recorded
-    in ``billing_period_closes``), and refuses while a tenant with usage has no invoice."""
+    in ``billing_period_closes``), and refuses while a tenant with usage has no invoice, except
+    ``internal`` tenants (the price book's ``internal_tenants``: shown back, never invoiced)."""
     at = now()
     if at < period.closes_at(grace) and not (force_reason and force_reason.strip()):
         raise PeriodOpenError(period, period.closes_at(grace))
@@ -175,12 +206,12 @@ def finalize_period(
         if not drafts:
             return []
         invoiced = {s.invoice.tenant for s in stored}
-        missing = sorted(store.tenants_with_usage(period) - invoiced)
+        missing = sorted(store.tenants_with_usage(period) - invoiced - set(internal))
         if missing and not closes(client, period):
             raise BillingError(
                 f"{period}: tenants {', '.join(missing)} have usage but no draft "
-                f"invoice; run `gpumeter invoices run --period {period}` first. "
-                "Nothing was finalized"
+                f"invoice; run `gpumeter invoices run --period {period}` first (an internal "
+                "tenant needs the price book that marks it: --pricebook). Nothing was finalized"
             )
         batch = []
         for prefix in sorted({d.invoice.pricing.issuer.number_prefix for d in drafts}):
@@ -207,6 +238,17 @@ def finalize_period(
             holder=held.token,
         )
     return [inv for inv, _, _ in batch]
+
+
+# -- reconcile -------------------------------------------------------------------------------
+
+
+def reconcile_with_showback(
+    client: QueryClient, period: Period, internal: Collection[str] = frozenset()
+) -> tuple[ReconcileReport, list[str]]:
+    """``billing.reconcile.reconcile_period``, where an ``internal`` tenant's usage without an
+    invoice is showback, not a difference; also returns the internal tenants found."""
+    return reconcile_internal(reconcile_period(client, period), internal)
 
 
 # -- export ----------------------------------------------------------------------------------
@@ -260,7 +302,7 @@ def invoice_month(
     book = load_pricebook(pricebook_path)
     p = Period.parse(period)
     run_period(client, book, p)
-    finalize_period(client, p, force_reason=force_reason)
+    finalize_period(client, p, force_reason=force_reason, internal=book.internal_tenants)
     for fmt in ("csv", "json", "pdf"):
         export_period(client, p, fmt, Path(out_dir))  # type: ignore[arg-type]
     return [summarize(s.invoice) for s in BillingStore(client).invoices(period=p)]
