@@ -178,8 +178,10 @@ def minutely_message(row: Any) -> tuple[bytes, bytes]:
             "mig_uuid": _opt_text(row.mig_uuid),
             "gpu_model": _opt_text(row.gpu_model),
             "node_id": _opt_text(row.node_id),
+            "share_milli": row.share_milli,  # 1..1000 (contract v2: shared GPUs)
             "seconds_mask": row.seconds_mask,
             "gpu_seconds": row.gpu_seconds,
+            "gpu_milli_seconds": row.gpu_milli_seconds,
             "active_seconds": row.active_seconds,
             "sm_util_sum": row.sm_util_sum,
             "mem_util_sum": row.mem_util_sum,

@@ -73,3 +73,30 @@ def test_progress_keeps_the_next_offset_and_what_was_seen_at_the_last_one() -> N
     assert fingerprint(6, 1.6, b"b") != fingerprint(6, 1.7, b"b")  # a re-send differs
     p.forget(("u", 0))
     assert ("u", 0) not in p.next_offset and ("u", 0) not in p.last
+
+
+def test_a_closed_minute_message_carries_the_rows_share() -> None:
+    import orjson
+
+    from streams.aggregate import MinuteRow
+
+    # given a row holding 300 milli-GPUs for seconds 0 and 1 (device energy 1000 + 1001 mJ)
+    row = MinuteRow(
+        1_795_651_200,
+        "acme",
+        "j1",
+        "",
+        "GPU-1",
+        "",
+        "H100",
+        "n1",
+        claimed_mask=0b11,
+        readings={0: (50.0, 1.0, 1000), 1: (50.0, 1.0, 1001)},
+        share_milli=300,
+    )
+    # then its message says the share, milli-GPU-seconds and the share of the energy
+    key, value = streams.app.minutely_message(row)
+    doc = orjson.loads(value)
+    assert key == b"GPU-1"
+    assert (doc["share_milli"], doc["gpu_seconds"], doc["gpu_milli_seconds"]) == (300, 2, 600)
+    assert doc["energy_mj"] == 2001 * 300 // 1000
