@@ -12,74 +12,23 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import defaultdict
-from collections.abc import Iterable
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.frame import frames_from_samples
 from schemas.usage import GpuSecond
-from streams.aggregate import AddResult, GpuGroupKey, MinuteRow
-from streams.aggregate import Aggregator as FrameAggregator
-
-
-class Aggregator(FrameAggregator):
-    """The aggregator fed v1 samples, translated as the worker translates v1 records."""
-
-    def add(self, node_id: str, samples: Iterable[GpuSecond]) -> AddResult:  # type: ignore[override]
-        return super().add(node_id, frames_from_samples(samples))
-
-    def missing(self, samples: Iterable[GpuSecond]) -> set[GpuGroupKey]:  # type: ignore[override]
-        return super().missing(frames_from_samples(samples))
-
-
-M0 = 1_699_999_980  # a UTC minute boundary
-assert M0 % 60 == 0
-IDLE = ("__idle__", "")
-GPUS = [("GPU-A", None), ("GPU-B", "MIG-1"), ("GPU-B", "MIG-2")]
-ALLOCATIONS: list[tuple[str, str] | None] = [
-    ("acme", "train"),
-    ("acme", "eval"),
-    ("zeta", "train"),
-    None,
-]
-BILLING = {("acme", "train"): "on_demand", ("acme", "eval"): "spot", ("zeta", "train"): "reserved"}
-
-RowKey = tuple[int, str, str, str, str]  # (minute, gpu, mig, tenant, job)
-
-
-def make_sample(
-    gpu: str,
-    mig: str | None,
-    ts: int,
-    alloc: tuple[str, str] | None,
-    *,
-    sm_util: float = 50.0,
-    mem_util: float = 20.0,
-    energy_j: float = 300.0,
-    mem_used: int = 1000,
-) -> GpuSecond:
-    tenant, job = alloc if alloc else (None, None)
-    return GpuSecond.unchecked(
-        {
-            "gpu_uuid": gpu,
-            "mig_uuid": mig,
-            "gpu_model": "H100",
-            "ts": ts,
-            "tenant": tenant,
-            "job": job,
-            "billing_class": BILLING.get(alloc) if alloc else None,  # type: ignore[arg-type]
-            "sm_util": sm_util,
-            "mem_util": mem_util,
-            "mem_used": mem_used,
-            "mem_total": 10**6,
-            "power_w": 300.0,
-            "energy_j": energy_j,
-            "temp_c": 50.0,
-            "flags": (),
-        }
-    )
+from streams.aggregate import MinuteRow
+from tests.unit.streams.v1_samples import (
+    ALLOCATIONS,
+    GPUS,
+    IDLE,
+    M0,
+    Aggregator,
+    RowKey,
+    key_of,
+    make_sample,
+)
 
 
 def truth(samples: list[GpuSecond]) -> dict[RowKey, dict[str, Any]]:
@@ -121,10 +70,6 @@ def view(row: MinuteRow) -> dict[str, Any]:
         "peak_mem_used": row.peak_mem_used,
         "billing_class": row.billing_class,
     }
-
-
-def key_of(row: MinuteRow) -> RowKey:
-    return (row.minute, row.gpu_uuid, row.mig_uuid, row.tenant, row.job)
 
 
 def collect(rows: list[MinuteRow], into: dict[RowKey, dict[str, Any]]) -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from schemas.usage import GpuSecond
 from streams.aggregate import MinuteRow
-from tests.unit.streams.test_aggregate import IDLE, M0, Aggregator, key_of, make_sample
+from tests.unit.streams.v1_samples import IDLE, M0, Aggregator, key_of, make_sample
 
 # Parent GPU-A with slices MIG-1 and MIG-2; GPU-C has no slices.
 DEVICES = [("GPU-A", None), ("GPU-A", "MIG-1"), ("GPU-A", "MIG-2"), ("GPU-C", None)]
