@@ -8,7 +8,22 @@ from collections import defaultdict
 from datetime import datetime
 
 from analytics.metrics import Metrics, Report
-from analytics.summary import COLUMNS, SHARING_COLUMNS, money, pct, row, sharing_row
+from analytics.summary import (
+    COLUMNS,
+    SHARING_COLUMNS,
+    SHOWBACK_COLUMNS,
+    SHOWBACK_TITLE,
+    SPLIT_COLUMNS,
+    SPLIT_TITLE,
+    money,
+    pct,
+    row,
+    sharing_row,
+    showback_rows,
+    split_row,
+    split_tables,
+)
+from analytics.usage_split import split_by_model
 
 CHART_IDS = (
     "chart-utilization",
@@ -153,6 +168,35 @@ def render_html(report: Report) -> str:
         sh.update_layout(barmode="stack", yaxis_title="shared GPU-hours")
         figs.append(("chart-sharing", "Shared GPUs: how full they are packed", sh))
 
+    # Capacity per model and day: internal use, external sales and idle stacked (GPU-hours),
+    # the revenue external sales earned on a second axis.
+    split, _ = split_tables(report)
+    by_model = split_by_model(split)
+    if by_model:
+        cats = [
+            [m for m, rows in by_model.items() for _ in rows],
+            [r.day for rs in by_model.values() for r in rs],
+        ]
+        flat = [r for rs in by_model.values() for r in rs]
+        sp = make_subplots(specs=[[{"secondary_y": True}]])
+        for name, values in (
+            ("internal use", [float(r.internal_h) for r in flat]),
+            ("external sales", [float(r.external_h) for r in flat]),
+            ("idle", [float(r.idle_h) for r in flat]),
+        ):
+            sp.add_bar(x=cats, y=values, name=f"{name} GPU-hours", secondary_y=False)
+        sp.add_scatter(
+            x=cats,
+            y=[float(r.external_revenue) for r in flat],
+            name=f"external revenue ({report.currency})",
+            mode="markers",
+            secondary_y=True,
+        )
+        sp.update_layout(barmode="stack")
+        sp.update_yaxes(title_text="GPU-hours", secondary_y=False)
+        sp.update_yaxes(title_text=report.currency, secondary_y=True, rangemode="tozero")
+        figs.append(("chart-split", f"{SPLIT_TITLE}, per GPU model and day", sp))
+
     top = report.tenants[:10][::-1]
     ten = go.Figure()
     ten.add_bar(
@@ -204,6 +248,32 @@ def _page(report: Report, plotlyjs: str, charts: list[str]) -> str:
             for p in report.sharing
         )
         sharing = f"<h2>Shared GPUs</h2><table><tr>{head}</tr>{body}</table>"
+    split, showback = split_tables(report)
+    split_html = ""
+    if split:
+        head = "".join(f"<th>{e(c)}</th>" for c in SPLIT_COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{e(v)}</td>" for v in split_row(s)) + "</tr>" for s in split
+        )
+        split_html = (
+            f"<h2>{e(SPLIT_TITLE)}</h2><p>GPU-hours, share-weighted; internal: tenants the price "
+            "book marks internal; sold of left: external sales / (external + idle); revenue: "
+            f"external sales, {e(report.revenue_source)}.</p>"
+            f"<table><tr>{head}</tr>{body}</table>"
+        )
+    showback_html = ""
+    if showback:
+        head = "".join(f"<th>{e(c)}</th>" for c in SHOWBACK_COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{e(v)}</td>" for v in r) + "</tr>"
+            for r in showback_rows(showback)
+        )
+        showback_html = (
+            f"<h2>{e(SHOWBACK_TITLE)}</h2><p>Internal tenants are not invoiced: their use is "
+            "shown back at the model's full cost per GPU-hour of the period (depreciation, "
+            f"energy at the facility's PUE, other opex). Amounts in {e(report.currency)}.</p>"
+            f"<table><tr>{head}</tr>{body}</table>"
+        )
     warn = "".join(f"<p class='warn'>warning: {e(w)}</p>" for w in report.warnings)
     cards = "".join(
         f"<div class='card'><div class='v'>{e(v)}</div><div class='k'>{e(k)}</div></div>"
@@ -241,6 +311,8 @@ Amounts in {e(report.currency)}.</p>
 <h2>By GPU model</h2>{table(report.by_model)}
 <h2>By node</h2>{table(report.by_node)}
 {sharing}
+{split_html}
+{showback_html}
 {work}
 </body></html>
 """

@@ -9,6 +9,8 @@ from rich.table import Table
 
 from analytics.metrics import Metrics, Report
 from analytics.sharing import Packing
+from analytics.showback import SHOWBACK_NOTE, ShowbackLine, tenant_totals
+from analytics.usage_split import ALL_DAYS, CapacitySplit, SplitReport
 
 
 def money(v: Decimal | None, places: str = "0.01") -> str:
@@ -69,6 +71,69 @@ def sharing_row(p: Packing) -> list[str]:
         pct(p.packed),
         hours(p.remainder_h),
     ]
+
+
+#: Capacity split (``analytics.usage_split``): per GPU model and day, the model, the fleet.
+SPLIT_COLUMNS = (
+    "GPU model",
+    "day",
+    "capacity GPU-h",
+    "internal GPU-h",
+    "external GPU-h",
+    "idle GPU-h",
+    "internal",
+    "external",
+    "idle",
+    "sold of left",
+    "external revenue",
+    "revenue / ext. GPU-h",
+)
+SPLIT_TITLE = "Capacity: internal use, external sales and idle"
+
+#: Showback (``analytics.showback``): internal tenants' use at cost, not invoiced.
+SHOWBACK_COLUMNS = ("tenant", "GPU model", "GPU-h", "cost / GPU-h", "at cost")
+SHOWBACK_TITLE = f"Internal use at cost ({SHOWBACK_NOTE})"
+
+
+def split_row(s: CapacitySplit) -> list[str]:
+    return [
+        s.gpu_model,
+        "all" if s.day == ALL_DAYS else s.day,
+        hours(s.capacity_h),
+        hours(s.internal_h),
+        hours(s.external_h),
+        hours(s.idle_h),
+        pct(s.share(s.internal_milli)),
+        pct(s.share(s.external_milli)),
+        pct(s.share(s.idle_milli)),
+        pct(s.sold_of_left),
+        money(s.external_revenue),
+        money(s.revenue_per_external_hour, "0.001"),
+    ]
+
+
+def showback_rows(lines: tuple[ShowbackLine, ...]) -> list[list[str]]:
+    """One row per (tenant, model), then each tenant's total (the sum of its rounded lines)."""
+    out = [
+        [
+            ln.tenant,
+            ln.gpu_model,
+            f"{ln.gpu_hours.quantize(Decimal('0.000001'), rounding=ROUND_HALF_EVEN):,}",
+            "-" if ln.cost_per_gpu_hour is None else f"{ln.cost_per_gpu_hour:,}",
+            money(ln.amount),
+        ]
+        for ln in lines
+    ]
+    for tenant, total in sorted(tenant_totals(lines).items()):
+        out.append([tenant, "total", "", "", money(total)])
+    return out
+
+
+def split_tables(report: Report) -> tuple[tuple[CapacitySplit, ...], tuple[ShowbackLine, ...]]:
+    """The split and showback of a report that has them (() otherwise)."""
+    if isinstance(report, SplitReport):
+        return report.split, report.showback
+    return (), ()
 
 
 def row(m: Metrics) -> list[str]:
@@ -135,6 +200,21 @@ def print_summary(report: Report, console: Console | None = None) -> None:
             t.add_column(c, justify="left" if i == 0 else "right")
         for p in report.sharing:
             t.add_row(*sharing_row(p))
+        console.print(t)
+    split, showback = split_tables(report)
+    if split:
+        t = Table(title=SPLIT_TITLE, title_justify="left")
+        for i, c in enumerate(SPLIT_COLUMNS):
+            t.add_column(c, justify="left" if i < 2 else "right")
+        for s in split:
+            t.add_row(*split_row(s))
+        console.print(t)
+    if showback:
+        t = Table(title=SHOWBACK_TITLE, title_justify="left")
+        for i, c in enumerate(SHOWBACK_COLUMNS):
+            t.add_column(c, justify="left" if i < 2 else "right")
+        for r in showback_rows(showback):
+            t.add_row(*r)
         console.print(t)
     if report.work:
         t = Table(title="Work units", title_justify="left")
