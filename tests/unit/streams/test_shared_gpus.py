@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from hypothesis import given, settings
@@ -37,7 +38,8 @@ def frame(start: int, n: int, alloc: Alloc, *, gpu: str = "GPU-A", mig: str | No
         mem_used=[100] * n,
         mem_total=1000,
         power_w=[300.0] * n,
-        energy_j=[300.0 + start + i - M0 for i in range(n)],  # second k after M0: 300 + k J
+        # second k after M0: 300 + k % 300 J (what a 300 W device can draw in a second)
+        energy_j=[300.0 + (start + i - M0) % 300 for i in range(n)],
     )
 
 
@@ -208,3 +210,30 @@ def test_any_delivery_redelivery_and_restart_gives_the_truth(
             proc = UsageProcessor(store, grace_s=30, keep_closed_s=0)
     # then the ledger holds exactly the truth, per tenant, job and minute
     assert ledger(store) == truth(frames)
+
+
+def test_the_future_part_of_a_shared_frame_is_parked_then_counted(monkeypatch: Any) -> None:
+    # given a node ahead of the worker's clock sending one shared frame of 20 s whose last 9
+    # seconds are beyond the 300 s allowance (now + 301 .. now + 309)
+    now = float(M0 + 3600)
+    monkeypatch.setattr("streams.processor.time.time", lambda: now)
+    store = FakeLedger()
+    proc = UsageProcessor(store, max_future_skew_s=300)
+    sent = [frame(int(now) + 290, 20, SPLIT)]
+    out = proc.process([record(0, sent)])
+    # then the past part is counted and the future part parked (one rejection), not lost
+    assert [r.code for r in out.rejected] == ["future_timestamp"]
+    assert proc.stats.parked == 1
+    assert sum(ledger(store)[0].values()) == 11 * 1000
+    # when its time comes and data keeps flowing, it is counted once, with its shares
+    for offset in (1, 2):
+        now += 400 if offset == 1 else 60
+        sent.append(frame(int(now) - 100, 1, ()))
+        proc.process([record(offset, sent[-1:])])
+    assert proc.stats.readmitted == 1
+    assert ledger(store) == truth(sent)
+    milli, _ = ledger(store)
+    held = Counter()
+    for (_minute, tenant, job), v in milli.items():
+        held[(tenant, job)] += v
+    assert held[("acme", "train")] == 20 * 600 and held[("zeta", "infer")] == 20 * 300
