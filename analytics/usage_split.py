@@ -14,7 +14,8 @@ rating of external tenants' usage when the period has no invoices), placed on a 
 tenant's own usage of that model per day (so a day earns what its external use earned, not what
 internal use happened to fill), time-driven lines (commitments, minimum spend) are earned evenly
 over the time they cover. A model's total is its lines' sum even when no day of the period can
-take it (its day rows then sum to less; never silently dropped from the total).
+take it (its day rows then sum to less; never silently dropped from the total), and the fleet's
+total is every line's sum.
 """
 
 from __future__ import annotations
@@ -149,8 +150,11 @@ def external_revenue(
             model_day[u.gpu_model][u.day] += u.milli
     per_model: dict[str, Decimal] = defaultdict(Decimal)
     per_day: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    # A line naming no model, of a tenant without usage, follows the fleet's external usage per
+    # model, or its capacity when nothing was sold (never dropped).
+    weights_by_model = fleet or {m: sum(v.values()) for m, v in capacity_day.items()}
     for ln in lines:
-        for model, amount in revenue_by_model([ln], jobs, fleet).items():
+        for model, amount in revenue_by_model([ln], jobs, weights_by_model).items():
             per_model[model] += amount
             if ln.covers is not None:
                 weights = {d: _overlap_s(ln.covers, d) for d in capacity_day.get(model, {})}
