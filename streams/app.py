@@ -29,6 +29,7 @@ import faust
 import orjson
 
 from schemas import topics
+from schemas.frame import WHOLE
 from streams.backpressure import process_with_backpressure
 from streams.consumer import ConsumerCheck, Progress
 from streams.health import ExitCode, Health, fatal
@@ -168,6 +169,7 @@ def rejection_message(r: RejectedRecord) -> tuple[bytes, bytes]:
 
 
 def minutely_message(row: Any) -> tuple[bytes, bytes]:
+    sm_util_sum, mem_util_sum, device_energy_mj = row.sums()
     return _valid_text(row.gpu_uuid).encode(), orjson.dumps(
         {
             "minute": row.minute,
@@ -183,9 +185,9 @@ def minutely_message(row: Any) -> tuple[bytes, bytes]:
             "gpu_seconds": row.gpu_seconds,
             "gpu_milli_seconds": row.gpu_milli_seconds,
             "active_seconds": row.active_seconds,
-            "sm_util_sum": row.sm_util_sum,
-            "mem_util_sum": row.mem_util_sum,
-            "energy_mj": row.energy_mj,
+            "sm_util_sum": sm_util_sum,
+            "mem_util_sum": mem_util_sum,
+            "energy_mj": device_energy_mj * row.share_milli // WHOLE,  # the row's share
             "peak_mem_used": row.peak_mem_used,
             "version": row.version,
         }

@@ -82,6 +82,19 @@ class MinuteRow:
         mask = self.seconds_mask
         return sum(r[i] for s, r in self.readings.items() if mask >> s & 1)
 
+    def sums(self) -> tuple[float, float, int]:
+        """(SM utilization sum, memory utilization sum, device energy mJ) over the counted
+        seconds, in one pass (what a closed minute's message carries)."""
+        mask = self.seconds_mask
+        sm = mem = 0.0
+        energy = 0
+        for s, r in self.readings.items():
+            if mask >> s & 1:
+                sm += r[0]
+                mem += r[1]
+                energy += r[2]
+        return sm, mem, int(energy)
+
     @property
     def sm_util_sum(self) -> float:
         return self._sum(0)
