@@ -180,13 +180,14 @@ def print_summary(report: Report, console: Console | None = None) -> None:
                 values = row(m)
                 t.add_row(*(values[i] for i in cols))
             console.print(t)
+    internal = set(report.internal_tenants) if isinstance(report, SplitReport) else set()
     t = Table(title="Top tenants", title_justify="left")
     for c in ("tenant", "alloc GPU-h", "eff (SM)", "revenue", "cost of hours", "margin"):
         t.add_column(c, justify="left" if c == "tenant" else "right")
     for tm in report.tenants[:10]:
         eff = tm.efficiency_pct
         t.add_row(
-            tm.tenant,
+            f"{tm.tenant} (internal)" if tm.tenant in internal else tm.tenant,
             hours(tm.allocated_h),
             "-" if eff is None else f"{eff:.1f}%",
             money(tm.revenue),

@@ -106,6 +106,7 @@ def test_report_splits_capacity_and_shows_internal_use_back_at_cost(
     text = out.getvalue()
     assert SPLIT_TITLE in text and SHOWBACK_TITLE in text
     assert "1.300000" in text and "1.250000" in text and "1.62" in text
+    assert "lab (internal)" in text
 
 
 def test_build_report_reads_the_kinds_from_the_price_book(clickhouse: Any, tmp_path: Path) -> None:
