@@ -31,6 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="asset register TOML (default: analytics/assets.demo.toml)",
     )
+    p.add_argument(
+        "--pricebook",
+        type=Path,
+        default=None,
+        help="price book TOML, read for its tenants' kind (internal use is shown back at cost, "
+        "not counted as sales; default: billing/pricebook.demo.toml)",
+    )
     p.add_argument("--database", default=None, help="ClickHouse database (default: the DSN's)")
     p.add_argument(
         "--validate",
@@ -72,7 +79,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         client = connect_configured(settings, args.database)
-        report = build_report(client, args.period, args.assets)
+        report = build_report(client, args.period, args.assets, pricebook_path=args.pricebook)
     except ClickHouseError as exc:
         print(f"gpumeter report: {exc}", file=sys.stderr)
         return 1
