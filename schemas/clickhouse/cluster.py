@@ -44,6 +44,11 @@ SHARDING_KEYS: dict[str, tuple[str, str]] = {
         "GPU, not tenant, so one large tenant cannot fill one shard",
     ),
     "usage_conflicts": ("cityHash64(gpu_uuid)", "next to the same GPU's ledger rows"),
+    "usage_frames": (
+        "cityHash64(gpu_uuid)",
+        "the v2 raw archive, placed as usage_seconds: a GPU's frames (and its MIG slices') on "
+        "one shard, so 'what did GPU X do' and the usage_raw_seconds view hit one shard",
+    ),
     "usage_rejected": (
         "cityHash64(topic, partition, offset)",
         "a record's rejected samples together, keyed by source position like its identity",
