@@ -8,40 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from agents.attribution import Attributor, write_allocation_file
 from agents.nvml import NvmlSampler, NvmlUnavailableError
 from agents.sampler import GpuInfo, Sampler
-from schemas.usage import GpuSecond
 from tests.fakes import pynvml as fake_pynvml
-from tests.fakes.pynvml import FakeGpu, FakeMig, FakeNvml
+from tests.fakes.pynvml import FakeMig, FakeNvml
+from tests.unit.agents.nvml_fleet import MIB, TS, by_uuid, gpu, make_sampler
 
-TS = 1_718_000_000  # 2024-06-10, a plausible second for the contract
-MIB = 1024**2
-
-
-def gpu(i: int, **overrides: Any) -> FakeGpu:
-    return FakeGpu(uuid=f"GPU-{i:08d}-0000-0000-0000-000000000000", **overrides)
-
-
-@pytest.fixture
-def make_sampler(tmp_path: Path) -> Callable[..., tuple[NvmlSampler, FakeNvml]]:
-    """``make_sampler(gpus, attributor=...)``: a sampler over a fake fleet, no allocation file."""
-
-    def make(
-        gpus: list[FakeGpu], attributor: Attributor | None = None, **kwargs: Any
-    ) -> tuple[NvmlSampler, FakeNvml]:
-        fake = FakeNvml(gpus)
-        attributor = attributor or Attributor(None, proc_root=tmp_path / "no-proc")
-        return NvmlSampler("node-1", attributor, nvml=fake, **kwargs), fake
-
-    return make
-
-
-def by_uuid(samples: list[GpuSecond]) -> dict[str, GpuSecond]:
-    return {s.mig_uuid or s.gpu_uuid: s for s in samples}
+__all__ = ["make_sampler"]  # the fixture, used by name
 
 
 # --- enumeration ---------------------------------------------------------------------------
@@ -312,71 +287,6 @@ def test_processes_on_the_gpu_attribute_the_second(
     s = samples[fleet[1].uuid]
     assert (s.tenant, s.job, s.billing_class) == ("acme", "train-7", "reserved")
     assert not samples[fleet[0].uuid].allocated
-
-
-# --- the contract ------------------------------------------------------------------------------
-
-reading = st.one_of(st.none(), st.integers(0, 100))
-failure = st.sampled_from(
-    [
-        None,
-        fake_pynvml.NVMLError_Unknown,
-        fake_pynvml.NVMLError_NotSupported,
-        fake_pynvml.NVMLError_GpuIsLost,
-    ]
-)
-FUNCTIONS = [
-    "nvmlDeviceGetUtilizationRates",
-    "nvmlDeviceGetMemoryInfo",
-    "nvmlDeviceGetPowerUsage",
-    "nvmlDeviceGetTotalEnergyConsumption",
-    "nvmlDeviceGetTemperature",
-    "nvmlDeviceGetComputeRunningProcesses",
-]
-
-
-@st.composite
-def fake_gpus(draw: st.DrawFn) -> list[FakeGpu]:
-    out = []
-    for i in range(draw(st.integers(1, 4))):
-        total = draw(st.integers(0, 200 * 1024**3))
-        g = gpu(
-            i,
-            sm_util=draw(reading),
-            mem_util=draw(reading),
-            mem_total=total,
-            mem_used=draw(st.integers(0, total)),
-            power_mw=draw(st.one_of(st.none(), st.integers(0, 3_000_000))),
-            energy_mj=draw(st.one_of(st.none(), st.integers(0, 2**40))),
-            temp_c=draw(st.one_of(st.none(), st.integers(-50, 200))),
-            lost=draw(st.booleans()),
-        )
-        g.failures = {fn: f for fn in FUNCTIONS if (f := draw(failure)) is not None}
-        out.append(g)
-    return out
-
-
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    fleet=fake_gpus(), steps=st.lists(st.integers(-5_000_000, 5_000_000), min_size=1, max_size=4)
-)
-def test_every_sample_satisfies_the_contract(
-    make_sampler: Callable[..., Any], fleet: list[FakeGpu], steps: list[int]
-) -> None:
-    # given any mix of readings, unsupported calls and failures
-    sampler, _ = make_sampler(fleet)
-    for t, step in enumerate(steps):
-        # when sampled, with counters moving arbitrarily (even backwards)
-        samples = sampler.sample(TS + t)
-        # then there is one valid sample per device, every second
-        assert len(samples) == len(sampler.gpus())
-        for s in samples:
-            assert GpuSecond.model_validate(s.model_dump()) == s
-        for g in fleet:
-            if g.energy_mj is not None:
-                g.energy_mj = max(g.energy_mj + step, 0)
 
 
 def test_probe_imports() -> None:
