@@ -31,6 +31,14 @@ restart the state of a minute is reloaded from the ledger (:meth:`Aggregator.pre
 replayed second is recognised and a later one merges exactly. ``version`` counts this
 process's writes of a row, for diagnostics only: nothing depends on it.
 
+**State is masks, not readings.** Once the ledger holds a row (it was written, or reloaded),
+its per-second readings leave memory (:meth:`Aggregator.forget_written`): by union, the row
+written again with only its new seconds' readings merges to the same ledger row, and the
+masks alone recognise duplicates and apply the conflict rule. The sums of the held seconds
+stay on the row, for the closed minute's message. The rare change to a second whose reading
+left (a release by a better claim, a new reading of a second two claims share) first restores
+that row's readings from the ledger (``reload``), so sums and conflicts are what they were.
+
 Minutes close on event time: once a node's newest second is ``grace_s`` past a minute's end,
 the minute is emitted as closed. A second for a closed minute is still counted in its own
 minute and re-emitted as a correction (same key, higher version), never dropped.
@@ -38,7 +46,7 @@ minute and re-emitted as a correction (same key, higher version), never dropped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from schemas.frame import Frame
 from streams.conflict_rule import claim_of, contest, displace_parent
@@ -72,9 +80,16 @@ __all__ = [
 ]
 
 
+#: Reads the ledger's rows of physical GPU-minutes (the sink's ``load``).
+Reload = Callable[[set[GpuGroupKey]], Iterable[MinuteRow]]
+
+
 class Aggregator:
-    def __init__(self, grace_s: int = 120) -> None:
+    def __init__(self, grace_s: int = 120, reload: Reload | None = None) -> None:
         self.grace_s = grace_s
+        self._reload = reload
+        # rows the ledger holds whose readings are still in memory (written, or reloaded)
+        self._written: list[tuple[GpuMinute, RowKey]] = []
         self._groups: dict[GpuGroupKey, dict[str, GpuMinute]] = {}
         self._watermark: dict[str, int] = {}  # node_id -> newest second seen
         self._dirty: set[tuple[GpuMinuteKey, RowKey]] = set()
@@ -126,6 +141,7 @@ class Aggregator:
             if gm is None:
                 gm = group[row.mig_uuid] = GpuMinute((row.gpu_uuid, row.mig_uuid, row.minute))
             gm.rows[row.key] = row
+            self._written.append((gm, row.key))
             gm.counted |= row.seconds_mask | row.released_mask
             gm.closed = self._watermark.get(row.node_id, 0) >= row.minute + 60 + self.grace_s
         for key in keys:  # a parent's seconds that its slices hold stay claimed
@@ -226,6 +242,8 @@ class Aggregator:
                             node_id,
                             share_milli=share,
                         )
+                    if take & row.dropped_mask:  # a new reading of a held second (rare)
+                        row = self._restore(gm, row)
                     row.claimed_mask |= take
                     row.claimed_active |= act
                     if row.readings:
@@ -252,10 +270,32 @@ class Aggregator:
         return result
 
     def _touch(self, gm: GpuMinute, row: MinuteRow) -> None:
-        """A row lost a second to a better claim: write it again (a correction if closed)."""
+        """A row lost a second to a better claim: write it again (a correction if closed).
+        Called after the release and before the losing row's reading is recorded."""
+        if row.released_mask & row.dropped_mask:  # its reading left memory: bring it back
+            self._restore(gm, row)
         self._dirty.add((gm.key, row.key))
         if gm.closed:
             self._corrections.add(gm.key)
+
+    def _restore(self, gm: GpuMinute, row: MinuteRow) -> MinuteRow:
+        """Put back the readings ``row`` dropped, from the ledger, in the row itself (so the
+        caller's reference stays good): its sums are then taken from the readings again.
+        Readings the ledger does not hold (a write lost on the way) stay missing."""
+        gpu, mig, minute = gm.key
+        stored: dict[int, SecondReadings] = {}
+        if self._reload is not None:
+            for r in self._reload({(gpu, minute)}):
+                if r.mig_uuid == mig and r.key == row.key:
+                    stored = r.readings
+        dropped = row.dropped_mask
+        back = {s: stored[s] for s in sorted(stored) if dropped >> s & 1}
+        back.update(row.readings)
+        row.readings = back
+        row.dropped_mask = 0
+        row.dropped_sm = row.dropped_mem = 0.0
+        row.dropped_energy = 0
+        return row
 
     def take_conflicts(self) -> list[Conflict]:
         out, self._conflicts = self._conflicts, []
@@ -267,13 +307,30 @@ class Aggregator:
         each with its version advanced. If writing them fails, :meth:`clear` and reload."""
         rows = []
         groups = self._groups
+        written = self._written.append
         for (gpu, mig, minute), rkey in self._dirty:
-            row = groups[(gpu, minute)][mig].rows[rkey]
+            gm = groups[(gpu, minute)][mig]
+            row = gm.rows[rkey]
             row.version += 1
             rows.append(row)
+            written((gm, rkey))
         self._dirty.clear()
         rows.sort(key=row_order)
         return rows
+
+    def forget_written(self) -> int:
+        """Drop the readings of rows the ledger now holds (call once the sink has written
+        what :meth:`take_dirty` returned): each such row is replaced in memory by its
+        :meth:`MinuteRow.forgotten` self, masks and sums kept, and the object the sink was
+        given is left as it was. Returns the number of rows that dropped readings."""
+        n = 0
+        for gm, rkey in self._written:
+            row = gm.rows.get(rkey)
+            if row is not None and row.readings:
+                gm.rows[rkey] = row.forgotten()
+                n += 1
+        self._written.clear()
+        return n
 
     def close_ready(self) -> list[MinuteRow]:
         """Rows of minutes that just closed, plus corrections of already closed minutes."""
@@ -317,6 +374,7 @@ class Aggregator:
         truth and state is reloaded from it)."""
         self._groups.clear()
         self._dirty.clear()
+        self._written.clear()
         self._corrections.clear()
         self._watermark.clear()
         self._conflicts.clear()

@@ -39,7 +39,17 @@ class MinuteRow:
     columns take the row's share of them). Every field merges by union (OR, or by second), so
     rows written by any number of writers, in any order, any number of times, converge
     (``usage_minutely`` is an AggregatingMergeTree doing exactly this); the sums are derived
-    from the counted seconds (``seconds_mask``)."""
+    from the counted seconds (``seconds_mask``).
+
+    In the aggregator's memory a row that the ledger holds keeps only the readings written
+    since (:meth:`forgotten`): the ledger's union already has the others, so writing the row
+    again with its new seconds' readings merges to the same ledger row. ``dropped_mask`` are
+    the held seconds whose readings left memory and ``dropped_sm``, ``dropped_mem``,
+    ``dropped_energy`` their sums, taken in the order the readings were added, so
+    :meth:`sums` adds exactly what it added when it held every reading. A change to one of
+    those seconds (a release, a new reading) first restores them from the ledger
+    (``Aggregator._restore``). Rows the sink receives never have dropped readings of their
+    own: the aggregator hands the sink a row and replaces its own copy when it drops."""
 
     minute: int
     tenant: str
@@ -56,6 +66,11 @@ class MinuteRow:
     peak_mem_used: int = 0  # over claimed seconds (a released second may have set it)
     version: int = 0  # grows with every written change: diagnostics, not needed to merge
     share_milli: int = WHOLE  # 1..1000; the ledger stores 1000 as shared_milli = 0
+    # memory only (never written): held seconds whose readings were dropped, and their sums
+    dropped_mask: int = 0
+    dropped_sm: float = 0.0
+    dropped_mem: float = 0.0
+    dropped_energy: int = 0
 
     @property
     def seconds_mask(self) -> int:
@@ -79,15 +94,13 @@ class MinuteRow:
         return self.active_mask.bit_count()
 
     def _sum(self, i: int) -> float:
-        mask = self.seconds_mask
-        return sum(r[i] for s, r in self.readings.items() if mask >> s & 1)
+        return self.sums()[i]
 
     def sums(self) -> tuple[float, float, int]:
         """(SM utilization sum, memory utilization sum, device energy mJ) over the counted
         seconds, in one pass (what a closed minute's message carries)."""
         mask = self.seconds_mask
-        sm = mem = 0.0
-        energy = 0
+        sm, mem, energy = self.dropped_sm, self.dropped_mem, self.dropped_energy
         for s, r in self.readings.items():
             if mask >> s & 1:
                 sm += r[0]
@@ -113,6 +126,32 @@ class MinuteRow:
         """The row's part of the device energy, as the ledger's ALIAS computes it."""
         return int(self._sum(2)) * self.share_milli // WHOLE
 
+    def forgotten(self) -> MinuteRow:
+        """This row without its readings (the ledger holds them), as a new object: the one
+        handed to the sink stays as it was written. The held seconds' sums are kept."""
+        sm, mem, energy = self.sums()
+        return MinuteRow(
+            self.minute,
+            self.tenant,
+            self.job,
+            self.billing_class,
+            self.gpu_uuid,
+            self.mig_uuid,
+            self.gpu_model,
+            self.node_id,
+            self.claimed_mask,
+            self.released_mask,
+            self.claimed_active,
+            {},
+            self.peak_mem_used,
+            self.version,
+            self.share_milli,
+            self.seconds_mask,
+            sm,
+            mem,
+            energy,
+        )
+
     @property
     def allocation(self) -> Allocation:
         return (self.tenant, self.job)
@@ -122,7 +161,8 @@ class MinuteRow:
         return (self.tenant, self.job, self.share_milli)
 
     def merge(self, other: MinuteRow) -> None:
-        """Union with another state of the same row (what the ledger does on FINAL)."""
+        """Union with another state of the same row (what the ledger does on FINAL): of
+        ledger rows, whose readings are all there (``dropped_mask`` is 0)."""
         self.claimed_mask |= other.claimed_mask
         self.released_mask |= other.released_mask
         self.claimed_active |= other.claimed_active

@@ -17,7 +17,9 @@ offsets only after it returns. The steps, and what their order prevents:
    worker writing the same GPU-minute, before or after, cannot undo these writes); a crash
    anywhere here means the chunk is redelivered and re-written with no effect on totals. If a write raises, the in-memory state
    is dropped before the error propagates, so that a retry of the same chunk reloads the
-   ledger and counts it again instead of finding every second "already counted".
+   ledger and counts it again instead of finding every second "already counted". Once all
+   are written, the rows' per-second readings leave memory (the ledger holds them; the masks
+   and the sums stay), which bounds the state per device to masks.
 5. Only now return: the caller acks (and later commits) the chunk's offsets. Committing
    before step 4 could lose usage on a crash; committing after can only cause replays.
 6. Return closed minutes and rejections for the output topics (derived, replayable streams).
@@ -76,7 +78,8 @@ class UsageProcessor:
         keep_closed_s: int = 600,
     ) -> None:
         self.sink = sink
-        self.aggregator = Aggregator(grace_s=grace_s)
+        # the aggregator reads a row's dropped readings back through the sink, rarely
+        self.aggregator = Aggregator(grace_s=grace_s, reload=lambda keys: self.sink.load(keys))
         self.max_future_skew_s = max_future_skew_s
         self.keep_closed_s = keep_closed_s
         self.stats = ProcessorStats()
@@ -163,6 +166,9 @@ class UsageProcessor:
         self.sink.write_conflicts(self.aggregator.take_conflicts())
         self.sink.write_rejected(out.rejected)
         self.sink.mark_readmitted(readmitted)
+        # the ledger now holds every row written or reloaded: their readings leave memory
+        # (state stays masks and sums; an older state written again would still merge)
+        self.aggregator.forget_written()
         self.stats.readmitted += len(readmitted)
         self.stats.flushes += 1
         self.stats.flush_seconds += time.monotonic() - t0
