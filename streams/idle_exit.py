@@ -65,6 +65,9 @@ class IdleExit:
         finally:
             self._task = None
         if not behind:
+            close = getattr(self._behind, "close", None)
+            if close is not None:
+                close()  # the lag readers' connections, before the worker stops
             self._stop()
         elif time.monotonic() - self._said >= 30:
             self._said = time.monotonic()
@@ -77,17 +80,32 @@ class IdleExit:
             )
 
 
-def group_lag_reader(
-    bootstrap: str, group: str, topics: tuple[str, ...], options: dict[str, Any]
-) -> Callable[[], dict[str, int]]:
-    """What the group has not committed on ``topics``, per "topic[partition]" (lazy clients)."""
-    readers: list[Any] = []
+class GroupLagReader:
+    """What the group has not committed on ``topics``, per "topic[partition]" (clients opened
+    on the first call, in the executor; closed by :meth:`close`)."""
 
-    def behind() -> dict[str, int]:
-        if not readers:
+    def __init__(
+        self, bootstrap: str, group: str, topics: tuple[str, ...], options: dict[str, Any]
+    ) -> None:
+        self.bootstrap, self.group, self.topics, self.options = bootstrap, group, topics, options
+        self._readers: list[Any] = []
+
+    def __call__(self) -> dict[str, int]:
+        if not self._readers:
             from streams.group_lag import GroupLag
 
-            readers.extend(GroupLag(bootstrap, group, t, **options) for t in topics)
-        return {f"{r.topic}[{p}]": n for r in readers for p, n in sorted(r.behind().items())}
+            self._readers.extend(
+                GroupLag(self.bootstrap, self.group, t, **self.options) for t in self.topics
+            )
+        return {f"{r.topic}[{p}]": n for r in self._readers for p, n in sorted(r.behind().items())}
 
-    return behind
+    def close(self) -> None:
+        for r in self._readers:
+            r.close()
+        self._readers.clear()
+
+
+def group_lag_reader(
+    bootstrap: str, group: str, topics: tuple[str, ...], options: dict[str, Any]
+) -> GroupLagReader:
+    return GroupLagReader(bootstrap, group, topics, options)
