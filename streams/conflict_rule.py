@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from sys import intern
 
 from kernel.names import IDLE_TENANT
 from schemas.frame import WHOLE, Frame
@@ -50,7 +51,11 @@ class Claim:
 
 
 def claim_of(frame: Frame) -> Claim:
-    allocs = sorted((s.tenant, s.job, s.milli, s.billing_class or "") for s in frame.allocations)
+    # interned: the rows and row keys the aggregator keeps share one copy of each id
+    allocs = sorted(
+        (intern(s.tenant), intern(s.job), s.milli, intern(s.billing_class or ""))
+        for s in frame.allocations
+    )
     remainder = WHOLE - sum(a[2] for a in allocs)
     rows = allocs + [(IDLE_TENANT, "", remainder, "")] if remainder > 0 else allocs
     alloc_keys = tuple((t, j, m) for t, j, m, _ in allocs)
