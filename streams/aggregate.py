@@ -246,7 +246,8 @@ class Aggregator:
                             node_id,
                             share_milli=share,
                         )
-                    if take & row.dropped_mask:  # a new reading of a held second (rare)
+                    again = take & row.claimed_mask  # a new reading of a held second (rare)
+                    if again & row.dropped_mask:
                         row = self._restore(gm, row)
                     row.claimed_mask |= take
                     row.claimed_active |= act
@@ -254,6 +255,8 @@ class Aggregator:
                         row.readings.update(readings)
                     else:
                         row.readings = readings.copy()
+                    if again:
+                        _pin(row, again)
                     if peak > row.peak_mem_used:
                         row.peak_mem_used = peak
                     dirty_add((gkey, rkey))
@@ -294,6 +297,10 @@ class Aggregator:
                     stored = r.readings
         dropped = row.dropped_mask
         back = {s: stored[s] for s in sorted(stored) if dropped >> s & 1}
+        if row.pinned:  # the ledger merged the old and new readings of these: take the new
+            for s, newer in row.pinned.items():
+                if s in back:
+                    back[s] = newer
         back.update(row.readings)
         row.readings = back
         row.dropped_mask = 0
@@ -401,6 +408,16 @@ def _active_mask(sm_util: Sequence[float]) -> int:
         if v > 0:
             out |= 1 << i
     return out
+
+
+def _pin(row: MinuteRow, seconds: int) -> None:
+    """Seconds whose reading a later claim replaced keep it in memory (``row.pinned``): the
+    ledger merges both readings (max by second), and a restore must give this one."""
+    pinned = dict(row.pinned) if row.pinned else {}
+    readings = row.readings
+    for s in _bits(seconds):
+        pinned[s] = readings[s]
+    row.pinned = pinned
 
 
 def _bits(mask: int) -> list[int]:

@@ -48,8 +48,9 @@ class MinuteRow:
     ``dropped_energy`` their sums, taken in the order the readings were added, so
     :meth:`sums` adds exactly what it added when it held every reading. A change to one of
     those seconds (a release, a new reading) first restores them from the ledger
-    (``Aggregator._restore``). Rows the sink receives never have dropped readings of their
-    own: the aggregator hands the sink a row and replaces its own copy when it drops."""
+    (``Aggregator._restore``; ``pinned`` keeps the rare reading that replaced an earlier one
+    of the same second, which the ledger merged with it). The aggregator hands the sink a
+    row and replaces its own copy when it drops, so what the sink received stays as it was."""
 
     minute: int
     tenant: str
@@ -71,6 +72,9 @@ class MinuteRow:
     dropped_sm: float = 0.0
     dropped_mem: float = 0.0
     dropped_energy: int = 0
+    # memory only: readings that replaced a held second's earlier reading (rare: a winning
+    # claim sharing this row); the ledger keeps the max of both, a restore needs this one
+    pinned: dict[int, SecondReadings] | None = None
 
     @property
     def seconds_mask(self) -> int:
@@ -99,13 +103,21 @@ class MinuteRow:
     def sums(self) -> tuple[float, float, int]:
         """(SM utilization sum, memory utilization sum, device energy mJ) over the counted
         seconds, in one pass (what a closed minute's message carries)."""
-        mask = self.seconds_mask
         sm, mem, energy = self.dropped_sm, self.dropped_mem, self.dropped_energy
-        for s, r in self.readings.items():
+        # left to right, one addition at a time (not sum(): 3.12 compensates, so the float
+        # would depend on the Python version and differ from the sums already emitted)
+        if not self.released_mask:  # every reading is of a held second (the usual case)
+            for a, b, c in self.readings.values():
+                sm += a
+                mem += b
+                energy += c
+            return sm, mem, int(energy)
+        mask = self.seconds_mask
+        for s, (a, b, c) in self.readings.items():
             if mask >> s & 1:
-                sm += r[0]
-                mem += r[1]
-                energy += r[2]
+                sm += a
+                mem += b
+                energy += c
         return sm, mem, int(energy)
 
     @property
@@ -150,6 +162,7 @@ class MinuteRow:
             sm,
             mem,
             energy,
+            self.pinned,
         )
 
     @property

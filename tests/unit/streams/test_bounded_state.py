@@ -187,3 +187,22 @@ def test_many_writers_dropping_readings_keep_every_reading_in_the_ledger(
         if r.gpu_seconds:
             energy[(r.tenant, r.job, r.gpu_uuid, r.minute)] += r.energy_mj
     assert energy == Counter({cell: n * 300_000 for cell, n in seconds.items()})
+
+
+def test_a_shared_rows_replaced_reading_survives_the_drop() -> None:
+    # given acme's row held by claim A (acme 600 + zeta 300), then by the better claim B
+    # (acme 600 alone) whose frame has another reading for the second; each written, so
+    # their readings leave memory (the ledger merges the two readings, max by second)
+    store = FakeLedger()
+    proc = UsageProcessor(store)
+    a = frame(M0 + 5, 1, (("acme", "train", 600), ("zeta", "infer", 300)), 5, "GPU-A", None)
+    b = frame(M0 + 5, 1, (("acme", "train", 600),), 1, "GPU-A", None)
+    c = frame(M0 + 5, 1, (("aaa", "x", 1000),), 9, "GPU-A", None)
+    assert a.sm_util[0] > b.sm_util[0]
+    proc.process([record(0, [a])])
+    proc.process([record(1, [b])])
+    # when the best claim C (aaa alone) takes the second from acme's row
+    proc.process([record(2, [c])])
+    # then acme's conflict row carries B's reading, the one acme's row held, not the max
+    lost = store.conflicts[("GPU-A", M0 + 5, "", "acme", "train", 600)]
+    assert lost.loser_readings == (b.sm_util[0], b.mem_util[0], round(b.energy_j[0] * 1000))
