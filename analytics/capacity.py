@@ -27,10 +27,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from kernel.names import IDLE_TENANT
+from kernel.names import IDLE_TENANT, MIG_SLICES, mig_parent
 
 HOUR = 3600
 WEEK = 7 * 24 * HOUR
@@ -192,10 +192,21 @@ def capacity(
                 now,
                 forecast,
                 backtest(h, now_hour, weeks, backtest_weeks, quantile, since),
-                (spot or {}).get(now.gpu_model),
+                spot_rate(spot or {}, now.gpu_model),
             )
         )
     return Capacity(minute, models)
+
+
+def spot_rate(spot: dict[str, Decimal], gpu_model: str) -> Decimal | None:
+    """The model's spot rate; a MIG slice without one of its own: its parent's x g/7, rounded
+    half-even to 6 decimals (as billing prices a slice, billing/README.md)."""
+    if gpu_model in spot:
+        return spot[gpu_model]
+    mig = mig_parent(gpu_model)
+    if mig is None or mig[0] not in spot:
+        return None
+    return (spot[mig[0]] * mig[1] / MIG_SLICES).quantize(Decimal("0.000001"), ROUND_HALF_EVEN)
 
 
 def latest_minute_with_data(client: Any) -> datetime | None:

@@ -13,7 +13,6 @@ set by the node agent from the scheduler's allocation; ``''`` means "the tenant 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -26,7 +25,10 @@ from billing.period import Period
 # Defined once in the kernel; re-exported here for rating, store and reconcile.
 from kernel.names import BILLING_CLASSES as BILLING_CLASSES
 from kernel.names import IDLE_TENANT as IDLE_TENANT
+from kernel.names import MIG_NAME as MIG_NAME
+from kernel.names import MIG_SLICES as MIG_SLICES
 from kernel.names import BillingClass as BillingClass
+from kernel.names import mig_parent as mig_parent
 
 #: What a tenant is to the operator (``[tenants.<id>] kind``): an ``external`` customer is
 #: invoiced; an ``internal`` team (research, product) gets no invoice: its usage is shown back at
@@ -42,10 +44,6 @@ PRICE_DECIMALS = 6
 PRICE_EXP = Decimal(1).scaleb(-PRICE_DECIMALS)
 #: Percentages (discounts, tier discounts) have at most 4 decimals: their fraction fits 6.
 PCT_DECIMALS = 4
-#: A MIG slice's NVML name is its parent's followed by the profile: "... MIG 3g.40gb".
-MIG_NAME = re.compile(r"^(?P<parent>.+) MIG (?P<g>[1-7])g\.(?P<mem>\d+)gb$")
-#: Compute slices of a whole MIG-capable GPU (A100, H100, H200, B200): a <g>g profile is g/7.
-MIG_SLICES = 7
 
 
 def decimals(d: Decimal) -> int:
@@ -56,12 +54,6 @@ def decimals(d: Decimal) -> int:
 
 def round_price(d: Decimal) -> Decimal:
     return d.quantize(PRICE_EXP, rounding=ROUND_HALF_EVEN)
-
-
-def mig_parent(gpu_model: str) -> tuple[str, int] | None:
-    """(parent model, compute slices) of a MIG profile name, or None for a whole GPU."""
-    m = MIG_NAME.match(gpu_model)
-    return (m.group("parent"), int(m.group("g"))) if m else None
 
 
 #: GPU model names exactly as NVML's nvmlDeviceGetName reports them. A rate for any other name

@@ -6,6 +6,7 @@ billing, analytics, the SQL shell), so a new billing class or reserved tenant is
 
 from __future__ import annotations
 
+import re
 from typing import Literal, get_args
 
 #: The tenant under which the ledger stores GPU-seconds allocated to nobody (idle capacity).
@@ -27,3 +28,14 @@ MJ_PER_KWH = 3_600_000_000
 #: GPU; ledger migration 0030): one GPU-hour is this many. Billing and analytics both convert
 #: with it.
 MILLI_PER_GPU_HOUR = 3_600_000
+
+#: A MIG slice's NVML name is its parent's followed by the profile: "... MIG 3g.40gb".
+MIG_NAME = re.compile(r"^(?P<parent>.+) MIG (?P<g>[1-7])g\.(?P<mem>\d+)gb$")
+#: Compute slices of a whole MIG-capable GPU (A100, H100, H200, B200): a <g>g profile is g/7.
+MIG_SLICES = 7
+
+
+def mig_parent(gpu_model: str) -> tuple[str, int] | None:
+    """(parent model, compute slices) of a MIG profile name, or None for a whole GPU."""
+    m = MIG_NAME.match(gpu_model)
+    return (m.group("parent"), int(m.group("g"))) if m else None

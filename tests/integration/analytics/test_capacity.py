@@ -140,3 +140,12 @@ def test_publish_sends_one_record_per_model_to_the_feed_topic(
         jsonschema.validate(record, capacity_json_schema())
     assert got["H100"]["whole_idle_devices"] == p(NOW_HOUR)
     assert "idle now" in capsys.readouterr().out  # the table is printed as well
+
+
+def test_a_mig_slice_without_a_rate_is_offered_at_its_parents_spot_rate_times_g_over_7() -> None:
+    from analytics.capacity import spot_rate
+
+    spot = {"NVIDIA A100-SXM4-80GB": Decimal("0.72")}
+    assert spot_rate(spot, "NVIDIA A100-SXM4-80GB MIG 3g.40gb") == Decimal("0.308571")  # 2.16/7
+    assert spot_rate(spot, "NVIDIA A100-SXM4-80GB") == Decimal("0.72")
+    assert spot_rate(spot, "NVIDIA H100 80GB HBM3 MIG 1g.10gb") is None
