@@ -96,6 +96,11 @@ class Aggregator:
         self._dirty: set[tuple[GpuMinuteKey, RowKey]] = set()
         self._corrections: set[GpuMinuteKey] = set()
         self._conflicts: list[Conflict] = []
+        # Physical GPU-minutes by minute: all held (for eviction), and those that may hold a
+        # GPU-minute not yet closed (for closing). Closing and eviction look only at minutes
+        # the newest watermark has passed, not at the whole state on every chunk.
+        self._by_minute: dict[int, set[GpuGroupKey]] = {}
+        self._open: dict[int, set[GpuGroupKey]] = {}
 
     # -- state loading ---------------------------------------------------------------------
     def missing(self, frames: Iterable[Frame]) -> set[GpuGroupKey]:
@@ -132,8 +137,10 @@ class Aggregator:
         groups = self._groups
         keys = list(keys)
         fresh = {k for k in keys if k not in groups}
-        for key in keys:
-            groups.setdefault(key, {})
+        for key in fresh:
+            groups[key] = {}
+            self._by_minute.setdefault(key[1], set()).add(key)
+            self._open.setdefault(key[1], set()).add(key)
         for row in rows:
             if (row.gpu_uuid, row.minute) not in fresh:
                 continue  # not asked for, or already held: memory is at least as new
@@ -182,9 +189,11 @@ class Aggregator:
                 group = groups.get((gpu, minute))
                 if group is None:
                     group = groups[(gpu, minute)] = {}
+                    self._by_minute.setdefault(minute, set()).add((gpu, minute))
                 gm = group.get(mig)
                 if gm is None:
                     gm = group[mig] = GpuMinute((gpu, mig, minute))
+                    self._open.setdefault(minute, set()).add((gpu, minute))
                     if not mig:  # a parent created after its slices: their seconds are claimed
                         for other in group.values():
                             gm.counted |= other.counted
@@ -348,13 +357,25 @@ class Aggregator:
         out: list[MinuteRow] = []
         watermark = self._watermark
         horizon = 60 + self.grace_s
-        for (_gpu, minute), group in self._groups.items():
-            for gm in group.values():
-                if gm.closed or not gm.rows:
-                    continue
-                if watermark.get(_node_of(gm), 0) >= minute + horizon:
-                    gm.closed = True
-                    out.extend(gm.rows.values())
+        top = max(watermark.values(), default=0)
+        groups = self._groups
+        for minute in [m for m in self._open if m + horizon <= top]:
+            keys = self._open[minute]
+            for key in list(keys):
+                group = groups.get(key)
+                still_open = False
+                for gm in group.values() if group is not None else ():
+                    if gm.closed:
+                        continue
+                    if gm.rows and watermark.get(_node_of(gm), 0) >= minute + horizon:
+                        gm.closed = True
+                        out.extend(gm.rows.values())
+                    else:  # its node is behind, or it has no rows yet
+                        still_open = True
+                if not still_open:
+                    keys.discard(key)
+            if not keys:
+                del self._open[minute]
         for gpu, mig, minute in self._corrections:
             out.extend(self._groups[(gpu, minute)][mig].rows.values())
         self._corrections.clear()
@@ -368,22 +389,36 @@ class Aggregator:
         assert not self._dirty, "evict only after flushing"
         horizon = 60 + self.grace_s + keep_s
         watermark = self._watermark
+        top = max(watermark.values(), default=0)
         drop = []
-        for key, group in self._groups.items():
-            held = [gm for gm in group.values() if gm.rows]  # a parent may only be claimed
-            if held and all(
-                gm.closed and watermark.get(_node_of(gm), 0) >= key[1] + horizon for gm in held
-            ):
-                drop.append(key)
+        for minute in [m for m in self._by_minute if m + horizon <= top]:
+            for key in self._by_minute[minute]:
+                group = self._groups[key]
+                held = [gm for gm in group.values() if gm.rows]  # a parent may only be claimed
+                if held and all(
+                    gm.closed and watermark.get(_node_of(gm), 0) >= minute + horizon for gm in held
+                ):
+                    drop.append(key)
         dropped = 0
         for key in drop:
             dropped += len(self._groups.pop(key))
+            minute_keys = self._by_minute[key[1]]
+            minute_keys.discard(key)
+            if not minute_keys:
+                del self._by_minute[key[1]]
+            open_keys = self._open.get(key[1])
+            if open_keys is not None:
+                open_keys.discard(key)
+                if not open_keys:
+                    del self._open[key[1]]
         return dropped
 
     def clear(self) -> None:
         """Forget everything (partitions were reassigned, or a write failed: the ledger is the
         truth and state is reloaded from it)."""
         self._groups.clear()
+        self._by_minute.clear()
+        self._open.clear()
         self._dirty.clear()
         self._written.clear()
         self._corrections.clear()
