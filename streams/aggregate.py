@@ -39,18 +39,18 @@ stay on the row, for the closed minute's message. The rare change to a second wh
 left (a release by a better claim, a new reading of a second two claims share) first restores
 that row's readings from the ledger (``reload``), so sums and conflicts are what they were.
 
-Minutes close on event time: once a node's newest second is ``grace_s`` past a minute's end,
-the minute is emitted as closed. A second for a closed minute is still counted in its own
-minute and re-emitted as a correction (same key, higher version), never dropped.
+Minutes close on event time (:mod:`streams.minute_close`). A second for a closed minute is still
+counted in its own minute and re-emitted as a correction, never dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from sys import intern
 
 from schemas.frame import Frame
 from streams.conflict_rule import claim_of, contest, displace_parent
+from streams.minute_close import close_ready, evict_closed
 from streams.minute_state import (
     AddResult,
     Allocation,
@@ -63,6 +63,10 @@ from streams.minute_state import (
     MinuteRow,
     RowKey,
     SecondReadings,
+    active_mask_of,
+    bits_of,
+    pin_readings,
+    restore_readings,
     row_order,
 )
 
@@ -225,7 +229,7 @@ class Aggregator:
                 # the frame's readings for the taken seconds, once for every row of the claim
                 if energy is None:
                     energy = [round(e * 1000) for e in f.energy_j]
-                    active = _active_mask(f.sm_util)
+                    active = active_mask_of(f.sm_util)
                 off = minute - start  # frame index = second of minute + off
                 act = (active >> off if off >= 0 else active << -off) & take
                 if take == span:
@@ -234,7 +238,7 @@ class Aggregator:
                     readings = dict(zip(range(lo - minute, hi - minute), values, strict=True))
                     peak = max(f.mem_used[i0:i1])
                 else:
-                    idx = _bits(take)
+                    idx = bits_of(take)
                     sm, mu, mem = f.sm_util, f.mem_util, f.mem_used
                     readings = {s: (sm[s + off], mu[s + off], energy[s + off]) for s in idx}
                     peak = max(mem[s + off] for s in idx)
@@ -265,7 +269,7 @@ class Aggregator:
                     else:
                         row.readings = readings.copy()
                     if again:
-                        _pin(row, again)
+                        pin_readings(row, again)
                     if peak > row.peak_mem_used:
                         row.peak_mem_used = peak
                     dirty_add((gkey, rkey))
@@ -295,27 +299,14 @@ class Aggregator:
             self._corrections.add(gm.key)
 
     def _restore(self, gm: GpuMinute, row: MinuteRow) -> MinuteRow:
-        """Put back the readings ``row`` dropped, from the ledger, in the row itself (so the
-        caller's reference stays good): its sums are then taken from the readings again.
-        Readings the ledger does not hold (a write lost on the way) stay missing."""
+        """Put back the readings ``row`` dropped, from the ledger (see :func:`restore_readings`)."""
         gpu, mig, minute = gm.key
         stored: dict[int, SecondReadings] = {}
         if self._reload is not None:
             for r in self._reload({(gpu, minute)}):
                 if r.mig_uuid == mig and r.key == row.key:
                     stored = r.readings
-        dropped = row.dropped_mask
-        back = {s: stored[s] for s in sorted(stored) if dropped >> s & 1}
-        if row.pinned:  # the ledger merged the old and new readings of these: take the new
-            for s, newer in row.pinned.items():
-                if s in back:
-                    back[s] = newer
-        back.update(row.readings)
-        row.readings = back
-        row.dropped_mask = 0
-        row.dropped_sm = row.dropped_mem = 0.0
-        row.dropped_energy = 0
-        return row
+        return restore_readings(row, stored)
 
     def take_conflicts(self) -> list[Conflict]:
         out, self._conflicts = self._conflicts, []
@@ -354,64 +345,18 @@ class Aggregator:
 
     def close_ready(self) -> list[MinuteRow]:
         """Rows of minutes that just closed, plus corrections of already closed minutes."""
-        out: list[MinuteRow] = []
-        watermark = self._watermark
-        horizon = 60 + self.grace_s
-        top = max(watermark.values(), default=0)
-        groups = self._groups
-        for minute in [m for m in self._open if m + horizon <= top]:
-            keys = self._open[minute]
-            for key in list(keys):
-                group = groups.get(key)
-                still_open = False
-                for gm in group.values() if group is not None else ():
-                    if gm.closed:
-                        continue
-                    if gm.rows and watermark.get(_node_of(gm), 0) >= minute + horizon:
-                        gm.closed = True
-                        out.extend(gm.rows.values())
-                    else:  # its node is behind, or it has no rows yet
-                        still_open = True
-                if not still_open:
-                    keys.discard(key)
-            if not keys:
-                del self._open[minute]
-        for gpu, mig, minute in self._corrections:
-            out.extend(self._groups[(gpu, minute)][mig].rows.values())
-        self._corrections.clear()
-        out.sort(key=row_order)
-        return out
+        return close_ready(
+            self._groups, self._open, self._watermark, self._corrections, self.grace_s
+        )
 
     def evict_closed(self, keep_s: int = 600) -> int:
         """Forget physical GPU-minutes whose minutes are all closed and well behind the
         watermark (they can be reloaded from the ledger). Call only after the ledger holds
         every dirty row. Returns the number of GPU-minutes dropped."""
         assert not self._dirty, "evict only after flushing"
-        horizon = 60 + self.grace_s + keep_s
-        watermark = self._watermark
-        top = max(watermark.values(), default=0)
-        drop = []
-        for minute in [m for m in self._by_minute if m + horizon <= top]:
-            for key in self._by_minute[minute]:
-                group = self._groups[key]
-                held = [gm for gm in group.values() if gm.rows]  # a parent may only be claimed
-                if held and all(
-                    gm.closed and watermark.get(_node_of(gm), 0) >= minute + horizon for gm in held
-                ):
-                    drop.append(key)
-        dropped = 0
-        for key in drop:
-            dropped += len(self._groups.pop(key))
-            minute_keys = self._by_minute[key[1]]
-            minute_keys.discard(key)
-            if not minute_keys:
-                del self._by_minute[key[1]]
-            open_keys = self._open.get(key[1])
-            if open_keys is not None:
-                open_keys.discard(key)
-                if not open_keys:
-                    del self._open[key[1]]
-        return dropped
+        return evict_closed(
+            self._groups, self._by_minute, self._open, self._watermark, self.grace_s, keep_s
+        )
 
     def clear(self) -> None:
         """Forget everything (partitions were reassigned, or a write failed: the ledger is the
@@ -427,44 +372,3 @@ class Aggregator:
 
     def __len__(self) -> int:
         return sum(len(g) for g in self._groups.values())
-
-
-def _active_mask(sm_util: Sequence[float]) -> int:
-    """Bit i set when second i of a frame had SM utilization > 0 (a frame wholly busy or
-    wholly idle, the common cases, without a loop in Python)."""
-    if not sm_util:
-        return 0
-    if min(sm_util) > 0:
-        return (1 << len(sm_util)) - 1
-    if max(sm_util) <= 0:
-        return 0
-    out = 0
-    for i, v in enumerate(sm_util):
-        if v > 0:
-            out |= 1 << i
-    return out
-
-
-def _pin(row: MinuteRow, seconds: int) -> None:
-    """Seconds whose reading a later claim replaced keep it in memory (``row.pinned``): the
-    ledger merges both readings (max by second), and a restore must give this one."""
-    pinned = dict(row.pinned) if row.pinned else {}
-    readings = row.readings
-    for s in _bits(seconds):
-        pinned[s] = readings[s]
-    row.pinned = pinned
-
-
-def _bits(mask: int) -> list[int]:
-    out = []
-    while mask:
-        low = mask & -mask
-        out.append(low.bit_length() - 1)
-        mask ^= low
-    return out
-
-
-def _node_of(gm: GpuMinute) -> str:
-    for row in gm.rows.values():
-        return row.node_id
-    return ""

@@ -11,6 +11,7 @@ holding a second are exactly one frame's claim.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -255,3 +256,56 @@ class AddResult:
 
 def row_order(r: MinuteRow) -> tuple[int, str, str, str, str, int]:
     return (r.minute, r.gpu_uuid, r.mig_uuid, r.tenant, r.job, r.share_milli)
+
+
+def active_mask_of(sm_util: Sequence[float]) -> int:
+    """Bit i set when second i of a frame had SM utilization > 0 (a frame wholly busy or
+    wholly idle, the common cases, without a loop in Python)."""
+    if not sm_util:
+        return 0
+    if min(sm_util) > 0:
+        return (1 << len(sm_util)) - 1
+    if max(sm_util) <= 0:
+        return 0
+    out = 0
+    for i, v in enumerate(sm_util):
+        if v > 0:
+            out |= 1 << i
+    return out
+
+
+def pin_readings(row: MinuteRow, seconds: int) -> None:
+    """Seconds whose reading a later claim replaced keep it in memory (``row.pinned``): the
+    ledger merges both readings (max by second), and a restore must give this one."""
+    pinned = dict(row.pinned) if row.pinned else {}
+    readings = row.readings
+    for s in bits_of(seconds):
+        pinned[s] = readings[s]
+    row.pinned = pinned
+
+
+def bits_of(mask: int) -> list[int]:
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(low.bit_length() - 1)
+        mask ^= low
+    return out
+
+
+def restore_readings(row: MinuteRow, stored: dict[int, SecondReadings]) -> MinuteRow:
+    """Put back the readings ``row`` dropped, from the ledger's ``stored`` readings of that row,
+    in the row itself (so the caller's reference stays good): its sums are then taken from the
+    readings again. Readings the ledger does not hold (a write lost on the way) stay missing."""
+    dropped = row.dropped_mask
+    back = {s: stored[s] for s in sorted(stored) if dropped >> s & 1}
+    if row.pinned:  # the ledger merged the old and new readings of these: take the new
+        for s, newer in row.pinned.items():
+            if s in back:
+                back[s] = newer
+    back.update(row.readings)
+    row.readings = back
+    row.dropped_mask = 0
+    row.dropped_sm = row.dropped_mem = 0.0
+    row.dropped_energy = 0
+    return row
