@@ -68,6 +68,26 @@ def embedded_worker_env() -> dict[str, str]:
     return {env_name(k): str(v) for k, v in EMBEDDED_GROUP_TIMEOUTS.items()}
 
 
+def wait_for_metadata(producer: Any, topics: tuple[str, ...], timeout_s: float = 60.0) -> None:
+    """Wait until the broker has told the producer each topic's partitions."""
+    from kafka.errors import KafkaTimeoutError
+
+    deadline = time.monotonic() + timeout_s
+    for topic in topics:
+        while True:
+            try:
+                if producer.partitions_for(topic):
+                    break
+            except KafkaTimeoutError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"gpumeter demo: the embedded broker gave no metadata for {topic} "
+                    f"within {timeout_s:.0f} s"
+                )
+            time.sleep(0.2)
+
+
 def stop(worker: subprocess.Popen[bytes]) -> None:
     if worker.poll() is None:
         worker.send_signal(signal.SIGTERM)
@@ -100,6 +120,9 @@ def publish_and_process(
     # What the inference tenants' servers count (the simulator's token rates): work units on
     # gpu.work.v1, so the report has cost and revenue per million tokens. A trace has none.
     work = simulated_work(fleet, start=start, end=start + duration)
+    # The agent's producer never blocks more than 100 ms on metadata (a node must keep
+    # sampling); on a busy machine the first metadata answer for a topic can take longer.
+    wait_for_metadata(producer, (WORK, USAGE))
     pending = [producer.send(WORK, key=r.tenant.encode(), value=r.to_json()) for r in work]
     producer.flush(timeout=60)
     for future in pending:
