@@ -22,6 +22,7 @@ from agents.agent import run_accelerated
 from agents.fleet import build_agents
 from agents.kafka import make_producer
 from gpumeter.demo import embedded_worker_env
+from gpumeter.demo_pipeline import wait_for_metadata
 from streams.group_lag import GroupLag
 
 
@@ -61,6 +62,8 @@ class Pipeline:
         self, values: list[bytes], key: bytes = b"raw", topic: str | None = None
     ) -> None:
         producer = make_producer(self.bootstrap)
+        # the producer blocks at most 100 ms on metadata: wait for it once, as the demo does
+        wait_for_metadata(producer, (topic or self.topic,))
         for v in values:
             producer.send(topic or self.topic, key=key, value=v)
         producer.flush(timeout=30)
