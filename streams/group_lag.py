@@ -67,14 +67,19 @@ class GroupLag:
         )
 
     def _committed(self) -> dict[int, int]:
+        from kafka.errors import GroupIdNotFoundError
+
         # kafka-python 3 renamed list_consumer_group_offsets to list_group_offsets.
         try:
             if hasattr(self.admin, "list_group_offsets"):
                 offsets = self.admin.list_group_offsets(self.group).get(self.group, {})
             else:
                 offsets = self.admin.list_consumer_group_offsets(self.group)
-        except Exception:  # the group does not exist yet (the worker is still joining)
+        except GroupIdNotFoundError:  # the group does not exist yet (still joining)
             return {}
+        # Anything else (coordinator moving, broker away, an ACL refusing OffsetFetch) is
+        # raised to the caller: streams.idle_exit retries what can pass and ends the run on
+        # what cannot, instead of reading "nothing committed" for ever.
         return {
             tp.partition: int(getattr(o, "offset", o))
             for tp, o in offsets.items()

@@ -14,6 +14,16 @@ Idle means, all at once:
 
 The group check is a blocking kafka-python call, run in the loop's executor, one at a time.
 While the group is behind, the worker says which partitions (every 30 s) and keeps waiting.
+
+A check that fails never counts as caught up. What it does next depends on the failure:
+
+- a retriable error (broker away, coordinator moving: kafka-python's ``retriable`` errors and
+  ``OSError``) is logged and retried at the next check; if the group could not be read at all
+  for ``give_up_s`` (120 s by default), the run ends with exit 69 (UNAVAILABLE): a batch that
+  waits for ever on a lag nobody can read is a stuck meter that looks alive;
+- any other error (an ACL refusing DescribeGroups/OffsetFetch on the group, an unsupported
+  broker) cannot pass by waiting: the run ends at once with exit 2 (CONFIG) and says what the
+  worker needs.
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from streams.health import ExitCode, fatal
+
 log = logging.getLogger(__name__)
 
 
@@ -38,13 +50,18 @@ class IdleExit:
         behind: Callable[[], dict[str, int]],
         *,
         stop: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM),
+        give_up_s: float = 120.0,
+        die: Callable[[ExitCode, str], None] = fatal,
     ) -> None:
         self.idle_s = idle_s
         self.group = group
         self._behind = behind  # "topic[partition]" -> records the group has not committed
         self._stop = stop
+        self._give_up_s = give_up_s
+        self._die = die
         self._task: asyncio.Future[None] | None = None
         self._said = -60.0
+        self._failing_since: float | None = None  # first failed read of a failing streak
 
     def check(self, *, records: int, last_record_at: float, caught_up_here: bool) -> None:
         """Called every second (the status timer): start a group check once idle here."""
@@ -59,11 +76,12 @@ class IdleExit:
     async def _exit_if_group_caught_up(self) -> None:
         try:
             behind = await asyncio.get_running_loop().run_in_executor(None, self._behind)
-        except Exception as exc:  # the broker is away: idle can wait for the next check
-            log.warning("cannot read the group's lag: %r", exc)
-            behind = {"?": -1}
-        finally:
+        except Exception as exc:  # noqa: BLE001 - classified below; never counts as caught up
             self._task = None
+            self._failed(exc)
+            return
+        self._task = None
+        self._failing_since = None
         if not behind:
             close = getattr(self._behind, "close", None)
             if close is not None:
@@ -78,6 +96,37 @@ class IdleExit:
                 file=sys.stderr,
                 flush=True,
             )
+
+    def _failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if not retriable(exc):
+            self._die(
+                ExitCode.CONFIG,
+                f"--exit-when-idle cannot read the committed offsets of group {self.group!r}: "
+                f"{exc!r}; the worker needs Describe on the group and its topics "
+                "(OffsetFetch, DescribeGroups, ListOffsets)",
+            )
+        elif now - self._failing_since > self._give_up_s:
+            self._die(
+                ExitCode.UNAVAILABLE,
+                f"--exit-when-idle could not read group {self.group!r}'s lag for "
+                f"{now - self._failing_since:.0f} s (last error {exc!r}); the run cannot tell "
+                "whether every partition was processed",
+            )
+        else:
+            log.warning("cannot read the group's lag (retrying): %r", exc)
+
+
+def retriable(exc: BaseException) -> bool:
+    """A failure that can pass by waiting: kafka-python's retriable errors (a broker nobody
+    reaches is a retriable ``KafkaTimeoutError`` "Unable to bootstrap"), network errors."""
+    from kafka.errors import KafkaError
+
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable)
+    return isinstance(exc, OSError | TimeoutError)
 
 
 class GroupLagReader:

@@ -80,3 +80,60 @@ def test_a_broker_that_cannot_answer_never_counts_as_caught_up() -> None:
     assert stops == []
     run_checks(idle, 1)
     assert stops == [1]
+
+
+def test_a_retriable_error_is_retried_then_ends_the_run_if_it_lasts() -> None:
+    # given a coordinator that keeps moving (retriable) while the worker is idle
+    from kafka.errors import CoordinatorNotAvailableError
+
+    from streams.health import ExitCode
+
+    lag = Lag(*(CoordinatorNotAvailableError() for _ in range(3)))
+    stops: list[int] = []
+    deaths: list[tuple[ExitCode, str]] = []
+    idle = IdleExit(
+        3,
+        "g",
+        lag,
+        stop=lambda: stops.append(1),
+        give_up_s=0.05,
+        die=lambda c, m: deaths.append((c, m)),
+    )
+    # when the first read fails, the worker keeps waiting and neither stops nor dies
+    run_checks(idle, 1)
+    assert (stops, deaths) == ([], [])
+    # then once the failures have lasted past give_up_s, the run ends UNAVAILABLE, not OK
+    time.sleep(0.1)
+    run_checks(idle, 1)
+    assert stops == [] and [c for c, _ in deaths] == [ExitCode.UNAVAILABLE]
+    assert "'g'" in deaths[0][1]
+
+
+def test_a_success_resets_the_failing_streak() -> None:
+    lag = Lag(OSError("away"), {"usage[0]": 1}, OSError("away"), {})
+    stops: list[int] = []
+    deaths: list[object] = []
+    idle = IdleExit(
+        3, "g", lag, stop=lambda: stops.append(1), give_up_s=0.05, die=lambda c, m: deaths.append(c)
+    )
+    run_checks(idle, 2)
+    time.sleep(0.1)
+    run_checks(idle, 2)  # the streak started again at the third read: not past give_up_s
+    assert deaths == [] and stops == [1]
+
+
+def test_an_error_that_waiting_cannot_fix_ends_the_run_at_once_naming_the_group() -> None:
+    # given an ACL that refuses the group's offsets (kafka-python: not retriable)
+    from kafka.errors import GroupAuthorizationFailedError
+
+    from streams.health import ExitCode
+
+    lag = Lag(GroupAuthorizationFailedError())
+    deaths: list[tuple[ExitCode, str]] = []
+    stops: list[int] = []
+    idle = IdleExit(
+        3, "meter", lag, stop=lambda: stops.append(1), die=lambda c, m: deaths.append((c, m))
+    )
+    run_checks(idle, 1)
+    assert stops == [] and [c for c, _ in deaths] == [ExitCode.CONFIG]
+    assert "'meter'" in deaths[0][1] and "Describe" in deaths[0][1]
