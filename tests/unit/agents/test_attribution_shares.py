@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +24,6 @@ from agents.attribution import (
 
 GPU = "GPU-11111111-2222-3333-4444-555555555555"
 MIG = "MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-
-
-@pytest.fixture
-def proc_root(tmp_path: Path) -> Path:
-    root = tmp_path / "proc"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
-def add_process(proc_root: Path) -> Callable[[int, Mapping[str, str]], None]:
-    def add(pid: int, env: Mapping[str, str]) -> None:
-        d = proc_root / str(pid)
-        d.mkdir()
-        (d / "environ").write_bytes(b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
-
-    return add
 
 
 def entry(**overrides: Any) -> dict[str, Any]:
