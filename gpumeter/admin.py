@@ -71,10 +71,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     ssub = schema.add_subparsers(dest="schema_command", metavar="<action>", required=True)
     exp = ssub.add_parser(
         "export",
-        help="write the JSON Schema of usage records (gpu.usage.v1), version 2 by default",
+        help="write the JSON Schema of usage records (gpu.usage.v1, version 2 by default) or "
+        "of preemption records (--topic gpu.preemptions.v1)",
         description="Write the JSON Schema that producers in other languages validate against: "
-        "schema_version 2 (frames, shares; the current version) by default, or 1 (samples; "
-        "still accepted for one release) with --version 1.",
+        "for gpu.usage.v1 (the default topic), schema_version 2 (frames, shares; the current "
+        "version) by default, or 1 (samples; still accepted for one release) with --version 1; "
+        "for gpu.preemptions.v1, its schema_version 1.",
+    )
+    exp.add_argument(
+        "--topic",
+        choices=("gpu.usage.v1", "gpu.preemptions.v1"),
+        default="gpu.usage.v1",
+        help="whose records (default gpu.usage.v1)",
     )
     exp.add_argument(
         "--version", type=int, choices=(1, 2), default=2, help="schema_version (default: 2)"
@@ -83,7 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
-        help="default: schemas/json/gpu.usage.v<version>.schema.json",
+        help="default: schemas/json/gpu.usage.v<version>.schema.json "
+        "(gpu.preemptions.v1: schemas/json/gpu.preemptions.v1.schema.json)",
     )
     exp.set_defaults(handler=_export_schema)
 
@@ -174,7 +183,17 @@ def _print_sharding(ddl: ClusterDDL) -> None:
 def _export_schema(args: argparse.Namespace, settings: Settings) -> int:
     from schemas.published import schema_path
 
-    out: Path = args.out or schema_path(args.version)
+    out: Path
+    if getattr(args, "topic", "gpu.usage.v1") == "gpu.preemptions.v1":
+        from schemas.preemption import render_schema as render_preemption
+        from schemas.preemption import schema_file
+
+        out = args.out or schema_file()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render_preemption())
+        print(f"wrote {out} (gpu.preemptions.v1, schema_version 1)")
+        return 0
+    out = args.out or schema_path(args.version)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_schema(args.version))
     print(f"wrote {out} (schema_version {args.version})")

@@ -17,6 +17,9 @@ REJECTED = "gpu.usage.rejected.v1"
 MINUTELY = "usage.minutely.v1"
 #: Work units reported by jobs (tokens served, ...), keyed by tenant.
 WORK = "gpu.work.v1"
+#: Preemptions of allocations (schemas/preemption.py), keyed by tenant; published by the
+#: scheduler's integration (`gpumeter preemption report`), not by the node agent.
+PREEMPTIONS = "gpu.preemptions.v1"
 
 
 @dataclass(frozen=True)
@@ -38,4 +41,5 @@ def default_topics(partitions: int = 4) -> list[TopicSpec]:
         TopicSpec(REJECTED, 1),
         TopicSpec(MINUTELY, partitions),
         TopicSpec(WORK, 1),
+        TopicSpec(PREEMPTIONS, 1),
     ]

@@ -33,6 +33,7 @@ from schemas.frame import WHOLE
 from streams.backpressure import process_with_backpressure
 from streams.consumer import ConsumerCheck, Progress
 from streams.health import ExitCode, Health, fatal
+from streams.preemption import PreemptionProcessor
 from streams.processor import UsageProcessor
 from streams.records import RejectedRecord, SourceRecord
 from streams.work import WorkProcessor
@@ -56,6 +57,7 @@ class WorkerConfig:
     rejected_topic: str = topics.REJECTED
     minutely_topic: str = topics.MINUTELY
     work_topic: str = topics.WORK
+    preemptions_topic: str = topics.PREEMPTIONS
     partitions: int = 4
     chunk_records: int = 100
     chunk_within_s: float = 1.0
@@ -204,6 +206,7 @@ def create_app(
     on_chunk: Callable[[UsageProcessor], None] | None = None,
     work_processor: WorkProcessor | None = None,
     health: Health | None = None,
+    preemption_processor: PreemptionProcessor | None = None,
 ) -> faust.App:
     health = health or Health(stall_after_s=120.0)
     options: dict[str, Any] = dict(
@@ -292,6 +295,28 @@ def create_app(
                 health.chunk_done()
 
         app.agent(work, name="work-processor")(guarded("the work processor", work_body))
+
+    if preemption_processor is not None:
+        preemptions = app.topic(
+            config.preemptions_topic, value_serializer="raw", key_serializer="raw", partitions=1
+        )
+
+        async def preemption_body(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(  # type: ignore[attr-defined]
+                config.chunk_records, within=config.chunk_within_s
+            ):
+                health.chunk_begins()
+                records = source_records(events)
+                output = persist_or_exit(preemption_processor.process, records)
+                for r in output:
+                    key, value = rejection_message(r)
+                    await rejected.send(key=key, value=value)
+                progress.done(events)
+                health.chunk_done()
+
+        app.agent(preemptions, name="preemption-processor")(
+            guarded("the preemption processor", preemption_body)
+        )
 
     app.timer(config.check_interval_s)(guarded("the consumer check", check.run))
 

@@ -62,6 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where rejections are emitted (default gpu.usage.rejected.v1)",
     )
     p.add_argument("--work-topic", default=None, help="work-units topic (default gpu.work.v1)")
+    p.add_argument(
+        "--preemptions-topic",
+        default=None,
+        help="preemption records topic (default gpu.preemptions.v1)",
+    )
     p.add_argument("--app-id", default="gpumeter-worker", help="consumer group / Faust app id")
     p.add_argument(
         "--exit-when-idle",
@@ -158,6 +163,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.health import Health, Watchdog
     from streams.idle_exit import IdleExit, group_lag_reader
     from streams.metrics import MetricsServer, Sources, write_status
+    from streams.preemption import ClickHousePreemptionSink, PreemptionProcessor
     from streams.processor import UsageProcessor
     from streams.work import WorkProcessor
 
@@ -200,6 +206,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         app_id=args.app_id,
         usage_topic=args.topic or topics.USAGE,
         work_topic=args.work_topic or topics.WORK,
+        preemptions_topic=args.preemptions_topic or topics.PREEMPTIONS,
         minutely_topic=args.minutely_topic or topics.MINUTELY,
         rejected_topic=args.rejected_topic or topics.REJECTED,
         partitions=settings.usage_partitions,
@@ -217,7 +224,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     work = WorkProcessor(processor.sink)
     health = Health(stall_after_s=args.stall_exit_s or 120.0)
-    app = create_app(config, processor, on_chunk=on_chunk, work_processor=work, health=health)
+    preemptions = PreemptionProcessor(ClickHousePreemptionSink(processor.sink))
+    app = create_app(
+        config,
+        processor,
+        on_chunk=on_chunk,
+        work_processor=work,
+        health=health,
+        preemption_processor=preemptions,
+    )
     sources = Sources(health, lambda: processor.stats, lambda: (work.accepted, work.rejected))
     status_path = state_dir / f"{_file_name(args.app_id)}.status.json"
 
@@ -248,7 +263,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             group_lag_reader(
                 bootstrap,
                 args.app_id,
-                (config.usage_topic, config.work_topic),
+                (config.usage_topic, config.work_topic, config.preemptions_topic),
                 kafka_python_options(settings),
             ),
         )
@@ -289,6 +304,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             **dataclasses.asdict(processor.stats),
             "work_accepted": work.accepted,
             "work_rejected": work.rejected,
+            "preemptions_accepted": preemptions.accepted,
+            "preemptions_rejected": preemptions.rejected,
             "log_rewinds": health.log_rewinds,
         }
         print("WORKER-STATS " + json.dumps(stats), flush=True)
