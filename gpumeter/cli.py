@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "gpumeter.demo",
     "gpumeter.sql",
     "gpumeter.admin",
+    "gpumeter.preemption",
     "analytics.cli",
     "analytics.capacity_cli",
 )
