@@ -102,6 +102,9 @@ class JobUsage:
     #: metered milli-GPU-seconds (seconds x share); 0 given: ``gpu_seconds x 1000`` (whole
     #: GPUs). The document carries it only when it differs from that (shared usage).
     gpu_milli_seconds: int = 0
+    #: preempted in the period (a gpu.preemptions.v1 record): the plan's minimum duration was
+    #: waived unless the plan says preempted_minimum = "charged". In the document only when true.
+    preempted: bool = False
 
     def __post_init__(self) -> None:
         if self.gpu_milli_seconds == 0 and self.gpu_seconds:
@@ -262,6 +265,8 @@ def _job_dict(j: JobUsage) -> dict[str, Any]:
         "billable_seconds": j.billable_seconds,
         "energy_mj": j.energy_mj,
         **_milli(j.gpu_seconds, j.gpu_milli_seconds),
+        # only when true: a document without preemptions is byte for byte what it was before
+        **({"preempted": True} if j.preempted else {}),
     }
 
 

@@ -35,6 +35,11 @@ from kernel.names import mig_parent as mig_parent
 #: cost (``gpumeter report``), never numbered or billed. Not dated: a tenant's kind applies to
 #: every period rated with the book.
 TenantKind = Literal["external", "internal"]
+#: What a plan does with its minimum duration for a job that was preempted in the period (a
+#: record on gpu.preemptions.v1): "waived" (the default) bills what the job held, rounded up to
+#: the increment; "charged" applies the minimum as to any other job.
+PreemptedMinimum = Literal["waived", "charged"]
+PREEMPTED_MINIMUM: tuple[PreemptedMinimum, ...] = ("waived", "charged")
 TENANT_KINDS: tuple[TenantKind, ...] = ("external", "internal")
 
 #: Prices (per GPU-hour, per kWh, commitment and overage rates) have at most this many decimals;
@@ -122,6 +127,8 @@ class Plan:
     minimum_seconds: int = 0  # per job: a job shorter than this is billed this long
     increment_seconds: int = 1  # per job: billable time is rounded up to a multiple of this
     tiers: tuple[Tier, ...] = ()
+    #: a preempted job's minimum duration: waived (default) or charged (PreemptedMinimum)
+    preempted_minimum: PreemptedMinimum = "waived"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from billing.pricebook import (
     BILLING_CLASSES,
     KNOWN_GPU_MODELS,
     PCT_DECIMALS,
+    PREEMPTED_MINIMUM,
     PRICE_DECIMALS,
     BillingClass,
     Issuer,
@@ -34,6 +35,10 @@ from billing.pricebook import (
 )
 from billing.pricebook_contract import parse_contracts, parse_kinds
 from kernel.problems import Problems
+
+#: The keys of a ``[plans.NAME]`` table; any other is refused (a misspelt option would
+#: otherwise be ignored and the plan billed by its default).
+PLAN_KEYS = frozenset({"minimum_seconds", "increment_seconds", "tiers", "preempted_minimum"})
 
 
 def load(path: Path | str) -> PriceBook:
@@ -326,5 +331,15 @@ class Parser:
                 tiers.append(Tier(up_to, pct))
             if tiers and tiers[-1].up_to_gpu_hours is not None:
                 self.bad(where, "the last tier must omit up_to_gpu_hours (unbounded)")
-            plans[name] = Plan(name, minimum, inc, tuple(tiers))
+            preempted = t.get("preempted_minimum", "waived")
+            if preempted not in PREEMPTED_MINIMUM:
+                self.bad(
+                    where,
+                    f"preempted_minimum = {preempted!r} must be one of "
+                    + ", ".join(repr(v) for v in PREEMPTED_MINIMUM),
+                )
+                preempted = "waived"
+            for key in sorted(set(t) - PLAN_KEYS):
+                self.bad(where, f"unknown key {key!r} (a plan has {', '.join(sorted(PLAN_KEYS))})")
+            plans[name] = Plan(name, minimum, inc, tuple(tiers), preempted)
         return plans

@@ -4,7 +4,10 @@ Steps for one tenant and period (each a function below):
 
 1. ``_jobs``: group usage by job (job, GPU model, billing class); resolve '' to the contract's
    default class; price every row by the rate in force at its own timestamp; apply the plan's
-   minimum duration and increment per job (padding is priced at the job's last rate).
+   minimum duration and increment per job (padding is priced at the job's last rate). A job
+   preempted in the period (``preempted``: its id had a record on gpu.preemptions.v1 with
+   ``at`` in the period) gets no minimum when the plan's ``preempted_minimum`` is "waived"
+   (the default); the increment still applies.
 2. ``billing.lines.usage_lines``: per GPU model and class: reserved usage against commitments
    (commitment and overage lines, ``billing.commitment``), on-demand through graduated tiers,
    everything else at the rate.
@@ -25,7 +28,7 @@ changes take effect at 00:00 UTC of a date), and give the same invoice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -76,6 +79,7 @@ class _Job:
     energy_mj: int = 0
     held_seconds: int = 0  # GPU-seconds held, whatever the share
     raw_milli: int = 0  # metered milli-GPU-seconds, before the plan's minimum and increment
+    preempted: bool = False  # preempted in the period (the plan may waive its minimum)
 
     @property
     def milli(self) -> int:
@@ -88,8 +92,12 @@ def rate_invoice(
     period: Period,
     rows: Iterable[UsageRow],
     adjustments: Sequence[InvoiceLine] = (),
+    preempted: Collection[str] = (),
 ) -> Invoice:
-    """The draft invoice of ``tenant`` for ``period``; rows of other tenants/periods are ignored."""
+    """The draft invoice of ``tenant`` for ``period``; rows of other tenants/periods are ignored.
+    ``preempted``: ids of this tenant's jobs preempted in the period
+    (:func:`billing.preemptions.preempted_jobs`); each caller that rates the same usage must
+    pass the same set, or the invoices differ."""
     mine = [
         r
         for r in rows
@@ -98,7 +106,7 @@ def rate_invoice(
         and period.contains(r.start)
         and r.gpu_seconds > 0
     ]
-    jobs = _jobs(pricing, tenant, period, mine)
+    jobs = _jobs(pricing, tenant, period, mine, frozenset(preempted))
     minor = pricing.minor_unit
     lines = usage_lines(pricing, period, _groups(jobs))
     usage_base = sum((ln.amount for ln in lines if ln.kind in ("usage", "overage")), Decimal(0))
@@ -193,7 +201,11 @@ def resolve_class(row_class: str, pricing: TenantPricing, tenant: str) -> Billin
 
 
 def _jobs(
-    pricing: TenantPricing, tenant: str, period: Period, rows: Sequence[UsageRow]
+    pricing: TenantPricing,
+    tenant: str,
+    period: Period,
+    rows: Sequence[UsageRow],
+    preempted: frozenset[str] = frozenset(),
 ) -> dict[tuple[str, str, BillingClass], _Job]:
     jobs: dict[tuple[str, str, BillingClass], _Job] = {}
     for r in sorted(rows, key=lambda r: r.start):
@@ -213,9 +225,12 @@ def _jobs(
             j.last, j.last_rate = end, rate
         j.energy_mj += r.energy_mj
     plan = pricing.contract.plan
-    for j in jobs.values():
+    waive = plan.preempted_minimum == "waived"
+    for (job, _, _), j in jobs.items():
         j.raw_milli = j.milli
-        pad = billable_milli(j.milli, plan.minimum_seconds, plan.increment_seconds) - j.milli
+        j.preempted = job in preempted
+        minimum = 0 if j.preempted and waive else plan.minimum_seconds
+        pad = billable_milli(j.milli, minimum, plan.increment_seconds) - j.milli
         j.milli_by_rate[j.last_rate] += pad
     return jobs
 
@@ -246,6 +261,7 @@ def _job_usage(jobs: dict[tuple[str, str, BillingClass], _Job]) -> tuple[JobUsag
                 j.milli // 1000,  # a whole number of GPU-seconds (billable_milli)
                 j.energy_mj,
                 gpu_milli_seconds=j.raw_milli,
+                preempted=j.preempted,
             )
         )
     return tuple(out)

@@ -8,6 +8,7 @@ tests hold both to the stdlib / reflective originals.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -97,11 +98,15 @@ def test_spelled_out_lines_jobs_and_rates_equal_the_reflective_form() -> None:
         60,
         5,
     )
+    # ``preempted`` is written only when true (documents without preemptions are unchanged)
+    plain = {k: v for k, v in _plain(job).items() if k != "preempted"}
     assert _job_dict(job) == {
-        **_without_whole_milli(_plain(job), "gpu_seconds"),
+        **_without_whole_milli(plain, "gpu_seconds"),
         "first_minute": _ts(job.first_minute),
         "last_minute": _ts(job.last_minute),
     }
+    preempted = replace(job, preempted=True)
+    assert _job_dict(preempted) == {**_job_dict(job), "preempted": True}
     for r in (
         Rate(H100, "spot", Decimal("1.10"), date(2026, 1, 1)),
         Rate(H100, "on_demand", Decimal("2.7"), date(2026, 1, 1), date(2026, 2, 1), "t"),
