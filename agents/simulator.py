@@ -21,6 +21,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agents.sampler import GpuInfo
 from agents.schedule import (
@@ -35,6 +36,9 @@ from agents.schedule import (
     mix64,
 )
 from schemas.usage import BillingClass
+
+if TYPE_CHECKING:
+    from agents.preemption_sim import InternalDemand, SimulatedPreemption
 
 DEFAULT_TENANTS: tuple[str, ...] = ("acme", "globex", "initech", "umbrella", "hooli")
 #: 2026-01-01T00:00:00Z: a fixed default so the same seed gives the same samples on any day.
@@ -111,6 +115,7 @@ class SimulatedFleet(ScheduledFleet):
         jobs_per_hour: float = 3.5,
         max_wait_s: int = 3600,
         shares: bool = False,
+        internal: str | None = None,
     ) -> None:
         if nodes < 1 or gpus_per_node < 1 or duration_s < 1 or not tenants:
             raise ValueError(
@@ -127,6 +132,13 @@ class SimulatedFleet(ScheduledFleet):
         self.seed = seed
         self.tenants = tuple(tenants)
         self.jobs = 0
+        # ``internal``: that tenant's jobs preempt spot allocations and use idle whole GPUs
+        # (agents/preemption_sim.py, an RNG of its own: the rest of the schedule is unchanged).
+        self.internal_demand: InternalDemand | None = None
+        if internal is not None:
+            from agents.preemption_sim import InternalDemand
+
+            self.internal_demand = InternalDemand(seed, start, start + duration_s, internal)
         rng = random.Random(f"gpumeter-sim/{seed}")
         job_numbers: dict[str, int] = {}
         for node in range(nodes):
@@ -140,6 +152,8 @@ class SimulatedFleet(ScheduledFleet):
                 for i in range(n_whole)
             ]
             timelines = self._schedule(rng, n_whole, jobs_per_hour, max_wait_s, job_numbers)
+            if self.internal_demand is not None:
+                timelines = self.internal_demand.apply(node, gpus, timelines)
             tracks = [[t] for t in timelines]
             keys = [mix64(seed, node * 4096 + i) for i in range(n_whole)]
             specs = [spec] * n_whole
@@ -270,6 +284,11 @@ class SimulatedFleet(ScheduledFleet):
             seg = Segment(begin, end, tenant, job, billing_class, profile)
             for i in chosen:
                 timelines[i].append(seg)
+
+    @property
+    def preemptions(self) -> list[SimulatedPreemption]:
+        """The spot allocations internal demand preempted, with their ground truth."""
+        return [] if self.internal_demand is None else list(self.internal_demand.preemptions)
 
     @staticmethod
     def _profile(d: tuple[float, float, float, float, float], key: int, start: int) -> JobProfile:
