@@ -24,6 +24,16 @@ LEDGER_COLUMNS = [
     "peak_mem_used",
     "version",
 ]
+#: The ledger's sorting key: the identity of a row (0030_ledger_shares.sql).
+LEDGER_KEY = "minute, gpu_uuid, mig_uuid, tenant, job, shared_milli"
+#: ``LEDGER_COLUMNS`` merged over the rows of one key, each by the aggregate function its
+#: ``SimpleAggregateFunction`` type declares (0003_ledger_union.sql): what ``FINAL`` reads.
+LEDGER_MERGED = (
+    "minute, tenant, job, max(billing_class), gpu_uuid, mig_uuid, shared_milli, "
+    "max(gpu_model), max(node_id), groupBitOr(claimed_mask), groupBitOr(released_mask), "
+    "groupBitOr(claimed_active), maxMap(sm_util_map), maxMap(mem_util_map), "
+    "maxMap(energy_map), max(peak_mem_used), max(version)"
+)
 #: The raw archive of contract v2: one row per frame-minute (0031_raw_frames.sql).
 RAW_FRAME_COLUMNS = [
     "minute",

@@ -23,6 +23,8 @@ from streams.clickhouse.columns import (
     CONFLICT_COLUMNS,
     CONFLICT_SHARE_COLUMNS,
     LEDGER_COLUMNS,
+    LEDGER_KEY,
+    LEDGER_MERGED,
     RAW_FRAME_COLUMNS,
     READMITTED_COLUMNS,
     REJECTED_COLUMNS,
@@ -64,8 +66,12 @@ class LedgerSink:
 
     # -- reads -----------------------------------------------------------------------------
     def load(self, keys: Iterable[GpuGroupKey]) -> list[MinuteRow]:
-        """The stored (FINAL, i.e. newest version) rows of these physical GPU-minutes, the
-        parent's and its MIG slices'."""
+        """The stored rows of these physical GPU-minutes, the parent's and its MIG slices',
+        merged as ``FINAL`` merges them: grouped by the table's key, each column through the
+        aggregate function the table declares for it (:data:`LEDGER_MERGED`). Same rows as
+        ``FINAL``, about 15x faster on chDB (measured: ``FINAL`` merged the ``maxMap``
+        columns of every granule in range, ~1 s for 274 rows of a 14k-row ledger; the
+        ``GROUP BY`` reads only the matching rows, ~70 ms)."""
         wanted = set(keys)
         if not wanted:
             return []
@@ -74,8 +80,9 @@ class LedgerSink:
         result = self._call(
             "load ledger state",
             lambda: self.client.query(
-                f"SELECT {', '.join(LEDGER_COLUMNS)} FROM usage_minutely FINAL "
-                "WHERE minute IN {minutes:Array(DateTime)} AND gpu_uuid IN {gpus:Array(String)}",
+                f"SELECT {LEDGER_MERGED} FROM usage_minutely "
+                "WHERE minute IN {minutes:Array(DateTime)} AND gpu_uuid IN {gpus:Array(String)} "
+                f"GROUP BY {LEDGER_KEY}",
                 parameters={
                     "minutes": [datetime.fromtimestamp(m, UTC) for m in minutes],
                     "gpus": gpus,
