@@ -31,7 +31,7 @@ from agents.schedule import Segment, mix64
 from schemas.preemption import PreemptionReported
 
 INTERNAL_TENANT = "research"
-P_PREEMPT = 0.5
+P_PREEMPT = 0.75
 P_CHECKPOINT = 0.5
 CHECKPOINT_EVERY_S = 900
 MIN_RUN_S = 120

@@ -8,6 +8,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from analytics.metrics import Metrics, Report
+from analytics.preemptions import PREEMPTION_COLUMNS, PREEMPTIONS_TITLE, preemption_rows
 from analytics.summary import (
     COLUMNS,
     SHARING_COLUMNS,
@@ -23,7 +24,7 @@ from analytics.summary import (
     split_row,
     split_tables,
 )
-from analytics.usage_split import split_by_model
+from analytics.usage_split import SplitReport, split_by_model
 
 CHART_IDS = (
     "chart-utilization",
@@ -274,6 +275,20 @@ def _page(report: Report, plotlyjs: str, charts: list[str]) -> str:
             f"energy at the facility's PUE, other opex). Amounts in {e(report.currency)}.</p>"
             f"<table><tr>{head}</tr>{body}</table>"
         )
+    preempted_html = ""
+    if isinstance(report, SplitReport) and report.preemptions:
+        head = "".join(f"<th>{e(c)}</th>" for c in PREEMPTION_COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{e(v)}</td>" for v in r) + "</tr>"
+            for r in preemption_rows(report.preemptions)
+        )
+        preempted_html = (
+            f"<h2 id='preemptions'>{e(PREEMPTIONS_TITLE)}</h2><p>Per GPU model and preempted "
+            "tenant: preemption records (one per device an allocation lost) and the GPU-hours "
+            "they lost (held from the job's last checkpoint, or its first second, up to the "
+            "preemption; share-weighted), counted from the ledger.</p>"
+            f"<table><tr>{head}</tr>{body}</table>"
+        )
     warn = "".join(f"<p class='warn'>warning: {e(w)}</p>" for w in report.warnings)
     cards = "".join(
         f"<div class='card'><div class='v'>{e(v)}</div><div class='k'>{e(k)}</div></div>"
@@ -313,6 +328,7 @@ Amounts in {e(report.currency)}.</p>
 {sharing}
 {split_html}
 {showback_html}
+{preempted_html}
 {work}
 </body></html>
 """

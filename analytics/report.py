@@ -6,7 +6,8 @@ is Decimal until the moment it is drawn or printed.
 The report also splits capacity into internal use, external sales and idle per GPU model and
 day (:mod:`analytics.usage_split`) and prices internal tenants' use at cost as showback
 (:mod:`analytics.showback`); which tenants are internal comes from the price book file
-(:mod:`analytics.tenant_kinds`, default: the demo's).
+(:mod:`analytics.tenant_kinds`, default: the demo's). Preemptions (allocations that lost
+their GPUs, and the GPU-hours they lost) come from :mod:`analytics.preemptions`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from analytics.ledger_facts import Facts, load_facts, parse_period, sync_asset_r
 from analytics.metrics import Report
 from analytics.page import CHART_IDS as CHART_IDS
 from analytics.page import render_html
+from analytics.preemptions import load_preemptions, preemption_warnings
 from analytics.revenue import rate_on_demand
 from analytics.showback import showback_at_cost
 from analytics.summary import print_summary as print_summary
@@ -54,7 +56,13 @@ def build_report(
     conflicts = conflict_warnings(client, span)
     if conflicts:
         report = dataclasses.replace(report, warnings=report.warnings + conflicts)
-    return with_internal_use(report, facts, load_tenant_usage(client, span), internal, register)
+    split = with_internal_use(report, facts, load_tenant_usage(client, span), internal, register)
+    preemptions = load_preemptions(client, span)
+    return dataclasses.replace(
+        split,
+        preemptions=preemptions,
+        warnings=split.warnings + preemption_warnings(preemptions),
+    )
 
 
 def with_internal_use(

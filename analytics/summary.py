@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from analytics.metrics import Metrics, Report
+from analytics.preemptions import PREEMPTION_COLUMNS, PREEMPTIONS_TITLE, preemption_rows
 from analytics.sharing import Packing
 from analytics.showback import SHOWBACK_NOTE, ShowbackLine, tenant_totals
 from analytics.usage_split import ALL_DAYS, CapacitySplit, SplitReport
@@ -215,6 +216,13 @@ def print_summary(report: Report, console: Console | None = None) -> None:
         for i, c in enumerate(SHOWBACK_COLUMNS):
             t.add_column(c, justify="left" if i < 2 else "right")
         for r in showback_rows(showback):
+            t.add_row(*r)
+        console.print(t)
+    if isinstance(report, SplitReport) and report.preemptions:
+        t = Table(title=PREEMPTIONS_TITLE, title_justify="left")
+        for i, c in enumerate(PREEMPTION_COLUMNS):
+            t.add_column(c, justify="left" if i < 2 else "right")
+        for r in preemption_rows(report.preemptions):
             t.add_row(*r)
         console.print(t)
     if report.work:

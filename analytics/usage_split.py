@@ -30,6 +30,7 @@ from clickhouse_connect.driver.client import Client
 
 from analytics.ledger_facts import JobTotal, ReportPeriod, RevenueLine
 from analytics.metrics import Report
+from analytics.preemptions import PreemptionTotal
 from analytics.revenue import revenue_by_model
 from analytics.showback import ShowbackLine
 from kernel.names import IDLE_TENANT, MILLI_PER_GPU_HOUR
@@ -120,6 +121,8 @@ class SplitReport(Report):
     #: internal tenants' use per GPU model at cost (:mod:`analytics.showback`).
     showback: tuple[ShowbackLine, ...] = ()
     internal_tenants: tuple[str, ...] = ()
+    #: preemptions per (GPU model, preempted tenant) (:mod:`analytics.preemptions`).
+    preemptions: tuple[PreemptionTotal, ...] = ()
 
 
 def external_jobs(usage: Iterable[TenantUsage], internal: Collection[str]) -> list[JobTotal]:

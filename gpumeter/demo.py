@@ -22,6 +22,7 @@ from gpumeter.demo_pipeline import (
     stop,
 )
 from gpumeter.ground_truth import compare_tokens_with_ground_truth, compare_with_ground_truth
+from gpumeter.preemption_truth import compare_preemptions_with_ground_truth
 from kernel.settings import Settings
 
 __all__ = ["embedded_worker_env", "register", "run"]
@@ -29,9 +30,12 @@ __all__ = ["embedded_worker_env", "register", "run"]
 DESCRIPTION = """\
 Run the whole pipeline on this machine with nothing else running: an embedded Kafka-compatible
 broker, the stream worker, an embedded ClickHouse in <data_dir>/clickhouse, and a simulated
-fleet (default 4 nodes x 8 GPUs, 5 tenants, one simulated day) publishing in accelerated time.
-Then print per-tenant GPU-hours compared with the simulator's ground truth ("exact: yes/no"),
-produce and finalize the month's invoices, and write the utilization report.
+fleet (default 4 nodes x 8 GPUs, 5 customers and the internal team "research", one simulated
+day) publishing in accelerated time. Research jobs use idle GPUs and take whole GPUs back from
+spot customers (preemptions, published on gpu.preemptions.v1 as a scheduler would). Then print
+per-tenant GPU-hours and each preemption's lost GPU-seconds compared with the simulator's ground
+truth ("exact: yes/no"), produce and finalize the month's invoices (research is internal: shown
+back at cost, not invoiced), and write the utilization report.
 
 Exit status: 0 when every figure matches the ground truth, 1 otherwise.
 Re-running replaces the previous demo's data (and only demo data: a data directory holding
@@ -95,6 +99,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from agents.fleet import make_fleet
     from agents.options import default_start
+    from agents.preemption_sim import INTERNAL_TENANT
+    from agents.simulator import SimulatedFleet
     from agents.trace import TraceFleet
 
     console = Console(stderr=False)
@@ -108,16 +114,27 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     t_start = time.monotonic()
     console.rule("[bold]gpumeter demo")
     shares = not args.trace and not args.whole_gpus and args.gpus >= 3
-    fleet = make_fleet(
-        trace=args.trace,
-        start=start,
-        duration_s=duration,
-        nodes=args.nodes,
-        gpus_per_node=args.gpus,
-        seed=args.seed,
-        max_gpus=args.max_gpus,
-        shares=shares,
-    )
+    fleet: Any
+    if args.trace:
+        fleet = make_fleet(
+            trace=True,
+            start=start,
+            duration_s=duration,
+            nodes=args.nodes,
+            gpus_per_node=args.gpus,
+            seed=args.seed,
+            max_gpus=args.max_gpus,
+        )
+    else:
+        fleet = SimulatedFleet(
+            seed=args.seed,
+            nodes=args.nodes,
+            gpus_per_node=args.gpus,
+            start=start,
+            duration_s=duration,
+            shares=shares,
+            internal=INTERNAL_TENANT,
+        )
     if isinstance(fleet, TraceFleet):
         console.print(
             f"fleet: Alibaba DLRM trace replay, {fleet.gpu_count} GPUs, "
@@ -126,7 +143,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         console.print(
-            f"fleet: {args.nodes} nodes x {args.gpus} GPUs, 5 tenants, "
+            f"fleet: {args.nodes} nodes x {args.gpus} GPUs, 5 customers + internal "
+            f"{INTERNAL_TENANT!r} ({len(fleet.preemptions)} spot preemptions), "
             f"{_fmt(start)} .. {_fmt(start + duration)} UTC (seed {args.seed}); "
             + (
                 "whole GPUs, shared GPUs (milli-GPU shares) and a MIG GPU per node"
@@ -166,6 +184,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     checks = compare_with_ground_truth(console, client, fleet, start, start + duration)
     if not args.trace:
         checks += compare_tokens_with_ground_truth(console, client, fleet, start, start + duration)
+        checks += compare_preemptions_with_ground_truth(console, client, fleet)
     exact = all(c.ok for c in checks)
     rate = published / max(took_publish, 1e-9)
     console.print(

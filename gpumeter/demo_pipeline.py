@@ -114,7 +114,7 @@ def publish_and_process(
     from agents.fleet import build_agents
     from agents.kafka import make_producer
     from agents.simulator import simulated_work
-    from schemas.topics import USAGE, WORK
+    from schemas.topics import PREEMPTIONS, USAGE, WORK
 
     producer = make_producer(bootstrap)
     # What the inference tenants' servers count (the simulator's token rates): work units on
@@ -122,8 +122,14 @@ def publish_and_process(
     work = simulated_work(fleet, start=start, end=start + duration)
     # The agent's producer never blocks more than 100 ms on metadata (a node must keep
     # sampling); on a busy machine the first metadata answer for a topic can take longer.
-    wait_for_metadata(producer, (WORK, USAGE))
+    wait_for_metadata(producer, (WORK, USAGE, PREEMPTIONS))
     pending = [producer.send(WORK, key=r.tenant.encode(), value=r.to_json()) for r in work]
+    # What the scheduler's integration reports when internal demand takes a spot allocation's
+    # GPUs (`gpumeter preemption report`): one record per device lost.
+    preemptions = [p.record(now=time.time()) for p in getattr(fleet, "preemptions", [])]
+    pending += [
+        producer.send(PREEMPTIONS, key=r.tenant.encode(), value=r.to_json()) for r in preemptions
+    ]
     producer.flush(timeout=60)
     for future in pending:
         future.get(timeout=60)  # raises if the broker refused one: the check below would fail
@@ -151,6 +157,7 @@ def publish_and_process(
 
     lag = GroupLag(bootstrap, GROUP, USAGE)
     work_lag = GroupLag(bootstrap, GROUP, WORK)
+    preemption_lag = GroupLag(bootstrap, GROUP, PREEMPTIONS)
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -175,7 +182,12 @@ def publish_and_process(
             )
             # Done only when the agents have delivered everything (the thread ends after
             # their spools drained) and the worker committed the true log end, twice.
-            if not thread.is_alive() and lag.caught_up() and (not work or work_lag.caught_up()):
+            if (
+                not thread.is_alive()
+                and lag.caught_up()
+                and (not work or work_lag.caught_up())
+                and (not preemptions or preemption_lag.caught_up())
+            ):
                 break
             if committed != last_progress[0]:
                 last_progress = (committed, time.monotonic())
@@ -188,6 +200,7 @@ def publish_and_process(
     thread.join()
     lag.close()
     work_lag.close()
+    preemption_lag.close()
     if state["error"] is not None:
         raise state["error"]
     producer.close(timeout=5)

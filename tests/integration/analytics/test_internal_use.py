@@ -119,9 +119,9 @@ def test_build_report_reads_the_kinds_from_the_price_book(clickhouse: Any, tmp_p
         0,
     )
     assert [(s.tenant, s.milli) for s in report.showback] == [("lab", 400 * 3600)]
-    # the demo's book marks nobody internal: lab is then a customer like t
+    # the demo's book marks only its fleet's research team internal: lab is then a customer
     plain = build_report(clickhouse, "2025-03")
-    assert plain.showback == () and plain.internal_tenants == ()
+    assert plain.showback == () and plain.internal_tenants == ("research",)
     assert next(s for s in plain.split if s.gpu_model == FLEET).external_milli == 1000 * 3600
 
 

@@ -30,7 +30,9 @@ def _book(**changes: Any) -> dict[str, Any]:
 def test_demo_pricebook_is_valid_and_matches_the_demo_fleet() -> None:
     book = load_pricebook(DEMO)
     assert book.currency == "USD" and book.minor_unit == 2
-    assert set(book.contracts) == {"acme", "globex", "initech", "umbrella", "hooli"}
+    assert set(book.contracts) == {"acme", "globex", "initech", "umbrella", "hooli", "research"}
+    # the simulator's internal tenant (SimulatedFleet(internal="research") in the demo)
+    assert book.internal_tenants == {"research"}
     # whole GPUs of the demo fleet, plus the MIG profile that shows a rate override
     assert {r.gpu_model for r in book.rates} == {
         H100,
