@@ -89,3 +89,35 @@ def test_preemptions_are_stored_once_priced_from_the_ledger_and_bad_ones_rejecte
         "SELECT reason FROM usage_rejected FINAL WHERE code = 'invalid_preemption' ORDER BY offset"
     )
     assert len(rejected) == 2 and "share_milli" in rejected[0]["reason"]
+
+
+def test_simulated_preemptions_lose_what_the_simulator_says(
+    pipeline: PreemptionPipeline, topic_factory
+) -> None:
+    # given a fleet whose research team preempts spot jobs (seed 22: two GPUs of one job,
+    # after a checkpoint), its usage and the records the scheduler would publish
+    fleet = SimulatedFleet(
+        seed=22, nodes=2, gpus_per_node=4, start=START, duration_s=7200, internal="research"
+    )
+    assert len(fleet.preemptions) == 2
+    assert all(p.checkpoint_at is not None for p in fleet.preemptions)
+    pipeline.publish_fleet(fleet, START, START + 7200)
+    topic = pipeline.preemptions_topic = topic_factory("preemptions")
+    pipeline.publish_raw([p.record().to_json() for p in fleet.preemptions], topic=topic)
+
+    # when the worker runs
+    stats = pipeline.run_worker()
+
+    # then every preemption's lost milli-GPU-seconds equal the simulator's ground truth
+    assert stats["preemptions_accepted"] == 2
+    rows = pipeline.sql(
+        "SELECT tenant, job, gpu_uuid, toUnixTimestamp(at) AS at, lost_milli_seconds "
+        "FROM preemption_losses"
+    )
+    measured = {
+        (r["tenant"], r["job"], r["gpu_uuid"], int(r["at"])): int(r["lost_milli_seconds"])
+        for r in rows
+    }
+    assert measured == {
+        (p.tenant, p.job, p.gpu_uuid, p.at): p.lost_seconds * 1000 for p in fleet.preemptions
+    }
