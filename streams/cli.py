@@ -21,7 +21,9 @@ every record (bad ones go to gpu.usage.rejected.v1 and the usage_rejected table,
 reason), count every GPU-second exactly once per (tenant, job, share, GPU, minute), and write
 the raw archive (usage_frames) and the ledger (usage_minutely) to ClickHouse before committing
 offsets. Closed minutes are also emitted to
-usage.minutely.v1.
+usage.minutely.v1. Work units (gpu.work.v1) go to the work_units table and preemption records
+(gpu.preemptions.v1, e.g. from `gpumeter preemption report`) to the preemptions table, under the
+same rules (validated, rejected with a reason, written before offsets are committed).
 
 Kafka: GPUMETER_KAFKA_BOOTSTRAP (or --bootstrap). ClickHouse: GPUMETER_CLICKHOUSE_DSN
 (default: the embedded engine in <data_dir>/clickhouse; only one process may open it at a time).
