@@ -25,7 +25,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -54,8 +54,10 @@ class PreemptionReported(BaseModel):
     tenant: TenantName = Field(description="The preempted allocation's tenant.")
     job: Identifier = Field(description="The preempted allocation's job.")
     gpu_uuid: Identifier = Field(description="The device, as the agent reports it (GPU-...).")
-    mig_uuid: Identifier | None = Field(
-        None, description="The MIG slice the allocation held; absent or null: the whole GPU."
+    mig_uuid: Identifier | Literal[""] | None = Field(
+        None,
+        description="The MIG slice the allocation held; absent, null or empty: the whole GPU "
+        "(the same identity either way).",
     )
     share_milli: int = Field(
         ge=1,

@@ -35,7 +35,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({**GOOD, "preempted_by": "__idle__"}, "preempted_by"),
     ({**GOOD, "job": ""}, "job"),
     ({**GOOD, "job": "a\nb"}, "job"),
-    ({**GOOD, "mig_uuid": ""}, "mig_uuid"),
+    ({**GOOD, "mig_uuid": "a\tb"}, "mig_uuid"),
     ({**GOOD, "schema_version": 2}, "schema_version"),
     ({**GOOD, "extra": 1}, "extra"),
     ({k: v for k, v in GOOD.items() if k != "gpu_uuid"}, "gpu_uuid"),
@@ -58,6 +58,9 @@ def test_valid_records_and_their_identity() -> None:
     assert same.at == r.at and same.event_id == r.event_id
     other = PreemptionReported.parse(orjson.dumps({**GOOD, "mig_uuid": "MIG-1"}), now=NOW)
     assert other.event_id != r.event_id
+    for whole in (None, ""):  # null or empty: the whole GPU, the same identity and row
+        same = PreemptionReported.parse(orjson.dumps({**GOOD, "mig_uuid": whole}), now=NOW)
+        assert same.event_id == r.event_id and same.row() == r.row()
     assert PreemptionReported.parse(r.to_json(), now=NOW) == r
 
 
@@ -74,7 +77,7 @@ def test_model_and_published_schema_refuse_the_same_records(
 def test_the_published_schema_accepts_what_the_model_accepts() -> None:
     schema = json.loads(schema_file().read_text())
     full = {**GOOD, "mig_uuid": "MIG-1", "checkpoint_at": NOW - 500, "preempted_by": "research"}
-    for doc in (GOOD, full, {**full, "reason": "internal demand"}):
+    for doc in (GOOD, full, {**full, "reason": "internal demand"}, {**GOOD, "mig_uuid": ""}):
         jsonschema.Draft202012Validator(schema).validate(doc)
         PreemptionReported.parse(orjson.dumps(doc), now=NOW)
 
