@@ -15,6 +15,7 @@ Checks, each reported as a difference when it fails:
    of the ledger's own masks (bitCount of the OR of every row's seconds_mask per GPU-minute),
    which still proves no second is counted for two allocations. The report says which.
    (Two conflicting claims that two workers each counted without seeing the other's fail here.)
+   :mod:`billing.conservation` computes it in one chunked read of the ledger.
 5. Conflicts (information): the period's losing claims from ``usage_conflicts``, grouped.
 """
 
@@ -22,35 +23,23 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from billing.adjustment import differences
 from billing.conflicts import ConflictGroup, conflict_lines, period_conflicts
+from billing.conservation import LEDGER, RAW, GpuBalance, conservation, gpu_seconds_text
 from billing.period import Period
-from billing.pricebook import IDLE_TENANT
 from billing.rating import rate_invoice
 from billing.store import BillingStore, QueryClient, lines_correcting, with_tenants
 
-RAW = "raw archive (usage_raw_seconds, or usage_seconds FINAL before migration 0031)"
-LEDGER = "ledger masks (raw archive expired or not covering the period)"
-
-
-@dataclass
-class GpuBalance:
-    gpu: str
-    billed: int  # milli-GPU-seconds allocated (seconds x share)
-    idle: int  # milli-GPU-seconds idle (the unallocated remainder included)
-    observed: int  # GPU-seconds observed
-    source: str
-
-    @property
-    def ok(self) -> bool:
-        return self.billed + self.idle == self.observed * 1000
-
-
-def gpu_seconds_text(milli: int) -> str:
-    """milli-GPU-seconds as GPU-seconds, exact: 120000 -> '120', 120500 -> '120.5'."""
-    return format((Decimal(milli) / 1000).normalize(), "f")
+__all__ = [
+    "LEDGER",
+    "RAW",
+    "GpuBalance",
+    "ReconcileReport",
+    "conservation",
+    "gpu_seconds_text",
+    "reconcile_period",
+]
 
 
 @dataclass
@@ -153,60 +142,3 @@ def reconcile_period(client: QueryClient, period: Period) -> ReconcileReport:
         if not g.ok
     ]
     return report
-
-
-def conservation(store: BillingStore, period: Period) -> list[GpuBalance]:
-    params = {"start": period.start, "end": period.end, "idle": IDLE_TENANT}
-    span = "minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')}"
-    # One pass over the ledger gives both the billed / idle split and the masks' distinct
-    # seconds (per GPU-minute, then per GPU): the ledger is scanned once, not twice.
-    # GROUP BY (minute, gpu_uuid, mig_uuid) is a prefix of the ledger's ORDER BY, so ClickHouse
-    # can aggregate in order instead of hashing every GPU-minute of the month.
-    ledger = []
-    masks = {}
-    for gpu, billed, idle, first_minute, observed in store._query(
-        f"""SELECT any(g) AS gpu, sum(b), sum(i), min(minute), sum(bitCount(m)) FROM (
-                  SELECT minute, gpu_uuid, mig_uuid,
-                         any(if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid))) AS g,
-                         sumIf(gpu_milli_seconds, tenant != {{idle:String}}) AS b,
-                         sumIf(gpu_milli_seconds, tenant = {{idle:String}}) AS i,
-                         groupBitOr(seconds_mask) AS m
-                  FROM usage_minutely FINAL WHERE {span}
-                  GROUP BY minute, gpu_uuid, mig_uuid)
-               GROUP BY gpu_uuid, mig_uuid
-               SETTINGS optimize_aggregation_in_order = 1""",
-        **params,
-    ):
-        ledger.append((gpu, billed, idle, first_minute))
-        masks[gpu] = observed
-    archive = _raw_archive(store)
-    raw = {
-        g: (int(n), first)
-        for g, n, first in store._query(
-            f"""SELECT if(mig_uuid = '', gpu_uuid, concat(gpu_uuid, '/', mig_uuid)) AS gpu,
-                  uniqExact(ts), min(ts)
-           FROM {archive}
-           WHERE ts >= {{start:DateTime('UTC')}} AND ts < {{end:DateTime('UTC')}} GROUP BY gpu""",
-            **params,
-        )
-    }
-    earliest_raw = store._query(f"SELECT min(ts), count() FROM {archive}")
-    out = []
-    for gpu, billed, idle, first_minute in sorted(ledger):
-        # The raw archive is authoritative only if it still holds this GPU's first ledger minute.
-        r = raw.get(gpu)
-        covers = r is not None and earliest_raw[0][1] and r[1] <= first_minute.replace(second=59)
-        observed, source = (r[0], RAW) if covers and r else (int(masks.get(gpu, 0)), LEDGER)
-        out.append(GpuBalance(gpu, int(billed), int(idle), observed, source))
-    return out
-
-
-def _raw_archive(store: BillingStore) -> str:
-    """The raw archive's per-second rows: ``usage_raw_seconds`` (both archives: v1
-    ``usage_seconds`` and v2 ``usage_frames``, migration 0031) where it exists, else
-    ``usage_seconds FINAL``. Either is read as distinct seconds, never rows."""
-    found = store._query(
-        "SELECT count() FROM system.tables WHERE database = currentDatabase() "
-        "AND name = 'usage_raw_seconds'"
-    )
-    return "usage_raw_seconds" if int(found[0][0]) else "usage_seconds FINAL"
