@@ -6,10 +6,13 @@ Spot A100 at 36.00/GPU-hour is 0.01 per GPU-second, so amounts read as seconds /
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from billing.errors import PriceBookError
 from billing.pricing import TenantPricing
@@ -103,3 +106,44 @@ def test_bad_plan_options_are_refused_naming_the_entry(
 ) -> None:
     with pytest.raises(PriceBookError, match=message):
         make_book(plans={"p": plan}, tenant={"plan": "p"})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    jobs=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=6),
+    preempted=st.sets(st.integers(min_value=0, max_value=5)),
+    minimum=st.sampled_from([0, 60, 300]),
+    increment=st.sampled_from([1, 15, 60]),
+    charged=st.booleans(),
+)
+def test_billable_seconds_follow_the_rule_for_any_jobs(
+    jobs: list[int], preempted: set[int], minimum: int, increment: int, charged: bool
+) -> None:
+    # given jobs of `s` seconds each (one ledger row each), some preempted
+    plan: dict[str, object] = {"minimum_seconds": minimum, "increment_seconds": increment}
+    if charged:
+        plan["preempted_minimum"] = "charged"
+    book = make_book(plans={"p": plan}, tenant={"plan": "p"}, rates=SPOT_36)
+    rows = [
+        r
+        for i, s in enumerate(jobs)
+        for r in minutes(
+            f"j{i}", "2026-01-05T10:00", 1, seconds=s, model=A100, klass="spot", gpu=f"g{i}"
+        )
+    ]
+    names = {f"j{i}" for i in preempted}
+    inv = rate_invoice(
+        TenantPricing.from_pricebook(book, "t", JAN), "t", JAN, rows, preempted=names
+    )
+
+    # then each job's billable seconds are the plan's rule, written out independently
+    def rule(s: int, job: str) -> int:
+        rounded = -(-s // increment) * increment
+        waived = job in names and not charged
+        return rounded if waived else max(minimum, rounded)
+
+    expected = {f"j{i}": rule(s, f"j{i}") for i, s in enumerate(jobs)}
+    assert {j.job: j.billable_seconds for j in inv.jobs} == expected
+    assert {j.job for j in inv.jobs if j.preempted} == names & set(expected)
+    total = Decimal(sum(expected.values())) / 100  # 0.01 per second
+    assert amounts(inv) == [("usage", str(total.quantize(Decimal("0.01"))))]
