@@ -143,6 +143,8 @@ class TenantPricing:
                 Tier(_dec_or_none(t["up_to_gpu_hours"]), Decimal(t["discount_pct"]))
                 for t in c["plan"]["tiers"]
             ),
+            # documents written before the option existed were all rated with it waived
+            c["plan"].get("preempted_minimum", "waived"),
         )
         contract = Contract(
             tenant=c["tenant"],

@@ -147,3 +147,26 @@ def test_billable_seconds_follow_the_rule_for_any_jobs(
     assert {j.job for j in inv.jobs if j.preempted} == names & set(expected)
     total = Decimal(sum(expected.values())) / 100  # 0.01 per second
     assert amounts(inv) == [("usage", str(total.quantize(Decimal("0.01"))))]
+
+
+@pytest.mark.parametrize("rule", ["waived", "charged"])
+def test_the_rule_survives_the_invoice_documents_pricing_snapshot(rule: str) -> None:
+    # given a tenant's pricing with the rule, written into a document and read back (reconcile
+    # and adjustments re-rate with the pricing read from the finalized document)
+    book = make_book(
+        plans={"p": {"minimum_seconds": 60, "preempted_minimum": rule}},
+        tenant={"plan": "p"},
+        rates=SPOT_36,
+    )
+    pricing = TenantPricing.from_pricebook(book, "t", JAN)
+    again = TenantPricing.from_dict(json.loads(json.dumps(pricing.to_dict())))
+    # then it is the same rule, not the default
+    assert again.contract.plan.preempted_minimum == rule
+    assert again == pricing
+
+
+def test_a_snapshot_written_before_the_rule_existed_reads_as_waived() -> None:
+    book = make_book(plans={"p": {"minimum_seconds": 60}}, tenant={"plan": "p"}, rates=SPOT_36)
+    doc = TenantPricing.from_pricebook(book, "t", JAN).to_dict()
+    del doc["contract"]["plan"]["preempted_minimum"]
+    assert TenantPricing.from_dict(doc).contract.plan.preempted_minimum == "waived"
