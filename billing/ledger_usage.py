@@ -70,14 +70,33 @@ class LedgerUsage(StoreClient):
         if current is not None:
             yield current, rows
 
-    def tenants_with_usage(self, period: Period) -> set[str]:
+    def tenants_with_usage(
+        self, period: Period, *, excluding: Iterable[str] = frozenset()
+    ) -> set[str]:
+        """Tenants (idle excluded) with allocated seconds in the period, less ``excluding``.
+
+        Two steps, so that a caller excluding the tenants it already knows (finalize: every
+        invoiced one) does not merge the whole ledger: the tenants with any row in the period,
+        from the tenant column without FINAL (a row's tenant is part of its key, so merging
+        versions never adds a tenant), then, only for those not excluded, the FINAL check that
+        some row still holds a second (``gpu_seconds > 0``: claimed and not released)."""
+        span = "minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')}"
+        params: dict[str, Any] = {"start": period.start, "end": period.end, "idle": IDLE_TENANT}
+        candidates = {
+            str(r[0])
+            for r in self._query(
+                f"SELECT DISTINCT tenant FROM usage_minutely WHERE {span} "
+                "AND tenant != {idle:String}",
+                **params,
+            )
+        } - set(excluding)
+        if not candidates:
+            return set()
         rows = self._query(
-            """SELECT DISTINCT tenant FROM usage_minutely FINAL
-               WHERE minute >= {start:DateTime('UTC')} AND minute < {end:DateTime('UTC')}
-                 AND tenant != {idle:String} AND gpu_seconds > 0""",
-            start=period.start,
-            end=period.end,
-            idle=IDLE_TENANT,
+            f"""SELECT DISTINCT tenant FROM usage_minutely FINAL
+               WHERE {span} AND tenant IN {{tenants:Array(String)}} AND gpu_seconds > 0""",
+            tenants=sorted(candidates),
+            **params,
         )
         return {r[0] for r in rows}
 

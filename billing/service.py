@@ -206,7 +206,7 @@ def finalize_period(
         if not drafts:
             return []
         invoiced = {s.invoice.tenant for s in stored}
-        missing = sorted(store.tenants_with_usage(period) - invoiced - set(internal))
+        missing = sorted(store.tenants_with_usage(period, excluding=invoiced | set(internal)))
         if missing and not closes(client, period):
             raise BillingError(
                 f"{period}: tenants {', '.join(missing)} have usage but no draft "
