@@ -13,11 +13,13 @@ Two sources, both re-rated and differenced against what was already invoiced and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 
 from billing.adjustment import Delta, adjustment_lines, differences
 from billing.invoice import Invoice, InvoiceLine, invoice_id_for
 from billing.period import Period
+from billing.preemptions import PreemptionRecords
 from billing.pricebook import PriceBook
 from billing.pricing import TenantPricing
 from billing.rating import UsageRow, rate_invoice
@@ -47,7 +49,9 @@ def pending_adjustments(
         heads.setdefault(h.period, []).append(h)
     for p in sorted(heads):
         ref = Period.parse(p)
-        writes = store.last_ledger_writes(ref)
+        records = PreemptionRecords(store.client)
+        # a preemption stored after rating changes the invoice too (a waived minimum)
+        writes = _latest(store.last_ledger_writes(ref), records.last_ingested(ref))
         late = {
             h.tenant
             for h in heads[p]
@@ -62,12 +66,14 @@ def pending_adjustments(
             for s in store.invoices(period=ref, status="finalized", tenants=late)
         }
         holders = store.adjustment_holders_by_tenant(p, tenants=late)
+        preempted = records.preempted_jobs(ref, tenants=late)
         for tenant, rows in with_tenants(store.usage_by_tenant(ref, tenants=late), late):
             inv = originals[tenant].invoice
             already = lines_correcting(
                 holders.get(tenant, []), p, exclude_invoice=targets.get(tenant)
             )
-            deltas = differences(inv, _rate_again(inv, rows), already)
+            again = _rate_again(inv, rows, preempted.get(tenant, frozenset()))
+            deltas = differences(inv, again, already)
             if deltas:
                 out.setdefault(tenant, []).extend(adjustment_lines(inv, deltas))
     for closed in closed_periods(store.client, before=period):
@@ -86,11 +92,14 @@ def carried_forward(
         return []
     targets = {t: st.invoice_id for t, st in store.states(target).items()} if target else {}
     holders = store.adjustment_holders_by_tenant(str(closed), tenants=candidates)
+    preempted = PreemptionRecords(store.client).preempted_jobs(closed, tenants=candidates)
     list_rates = book.rates_for_period(closed)
     out = []
     for tenant, rows in with_tenants(store.usage_by_tenant(closed, tenants=candidates), candidates):
         pricing = TenantPricing.from_pricebook(book, tenant, closed, list_rates=list_rates)
-        rated = rate_invoice(pricing, tenant, closed, rows)
+        rated = rate_invoice(
+            pricing, tenant, closed, rows, preempted=preempted.get(tenant, frozenset())
+        )
         empty = Invoice(
             invoice_id_for(book.issuer.number_prefix, tenant, str(closed)),
             tenant,
@@ -113,11 +122,24 @@ def carried_forward(
 def rerate(store: BillingStore, original: Invoice) -> Invoice:
     """The original's period rated again from today's ledger with the original's prices."""
     period = Period.parse(original.period)
-    return _rate_again(original, store.usage_rows(period, tenants=[original.tenant]))
+    tenant = original.tenant
+    preempted = PreemptionRecords(store.client).preempted_jobs(period, tenants=[tenant])
+    rows = store.usage_rows(period, tenants=[tenant])
+    return _rate_again(original, rows, preempted.get(tenant, frozenset()))
 
 
-def _rate_again(original: Invoice, rows: Sequence[UsageRow]) -> Invoice:
-    return rate_invoice(original.pricing, original.tenant, Period.parse(original.period), rows)
+def _rate_again(original: Invoice, rows: Sequence[UsageRow], preempted: Collection[str]) -> Invoice:
+    period = Period.parse(original.period)
+    return rate_invoice(original.pricing, original.tenant, period, rows, preempted=preempted)
+
+
+def _latest(*writes: Mapping[str, datetime]) -> dict[str, datetime]:
+    """Per tenant, the latest of several "last written" maps."""
+    out: dict[str, datetime] = {}
+    for w in writes:
+        for tenant, at in w.items():
+            out[tenant] = max(at, out.get(tenant, at))
+    return out
 
 
 def rerate_differences(

@@ -10,9 +10,10 @@ the same set to :func:`billing.rating.rate_invoice`, or they rate the same usage
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from billing.period import Period
-from billing.store_client import StoreClient
+from billing.store_client import StoreClient, _utc
 
 PREEMPTED_JOBS_QUERY = """SELECT tenant, groupUniqArray(job)
 FROM preemptions FINAL
@@ -34,3 +35,17 @@ class PreemptionRecords(StoreClient):
             params["tenants"] = sorted(tenants)
         rows = self._query(PREEMPTED_JOBS_QUERY.format(where=where), **params)
         return {tenant: frozenset(jobs) for tenant, jobs in rows}
+
+    def last_ingested(self, period: Period) -> dict[str, datetime]:
+        """tenant -> when its latest preemption record with ``at`` in ``period`` was stored.
+
+        A record stored after a tenant's invoice was rated changes what the invoice should say
+        (a waived minimum): late usage treats it like a ledger write after rating."""
+        rows = self._query(
+            """SELECT tenant, max(ingested_at) FROM preemptions
+               WHERE at >= {start:DateTime('UTC')} AND at < {end:DateTime('UTC')}
+               GROUP BY tenant""",
+            start=period.start,
+            end=period.end,
+        )
+        return {tenant: _utc(at) for tenant, at in rows}

@@ -28,6 +28,7 @@ from billing.adjustment import differences
 from billing.conflicts import ConflictGroup, conflict_lines, period_conflicts
 from billing.conservation import LEDGER, RAW, GpuBalance, conservation, gpu_seconds_text
 from billing.period import Period
+from billing.preemptions import PreemptionRecords
 from billing.rating import rate_invoice
 from billing.store import BillingStore, QueryClient, lines_correcting, with_tenants
 
@@ -85,6 +86,7 @@ def reconcile_period(client: QueryClient, period: Period) -> ReconcileReport:
     invoices = store.invoices(period=period)
     finalized = {s.invoice.tenant: s for s in invoices if s.status == "finalized"}
     holders = store.adjustment_holders_by_tenant(str(period))
+    preempted = PreemptionRecords(client).preempted_jobs(period)  # as the run rated them
     with_usage: set[str] = set()
     for tenant, rows in with_tenants(store.usage_by_tenant(period), finalized):
         if any(r.gpu_seconds > 0 for r in rows):
@@ -106,7 +108,9 @@ def reconcile_period(client: QueryClient, period: Period) -> ReconcileReport:
                     "finalize it"
                 )
         inv = stored.invoice
-        rerated = rate_invoice(inv.pricing, tenant, period, rows)
+        rerated = rate_invoice(
+            inv.pricing, tenant, period, rows, preempted=preempted.get(tenant, frozenset())
+        )
         for d in differences(inv, rerated, lines_correcting(mine, inv.period)):
             kind, model, klass, unit, price = d.key
             report.differences.append(

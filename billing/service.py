@@ -30,6 +30,7 @@ from billing.invoice import Invoice
 from billing.late_usage import pending_adjustments, rerate, rerate_differences
 from billing.numbering import next_numbers
 from billing.period import INGEST_GRACE, Period
+from billing.preemptions import PreemptionRecords
 from billing.pricebook import PriceBook, load_pricebook
 from billing.pricing import TenantPricing
 from billing.rating import rate_invoice
@@ -131,6 +132,7 @@ def _run(client: QueryClient, book: PriceBook, period: Period, at: datetime) -> 
     existing = store.states(period)
     closed = period in closed_periods(client, before=period.next())
     credits = store.credits_used_by_tenant(exclude_period=period)
+    preempted = PreemptionRecords(client).preempted_jobs(period)
     list_rates = book.rates_for_period(period)
     always = {
         t
@@ -161,7 +163,14 @@ def _run(client: QueryClient, book: PriceBook, period: Period, at: datetime) -> 
             book, tenant, period, credits.get(tenant, {}), list_rates=list_rates
         )
         result.drafted.append(
-            rate_invoice(pricing, tenant, period, rows, adjustments=pending.get(tenant, []))
+            rate_invoice(
+                pricing,
+                tenant,
+                period,
+                rows,
+                adjustments=pending.get(tenant, []),
+                preempted=preempted.get(tenant, frozenset()),
+            )
         )
     if stale:
         # A draft cannot be withdrawn (there is no tombstone for an invoice header), and
