@@ -229,7 +229,15 @@ def main() -> None:
                 "--reason",
                 "benchmark",
             ),
-            gpumeter(data_dir, "invoices reconcile", "invoices", "reconcile", "--period", PERIOD),
+            gpumeter(
+                data_dir,
+                "invoices reconcile",
+                "invoices",
+                "reconcile",
+                "--period",
+                PERIOD,
+                out=data_dir / "reconcile.txt",
+            ),
             gpumeter(
                 data_dir,
                 "invoices export --format json",
@@ -284,6 +292,11 @@ def main() -> None:
             "(peak MB: maximum resident set of the command's process; PDF workers are "
             "separate processes, each holding one invoice at a time)"
         )
+        # reconcile exits non-zero on a difference (the run stops above); its verdict and the
+        # conservation line show what it proved
+        for line in (data_dir / "reconcile.txt").read_text().splitlines():
+            if line.startswith(("reconcile ", "conservation ", "OK", "FAILED")):
+                print(line)
         print(flush=True)
         subprocess.run([*own, "--_check"], check=True)
     finally:
