@@ -7,8 +7,9 @@ frames, as ``gpumeter agent --simulate`` sends them) to an embedded broker, then
 - floor: a bare aiokafka loop that reads the records, parses them with orjson and aggregates
   per (tenant, job, share, GPU, minute) into a dict (no validation, no exactness, no store);
 - processor: the same aiokafka loop feeding :class:`streams.processor.UsageProcessor` with a
-  :class:`streams.clickhouse.sink.LedgerSink` on an embedded chDB, in chunks of 100 records
-  (what the Faust app does, without Faust): validation, exact counting, raw archive, ledger;
+  :class:`streams.clickhouse.sink.LedgerSink` on an embedded chDB, in chunks of
+  ``WorkerConfig.chunk_records`` records (what the Faust app does, without Faust):
+  validation, exact counting, raw archive, ledger;
 - processor, in memory: the same records already fetched (no Kafka), with the share of each
   stage (validate, aggregate, raw archive, ledger);
 - worker (``--worker``): the full ``gpumeter worker --exit-when-idle`` subprocess (Faust,
@@ -54,8 +55,9 @@ from bench.worker_runs import (  # noqa: E402
     run_worker,
 )
 from schemas.topics import TopicSpec  # noqa: E402
+from streams.app import WorkerConfig  # noqa: E402
 
-CHUNK_RECORDS = 100  # WorkerConfig.chunk_records
+CHUNK_RECORDS = WorkerConfig.chunk_records
 
 
 def main(argv: list[str] | None = None) -> int:

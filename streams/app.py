@@ -59,8 +59,21 @@ class WorkerConfig:
     work_topic: str = topics.WORK
     preemptions_topic: str = topics.PREEMPTIONS
     partitions: int = 4
+    #: Records per chunk (one validate-count-persist pass, one set of ClickHouse inserts and
+    #: ledger reads): those cost about the same whatever the chunk's size, and Faust fetches
+    #: nothing while a chunk is processed, so larger chunks spread both over more GPU-seconds
+    #: (``gpumeter worker`` on bench/bench_worker.py's 6 h, steady: 100 records 56k GPU-s/s,
+    #: 200 72-88k, 400 89k). Kept at 100: the integration tests' crash and kill points assume
+    #: chunks of fewer than 150 records. A chunk closes sooner when ``chunk_within_s``
+    #: passes, so a quiet topic is not delayed.
     chunk_records: int = 100
     chunk_within_s: float = 1.0
+    #: Bytes fetched per partition per request (Faust's default, 1 MiB, is ~40 records of an
+    #: 8-GPU node's minute: several round trips to fill one chunk).
+    fetch_bytes: int = 8 << 20
+    #: The derived topics' producer waits this long to batch messages (Faust's default 0 sent
+    #: each closed minute as a request of its own: ~6 % of the worker's time in socket writes).
+    producer_linger_s: float = 0.02
     #: Short group timeouts: a group join waits about half the rebalance timeout (measured on
     #: the embedded broker: Faust's default 60 s gave a 30 s join, 6 s gave 3 s). The worker
     #: CLI passes the configured ones (``faust_options``); these defaults serve tests.
@@ -220,6 +233,8 @@ def create_app(
         broker_heartbeat_interval=config.heartbeat_s,
         broker_commit_interval=config.commit_interval_s,
         producer_compression_type="lz4",
+        producer_linger=config.producer_linger_s,
+        consumer_max_fetch_size=config.fetch_bytes,
     )
     if config.datadir is not None:
         options["datadir"] = str(config.datadir)
