@@ -189,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['wall']:.1f} s incl. start-up, group join, 3 s idle wait",
                 )
             )
+            cpu = statistics.median(x["cpu_s"] for x in results)
+            rows.append(
+                (
+                    "gpumeter worker, per CPU-second",
+                    n / cpu,
+                    f"{cpu:.1f} CPU-s (user + system) per run, start-up included",
+                )
+            )
 
     print(
         f"\nDevice-seconds (GPU-seconds) per second, median of {args.runs} runs; "

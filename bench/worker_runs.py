@@ -211,9 +211,11 @@ def run_worker(
     cmd += ["--app-id", app_id, "--topic", topic, "--exit-when-idle", str(idle_s)]
     watch = CommitWatch(bootstrap, app_id, topic)
     watch.start()
+    cpu0 = _children_cpu_s()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, env=env, timeout=900, cwd=ROOT)
     wall = time.perf_counter() - t0
+    cpu = _children_cpu_s() - cpu0
     watch.stop()
     stats: dict[str, Any] = {}
     for line in (proc.stdout + proc.stderr).decode(errors="replace").splitlines():
@@ -238,7 +240,17 @@ def run_worker(
         "steady_s": last[0] - first[0],
         "steady_seconds": last[1] - first[1],
         "maxrss_kb": _child_maxrss_kb(),
+        # the worker's CPU (user + system), start-up included: on a shared machine the wall
+        # rates depend on what else runs, GPU-seconds per CPU-second much less
+        "cpu_s": cpu,
     }
+
+
+def _children_cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _child_maxrss_kb() -> int:
