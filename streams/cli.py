@@ -114,8 +114,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="at start, exit 69 if no bootstrap broker answers within this long (default 30)",
     )
+    p.add_argument(
+        "--chunk-records",
+        type=_chunk_records,
+        default=DEFAULT_CHUNK_RECORDS,
+        metavar="N",
+        help=f"records processed and committed together, per topic, 1..{MAX_CHUNK_RECORDS} (default "
+        f"{DEFAULT_CHUNK_RECORDS}); larger chunks amortise the per-insert cost (400: about "
+        "+60 %% steady GPU-seconds/s on the bench) but redo more after a crash and hold more "
+        "records in memory (a v2 record of 8 GPUs x 60 s is about 17 KiB)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO (default WARNING)")
     p.set_defaults(handler=run)
+
+
+#: ``WorkerConfig.chunk_records`` (streams.app imports Faust: not loaded for ``--help``).
+DEFAULT_CHUNK_RECORDS = 100
+#: More records per chunk than this is a typo, not tuning: a chunk is held in memory and
+#: redone whole after a crash.
+MAX_CHUNK_RECORDS = 10_000
+
+
+def _chunk_records(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if not 1 <= v <= MAX_CHUNK_RECORDS:
+        raise argparse.ArgumentTypeError(f"{text}: must be an integer 1..{MAX_CHUNK_RECORDS}")
+    return v
 
 
 def _non_negative(text: str) -> float:
@@ -217,6 +244,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         heartbeat_s=settings.kafka_heartbeat_interval_s,
         datadir=state_dir / "faust",
         faust_options=tuple(faust_broker_options(settings).items()),
+        chunk_records=args.chunk_records,
     )
     last = {"records": 0, "at": time.monotonic(), "printed": 0.0, "status_warned": -60.0}
 
