@@ -17,12 +17,14 @@ import re
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from analytics.errors import AnalyticsError
-from kernel.problems import Problems
+from analytics.sites import EnergyBand, Site, _Problems, parse_site, parse_sites
+
+__all__ = ["AssetClass", "AssetRegister", "EnergyBand", "ModelRates", "Site", "load_assets"]
 
 SECONDS_PER_YEAR = 365 * 86_400
 DEMO_ASSETS = Path(__file__).with_name("assets.demo.toml")
@@ -36,28 +38,6 @@ class AssetRegisterError(AnalyticsError, ValueError):
             f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
         )
         self.problems = problems
-
-
-@dataclass(frozen=True)
-class EnergyBand:
-    """Energy price for UTC hours ``start_hour <= h < end_hour``."""
-
-    start_hour: int
-    end_hour: int
-    price_per_kwh: Decimal
-
-
-@dataclass(frozen=True)
-class Site:
-    pue: Decimal
-    energy_price_per_kwh: Decimal
-    energy_bands: tuple[EnergyBand, ...] = ()
-
-    def energy_price(self, hour_of_day: int) -> Decimal:
-        for band in self.energy_bands:
-            if band.start_hour <= hour_of_day < band.end_hour:
-                return band.price_per_kwh
-        return self.energy_price_per_kwh
 
 
 @dataclass(frozen=True)
@@ -118,9 +98,17 @@ class AssetClass:
 @dataclass(frozen=True)
 class AssetRegister:
     currency: str
-    site: Site
+    site: Site  # the default site: every node no named site claims
     models: dict[str, ModelRates]
     assets: tuple[AssetClass, ...]
+    sites: tuple[Site, ...] = ()  # named sites, in file order
+
+    def site_for(self, node_id: str) -> Site:
+        """The first named site whose ``node_id`` pattern matches the node, else ``site``."""
+        for s in self.sites:
+            if s.serves(node_id):
+                return s
+        return self.site
 
     def asset_for(self, gpu_uuid: str, node_id: str, gpu_model: str) -> AssetClass | None:
         """Explicit uuid lists win over patterns; otherwise the first matching entry."""
@@ -153,11 +141,8 @@ def parse_assets(data: dict[str, Any], source: str = "<assets>") -> AssetRegiste
     if not isinstance(raw_site, dict):
         p.add("site", "missing [site] table (pue, energy_price_per_kwh)")
         raw_site = {}
-    site = Site(
-        pue=p.decimal("site", raw_site, "pue", minimum=Decimal(1)),
-        energy_price_per_kwh=p.decimal("site", raw_site, "energy_price_per_kwh"),
-        energy_bands=tuple(_bands(p, raw_site.get("energy_bands", []))),
-    )
+    site = parse_site(p, "site", raw_site)
+    sites = parse_sites(p, data.get("sites", {}))
 
     models: dict[str, ModelRates] = {}
     raw_models = data.get("models", {})
@@ -191,12 +176,14 @@ def parse_assets(data: dict[str, Any], source: str = "<assets>") -> AssetRegiste
                 p.add(f"assets[{i}] ({asset.name})", "duplicate name")
             names.add(asset.name)
             assets.append(asset)
-    unknown = set(data) - {"currency", "site", "models", "assets"}
+    unknown = set(data) - {"currency", "site", "sites", "models", "assets"}
     if unknown:
         p.add("<top level>", f"unknown keys {sorted(unknown)}")
     if p.items:
         raise AssetRegisterError(source, p.items)
-    return AssetRegister(currency=str(currency), site=site, models=models, assets=tuple(assets))
+    return AssetRegister(
+        currency=str(currency), site=site, models=models, assets=tuple(assets), sites=sites
+    )
 
 
 _ASSET_KEYS = {
@@ -264,63 +251,3 @@ def _asset(
         node_id=node if isinstance(node, str) else None,
         gpu_uuids=frozenset(uuids),
     )
-
-
-def _bands(p: _Problems, raw: Any) -> list[EnergyBand]:
-    if not isinstance(raw, list):
-        p.add("site.energy_bands", "must be an array of tables")
-        return []
-    bands: list[EnergyBand] = []
-    for i, b in enumerate(raw):
-        where = f"site.energy_bands[{i}]"
-        if not isinstance(b, dict):
-            p.add(where, "must be a table")
-            continue
-        p.unknown(where, b, {"start_hour", "end_hour", "price_per_kwh"})
-        s, e = b.get("start_hour"), b.get("end_hour")
-        if not (isinstance(s, int) and isinstance(e, int) and 0 <= s < e <= 24):
-            p.add(where, f"needs 0 <= start_hour < end_hour <= 24 (UTC hours), got {s!r}..{e!r}")
-            continue
-        bands.append(EnergyBand(s, e, p.decimal(where, b, "price_per_kwh")))
-    ordered = sorted(bands, key=lambda band: band.start_hour)
-    for x, y in zip(ordered, ordered[1:], strict=False):
-        if y.start_hour < x.end_hour:
-            p.add(
-                "site.energy_bands",
-                f"hours {x.start_hour}-{x.end_hour} and {y.start_hour}-{y.end_hour} overlap",
-            )
-    return ordered
-
-
-class _Problems(Problems):
-    """The kernel's problem collector plus the register's decimal reader."""
-
-    def decimal(
-        self,
-        where: str,
-        table: dict[str, Any],
-        key: str,
-        *,
-        default: Decimal | None = None,
-        minimum: Decimal = Decimal(0),
-    ) -> Decimal:
-        """A non-negative Decimal. Strings are exact; TOML floats go through ``str`` (0.12 stays
-        0.12, not its binary approximation)."""
-        raw = table.get(key)
-        if raw is None:
-            if default is None:
-                self.add(where, f"missing {key}")
-                return Decimal(0)
-            return default
-        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-            self.add(where, f"{key} must be a number or a decimal string, got {raw!r}")
-            return Decimal(0)
-        try:
-            value = Decimal(str(raw))
-        except InvalidOperation:
-            self.add(where, f"{key} is not a number: {raw!r}")
-            return Decimal(0)
-        if not value.is_finite() or value < minimum:
-            self.add(where, f"{key} must be >= {minimum}, got {raw!r}")
-            return Decimal(0) if minimum == 0 else minimum
-        return value

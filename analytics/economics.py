@@ -36,6 +36,7 @@ class _Acc:
     idle_milli: int = 0
     sm_sum: float = 0.0
     energy_mj: int = 0
+    facility_kwh: Decimal = Decimal(0)  # GPU energy x the PUE of its site and month
     revenue: Decimal = Decimal(0)
     depreciation: Decimal = Decimal(0)
     energy_cost: Decimal = Decimal(0)
@@ -63,7 +64,6 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
         accrual_end = max(accrual_start, min(period.end, now, last))
     else:
         accrual_start = accrual_end = period.start
-    site = register.site
     accs: dict[tuple[Dimension, str], _Acc] = defaultdict(_Acc)
 
     def groups(h: GpuHour) -> list[_Acc]:
@@ -81,7 +81,9 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
         asset = register.asset_for(h.gpu_uuid, h.node_id, h.gpu_model)
         rates = register.models.get(h.gpu_model)
         kwh = Decimal(h.energy_mj) / Decimal(MJ_PER_KWH)
-        energy_cost = kwh * site.pue * site.energy_price(h.hour.hour)
+        site = register.site_for(h.node_id)
+        facility_kwh = kwh * site.pue_at(h.hour)
+        energy_cost = facility_kwh * site.energy_price(h.hour.hour)
         opex = (
             Decimal(h.available_milli) / MILLI_PER_HOUR * asset.other_opex_per_gpu_hour
             if asset
@@ -105,6 +107,7 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
             a.idle_milli += h.idle_milli
             a.sm_sum += h.sm_sum
             a.energy_mj += h.energy_mj
+            a.facility_kwh += facility_kwh
             a.energy_cost += energy_cost
             a.other_opex += opex
             a.idle_value += idle_value
@@ -166,11 +169,10 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
     for key, amount in spread.items():
         accs[key].revenue = amount
 
-    metrics = {key: _freeze(key, a, site.pue) for key, a in accs.items()}
+    pue = register.site.pue  # stated where a group has no energy to weigh its sites' PUE by
+    metrics = {key: _freeze(key, a, pue) for key, a in accs.items()}
     if ("fleet", "fleet") not in metrics:
-        metrics[("fleet", "fleet")] = _freeze(
-            ("fleet", "fleet"), accs[("fleet", "fleet")], site.pue
-        )
+        metrics[("fleet", "fleet")] = _freeze(("fleet", "fleet"), accs[("fleet", "fleet")], pue)
 
     def dim(d: Dimension) -> tuple[Metrics, ...]:
         return tuple(sorted((m for (k, _), m in metrics.items() if k == d), key=lambda m: m.key))
@@ -196,6 +198,7 @@ def compute(facts: Facts, register: AssetRegister, *, now: datetime | None = Non
 
 
 def _freeze(key: tuple[Dimension, str], a: _Acc, pue: Decimal) -> Metrics:
+    kwh = Decimal(a.energy_mj) / Decimal(MJ_PER_KWH)
     return Metrics(
         dimension=key[0],
         key=key[1],
@@ -206,7 +209,8 @@ def _freeze(key: tuple[Dimension, str], a: _Acc, pue: Decimal) -> Metrics:
         idle_milli=a.idle_milli,
         sm_sum=a.sm_sum,
         energy_mj=a.energy_mj,
-        pue=pue,
+        pue=a.facility_kwh / kwh if kwh else pue,  # energy-weighted over sites and months
+        facility_energy_kwh=a.facility_kwh,
         revenue=a.revenue,
         depreciation=a.depreciation,
         energy_cost=a.energy_cost,

@@ -24,7 +24,9 @@ Definitions (the data dictionary in schemas/clickhouse/README.md uses the same w
   on-demand rate per model. :attr:`Report.revenue_source` says which.
 - costs: straight-line depreciation (calendar time over the observed span of the period: first
   to last hour in the ledger, capped at now), energy
-  (GPU kWh x PUE x the price of that UTC hour) and other opex per available GPU-hour.
+  (GPU kWh x the PUE of the node's site in that UTC month x the site's price of that UTC hour:
+  :mod:`analytics.sites`) and other opex per available GPU-hour. A group's ``pue`` is the
+  energy-weighted PUE of its GPU-hours (facility kWh / GPU kWh).
 - ROA (annualized) = margin / mean book value x (year / accrual time).
 - break-even utilization = cost / (revenue per allocated GPU-hour x available GPU-hours): the
   utilization at which revenue would cover cost, if the realized price per allocated hour stays
@@ -74,6 +76,9 @@ class Metrics:
     accrual_s: int  # calendar seconds the costs accrued over (the period, capped at now)
     idle_value: Decimal
     list_rate: Decimal | None  # on-demand rate weighted by available time, when no revenue
+    #: facility kWh: each GPU-hour's energy x the PUE of its node's site in its month (None:
+    #: energy_kwh x pue, one PUE for the group)
+    facility_energy_kwh: Decimal | None = None
 
     @property
     def available_h(self) -> Decimal:
@@ -130,6 +135,8 @@ class Metrics:
 
     @property
     def facility_kwh(self) -> Decimal:
+        if self.facility_energy_kwh is not None:
+            return self.facility_energy_kwh
         return self.energy_kwh * self.pue
 
     @property
