@@ -130,7 +130,10 @@ def spooled(node_dir: Path) -> tuple[int, int, int | None]:
     records = samples = 0
     last_ts: int | None = None
     for seg in sorted(node_dir.glob("seg-*.log")):
-        data = seg.read_bytes()
+        try:
+            data = seg.read_bytes()
+        except FileNotFoundError:
+            continue  # released or dropped (spool full) by the agent since the glob
         if not data.startswith(_SPOOL_MAGIC):
             continue  # a segment being created
         pos = len(_SPOOL_MAGIC)
