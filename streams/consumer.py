@@ -189,6 +189,8 @@ class ConsumerCheck:
         health = self.health
         health.loop_tick()
         app = self.app
+        if self._stopping():
+            return
         for svc in (app, app.consumer, app.producer):
             reason = getattr(svc, "crash_reason", None)
             if reason is not None:
@@ -214,7 +216,24 @@ class ConsumerCheck:
             # starts over. Liveness keeps judging by the last lag seen.
             log.debug("consumer check skipped: %r", exc)
             return
+        except Exception as exc:
+            if self._stopping():
+                # The worker is shutting down (--exit-when-idle, SIGTERM): Faust stops the
+                # consumer's thread and closes its loop while this timer may still be inside
+                # a call to it ("Event loop is closed"). Nothing is measured any more, and no
+                # chunk depends on this check, so the shutdown goes on; the same error while
+                # running is a real failure and ends the worker (``guarded``).
+                log.debug("consumer check interrupted by the shutdown: %r", exc)
+                return
+            raise
         health.observe_lag(lags)
+
+    def _stopping(self) -> bool:
+        """The app, its consumer or the consumer's thread has begun to stop."""
+        app = self.app
+        consumer = app.consumer
+        services = (app, consumer, getattr(consumer, "_thread", None))
+        return any(getattr(s, "should_stop", False) is True for s in services)
 
     async def _offsets(self, assigned: list[Any]) -> dict[Key, int] | None:
         """Lag per partition against the fetch high watermark; feeds the log guard."""
