@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 ROOT = Path(__file__).resolve().parents[1]
 IDLE = "__idle__"
 DEVICES_PER_NODE = 9  # 5 whole + 2 shared + 2 MIG slices
-CHUNK_RECORDS = 100  # WorkerConfig.chunk_records
+CHUNK_RECORDS = 100  # the chunk size the growth figures were measured at (the default is now 400)
 SAMPLE_NODES = 300  # nodes whose state is walked object by object (scaled to all)
 
 

@@ -63,10 +63,10 @@ class WorkerConfig:
     #: ledger reads): those cost about the same whatever the chunk's size, and Faust fetches
     #: nothing while a chunk is processed, so larger chunks spread both over more GPU-seconds
     #: (``gpumeter worker`` on bench/bench_worker.py's 6 h, steady: 100 records 56k GPU-s/s,
-    #: 200 72-88k, 400 89k). Kept at 100: the integration tests' crash and kill points assume
-    #: chunks of fewer than 150 records. A chunk closes sooner when ``chunk_within_s``
-    #: passes, so a quiet topic is not delayed.
-    chunk_records: int = 100
+    #: 200 72-88k, 400 89k). A chunk closes sooner when ``chunk_within_s`` passes, so a quiet
+    #: topic is not delayed. The integration tests pin 100 (their crash and kill points are
+    #: placed by chunks of fewer than 150 records).
+    chunk_records: int = 400
     chunk_within_s: float = 1.0
     #: Bytes fetched per partition per request (Faust's default, 1 MiB, is ~40 records of an
     #: 8-GPU node's minute: several round trips to fill one chunk).

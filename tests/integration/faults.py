@@ -135,6 +135,8 @@ class Scenario:
                 str(idle_s),
                 "--stop-timeout-s",
                 "60",
+                "--chunk-records",  # kill points are placed by chunks of < 150 records
+                "100",
             ),
             env=self.env,
             stdout=subprocess.PIPE,

@@ -117,6 +117,10 @@ class Pipeline:
                 "3",
                 "--stop-timeout-s",
                 "60",
+                # the tests' crash and kill points are placed by chunks of fewer than 150
+                # records (the product's default is larger)
+                "--chunk-records",
+                "100",
                 *work,
                 *extra,
             ],
