@@ -31,8 +31,10 @@ Kafka: GPUMETER_KAFKA_BOOTSTRAP (or --bootstrap). ClickHouse: GPUMETER_CLICKHOUS
 The worker never limps on. Exit status (run it under a supervisor that restarts it; restarting
 is always safe, totals stay exact):
   0   stopped on request (SIGTERM, SIGINT, --exit-when-idle)
-  2   invalid configuration or arguments
-  69  the broker could not be reached within --broker-wait-s at start
+  2   invalid configuration or arguments; with --exit-when-idle, also a broker that refuses
+      to show the group's committed offsets (ACL, credentials, version)
+  69  the broker could not be reached within --broker-wait-s at start; with --exit-when-idle,
+      the group's lag could not be read for 120 s
   70  a processor, timer or persistence step raised (nothing of it was committed)
   75  stalled: no progress for --stall-exit-s while records were waiting
   76  a requested stop did not finish within --stop-timeout-s

@@ -21,9 +21,11 @@ A check that fails never counts as caught up. What it does next depends on the f
   ``OSError``) is logged and retried at the next check; if the group could not be read at all
   for ``give_up_s`` (120 s by default), the run ends with exit 69 (UNAVAILABLE): a batch that
   waits for ever on a lag nobody can read is a stuck meter that looks alive;
-- any other error (an ACL refusing DescribeGroups/OffsetFetch on the group, an unsupported
-  broker) cannot pass by waiting: the run ends at once with exit 2 (CONFIG) and says what the
-  worker needs.
+- a refusal by the deployment (an ACL refusing DescribeGroups/OffsetFetch on the group,
+  credentials the broker refuses, an unsupported broker) cannot pass by waiting: the run ends
+  at once with exit 2 (CONFIG) and says what the worker needs;
+- anything else (an unexpected error of the client or of this code) ends the run at once
+  with exit 70 (SOFTWARE).
 """
 
 from __future__ import annotations
@@ -101,12 +103,20 @@ class IdleExit:
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = now
-        if not retriable(exc):
+        if configuration_error(exc):
             self._die(
                 ExitCode.CONFIG,
                 f"--exit-when-idle cannot read the committed offsets of group {self.group!r}: "
                 f"{exc!r}; the worker needs Describe on the group and its topics "
-                "(OffsetFetch, DescribeGroups, ListOffsets)",
+                "(OffsetFetch, DescribeGroups, ListOffsets), credentials the broker accepts, "
+                "and a broker that supports these requests",
+            )
+        elif not retriable(exc):
+            self._die(
+                ExitCode.SOFTWARE,
+                f"--exit-when-idle failed reading group {self.group!r}'s lag: {exc!r} "
+                "(neither a passing broker failure nor a refusal by the broker's "
+                "configuration); the run cannot tell whether every partition was processed",
             )
         elif now - self._failing_since > self._give_up_s:
             self._die(
@@ -117,6 +127,20 @@ class IdleExit:
             )
         else:
             log.warning("cannot read the group's lag (retrying): %r", exc)
+
+
+def configuration_error(exc: BaseException) -> bool:
+    """A refusal that only a change of the deployment fixes: an ACL (authorization), failed
+    SASL credentials, a broker too old for the requests."""
+    from kafka.errors import (
+        AuthorizationError,
+        SaslAuthenticationFailedError,
+        UnsupportedVersionError,
+    )
+
+    return isinstance(
+        exc, AuthorizationError | SaslAuthenticationFailedError | UnsupportedVersionError
+    )
 
 
 def retriable(exc: BaseException) -> bool:

@@ -137,3 +137,41 @@ def test_an_error_that_waiting_cannot_fix_ends_the_run_at_once_naming_the_group(
     run_checks(idle, 1)
     assert stops == [] and [c for c, _ in deaths] == [ExitCode.CONFIG]
     assert "'meter'" in deaths[0][1] and "Describe" in deaths[0][1]
+
+
+@pytest.mark.parametrize(
+    "error",
+    ["SaslAuthenticationFailedError", "UnsupportedVersionError", "TopicAuthorizationFailedError"],
+)
+def test_credentials_acls_and_old_brokers_are_configuration_errors(error: str) -> None:
+    import kafka.errors
+
+    from streams.health import ExitCode
+
+    deaths: list[tuple[ExitCode, str]] = []
+    idle = IdleExit(
+        3, "meter", Lag(getattr(kafka.errors, error)()), die=lambda c, m: deaths.append((c, m))
+    )
+    run_checks(idle, 1)
+    assert [c for c, _ in deaths] == [ExitCode.CONFIG]
+
+
+@pytest.mark.parametrize("error", [ValueError("bug"), "IllegalStateError"])
+def test_an_unexpected_error_ends_the_run_at_once_as_a_software_failure(
+    error: Exception | str,
+) -> None:
+    # given an error that is neither a passing broker failure nor a deployment's refusal
+    import kafka.errors
+
+    from streams.health import ExitCode
+
+    exc = getattr(kafka.errors, error)() if isinstance(error, str) else error
+    deaths: list[tuple[ExitCode, str]] = []
+    stops: list[int] = []
+    idle = IdleExit(
+        3, "meter", Lag(exc), stop=lambda: stops.append(1), die=lambda c, m: deaths.append((c, m))
+    )
+    run_checks(idle, 1)
+    # then the run ends at once with 70 (not 2: no configuration change would fix it)
+    assert stops == [] and [c for c, _ in deaths] == [ExitCode.SOFTWARE]
+    assert "'meter'" in deaths[0][1]
