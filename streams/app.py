@@ -305,7 +305,10 @@ def create_app(
             ):
                 health.chunk_begins()
                 records = source_records(events)
-                persist_or_exit(work_processor.process, records)
+                refused = persist_or_exit(work_processor.process, records)
+                for r in refused:
+                    key, value = rejection_message(r)
+                    await rejected.send(key=key, value=value)
                 progress.done(events)
                 health.chunk_done()
 

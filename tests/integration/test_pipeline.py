@@ -12,6 +12,7 @@ import pytest
 
 from agents.simulator import SimulatedFleet
 from infra.embedded.broker import EmbeddedBroker
+from schemas import topics
 from tests.integration.pipeline import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -181,6 +182,13 @@ def test_work_units_are_validated_stored_once_and_bad_ones_rejected(
     assert (int(total[0]["n"]), int(total[0]["q"])) == (2, 1_500_000)
     rejected = pipeline.sql("SELECT reason FROM usage_rejected FINAL WHERE code = 'invalid_work'")
     assert len(rejected) == 1 and "window_end" in rejected[0]["reason"]
+    # and it is announced on the rejections topic, like a bad usage record
+    announced = [
+        m
+        for m in map(orjson.loads, pipeline.read_raw(topics.REJECTED))
+        if m["topic"] == pipeline.work_topic
+    ]
+    assert [(m["code"], m["offset"]) for m in announced] == [("invalid_work", 3)]
 
 
 def test_late_seconds_merge_into_their_closed_minute_and_are_re_emitted(
