@@ -48,6 +48,16 @@ _JOB_HEADER = (
 )
 
 
+#: After a job preempted in the period (the JSON export's ``"preempted": true``), and the note
+#: under the job table that says what it means for the bill.
+PREEMPTED_MARK = "(preempted)"
+PREEMPTED_NOTE = (
+    "(preempted): the job was preempted by the provider during this period. Unless the "
+    "contract's plan says otherwise (preempted_minimum = charged), no minimum duration was "
+    "applied to it: it is billed for the time it held, in the plan's increments."
+)
+
+
 def money(amount: Decimal, inv: Invoice) -> str:
     return f"{amount:,.{inv.minor_unit}f}"
 
@@ -149,7 +159,7 @@ def story(inv: Invoice) -> list[Any]:
     )
     jobs: list[list[Cell]] = [
         [
-            _JOB_COLS.wrap(0, j.job),
+            _JOB_COLS.wrap(0, f"{j.job} {PREEMPTED_MARK}" if j.preempted else j.job),
             _JOB_COLS.wrap(1, j.gpu_model),
             (j.billing_class,),
             (str(j.gpus),),
@@ -160,6 +170,7 @@ def story(inv: Invoice) -> list[Any]:
         ]
         for j in inv.jobs
     ]
+    preempted = any(j.preempted for j in inv.jobs)
     billed = Decimal(sum(j.billable_seconds for j in inv.jobs)) / 3600
     total: list[Cell] = [("Total",), ("",), ("",), ("",), ("",), ("",)]
     jobs.append([*total, (f"{inv.gpu_hours:,.3f}",), (f"{billed:,.3f}",)])
@@ -183,6 +194,7 @@ def story(inv: Invoice) -> list[Any]:
         Spacer(1, 6 * mm),
         Paragraph("Usage summary by job", _STYLES["Heading3"]),
         job_table if inv.jobs else Paragraph("No metered usage in this period.", _SMALL),
+        *([Spacer(1, 2 * mm), Paragraph(PREEMPTED_NOTE, _SMALL)] if preempted else []),
         Spacer(1, 6 * mm),
         Paragraph(terms, _SMALL),
     ]

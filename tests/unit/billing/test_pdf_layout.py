@@ -172,3 +172,30 @@ def test_long_descriptions_wrap_inside_their_column(tmp_path: Path) -> None:
     holding = [ln for ln in lines if "Part" in ln]
     assert len(holding) > 4  # wrapped in the charges line and in the job row
     assert jobs[0][0] in "\n".join(lines)
+
+
+def test_a_preempted_job_is_marked_and_the_mark_explained(tmp_path: Path) -> None:
+    from billing.pricing import TenantPricing
+    from billing.rating import rate_invoice
+    from tests.unit.billing.builders import JAN
+
+    # given two jobs, one preempted in the period
+    rows = [
+        UsageRow("t", job, "", H100, "g0", START + timedelta(hours=i), 1800)
+        for i, job in enumerate(("kept-job", "spot-job"))
+    ]
+    pricing = TenantPricing.from_pricebook(make_book(), "t", JAN, None)
+    inv = rate_invoice(pricing, "t", JAN, rows, preempted={"spot-job"})
+    text = "\n".join(_pages(export_pdf.write_pdf(inv, tmp_path)))
+    # then the preempted one carries the mark (wrapped under its id in the narrow column), the
+    # other does not, and a note says what it means
+    lines = text.splitlines()
+    mark = [i for i, ln in enumerate(lines) if ln.startswith("(preempted)")]
+    assert len(mark) == 2  # the mark and the note
+    assert lines[mark[0] - 1].startswith("spot-job") and "kept-job (preempted)" not in text
+    assert "preempted by the provider" in " ".join(text.split())
+    # and an invoice without preemptions has no note
+    plain = rate_invoice(pricing, "t", JAN, rows)
+    other = tmp_path / "plain"
+    other.mkdir()
+    assert "preempted" not in "\n".join(_pages(export_pdf.write_pdf(plain, other)))
