@@ -64,6 +64,7 @@ class IdleExit:
         self._task: asyncio.Future[None] | None = None
         self._said = -60.0
         self._failing_since: float | None = None  # first failed read of a failing streak
+        self.stopping = False  # the stop was requested: no further group check
 
     def check(self, *, records: int, last_record_at: float, caught_up_here: bool) -> None:
         """Called every second (the status timer): start a group check once idle here."""
@@ -72,6 +73,7 @@ class IdleExit:
             and time.monotonic() - last_record_at > self.idle_s
             and caught_up_here
             and self._task is None
+            and not self.stopping
         ):
             self._task = asyncio.ensure_future(self._exit_if_group_caught_up())
 
@@ -88,6 +90,9 @@ class IdleExit:
             close = getattr(self._behind, "close", None)
             if close is not None:
                 close()  # the lag readers' connections, before the worker stops
+            # Once: the status timer keeps ticking while the worker shuts down, and a check
+            # then would reopen the readers and signal the stop again.
+            self.stopping = True
             self._stop()
         elif time.monotonic() - self._said >= 30:
             self._said = time.monotonic()

@@ -175,3 +175,16 @@ def test_an_unexpected_error_ends_the_run_at_once_as_a_software_failure(
     # then the run ends at once with 70 (not 2: no configuration change would fix it)
     assert stops == [] and [c for c, _ in deaths] == [ExitCode.SOFTWARE]
     assert "'meter'" in deaths[0][1]
+
+
+def test_once_the_stop_is_requested_no_further_check_runs() -> None:
+    # given a worker idle with its group caught up: the first check requests the stop
+    lag = Lag({}, {})
+    stops: list[int] = []
+    idle = IdleExit(3, "meter", lag, stop=lambda: stops.append(1))
+    run_checks(idle, 1)
+    assert stops == [1] and lag.closed
+    # when the status timer ticks again during the shutdown
+    run_checks(idle, 3)
+    # then the group is not read again (its readers stay closed) and the stop is not repeated
+    assert lag.calls == 1 and stops == [1]
