@@ -181,10 +181,13 @@ def test_once_the_stop_is_requested_no_further_check_runs() -> None:
     # given a worker idle with its group caught up: the first check requests the stop
     lag = Lag({}, {})
     stops: list[int] = []
-    idle = IdleExit(3, "meter", lag, stop=lambda: stops.append(1))
+    deaths: list[object] = []
+    idle = IdleExit(
+        3, "meter", lag, stop=lambda: stops.append(1), die=lambda c, m: deaths.append((c, m))
+    )
     run_checks(idle, 1)
     assert stops == [1] and lag.closed
     # when the status timer ticks again during the shutdown
     run_checks(idle, 3)
     # then the group is not read again (its readers stay closed) and the stop is not repeated
-    assert lag.calls == 1 and stops == [1]
+    assert lag.calls == 1 and stops == [1] and deaths == []
