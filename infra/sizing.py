@@ -3,8 +3,9 @@ fleet of N GPUs. ``python -m infra.sizing 1000 10000 100000`` prints the table t
 infra/OPERATIONS.md shows (a test keeps the two equal).
 
 Every input is a measurement on the development machine (2 shared cores; README "Measured
-here") or a stated policy; the arithmetic is in :func:`plan`. A GPU (or MIG slice) produces one
-sample per second, so a fleet of N GPUs is a steady N GPU-seconds per second.
+here", bench/bench_storage.py) or a stated policy; the arithmetic is in :func:`plan`. A GPU (or
+MIG slice) produces one sample, a device-second, per second (contract v2 carries them as
+per-device frames), so a fleet of N GPUs is a steady N GPU-seconds per second.
 """
 
 from __future__ import annotations
@@ -21,16 +22,26 @@ DAY_S = 86_400
 #: group join dominate; in steady state its per-record cost (~10k records/s, DESIGN) is far
 #: above the need (an NVML record carries 80 samples), so the processor path is the bound.
 WORKER_GPU_SECONDS_PER_S = 49_700
-#: Usage topic, lz4 per record (10 s x 8 GPUs = 80 samples, the NVML agent's default flush):
-#: 40.4 bytes per sample (302.7 as JSON). 60 s records: 30.2. Kafka compresses whole producer
-#: batches, so this is an upper bound.
-KAFKA_BYTES_PER_SAMPLE = 40.4
-#: ClickHouse, compressed, after merges (simulated fleet, 16 GPUs x 6 h through the real
-#: processor and sink): raw archive 31.1 B per sample; ledger 12.9 B per row and 1.008 rows per
-#: GPU-minute (a minute split between two allocations, or allocation and idle, is two rows).
-RAW_BYTES_PER_SAMPLE = 31.1
-LEDGER_BYTES_PER_ROW = 12.9
-LEDGER_ROWS_PER_GPU_MINUTE = 1.008
+# Storage: contract v2, measured 2026-11-29 by `python bench/bench_storage.py` (2 nodes x 8 GPUs
+# x 6 h of `--simulate --shares` records: whole GPUs, 2 shared GPUs and a MIG GPU of 4 slices
+# per node = 22 devices, 475,200 device-seconds; ~40 s on 2 cores). A "sample" is one
+# device-second (a whole GPU, a shared GPU or a MIG slice).
+#: Usage topic, each record lz4-compressed on its own (kafka-python's lz4 codec), records of
+#: 10 s (the NVML agent's default flush): 27.1 bytes per device-second (63.0 as JSON). 60 s
+#: records: 15.2 (37.4 JSON). Kafka compresses whole producer batches, so this is an upper
+#: bound. (v1, per-second samples: 40.4; 30.2 at 60 s.)
+KAFKA_BYTES_PER_SAMPLE = 27.1
+#: ClickHouse, compressed, active parts after OPTIMIZE TABLE ... FINAL (system.parts), the same
+#: records through the real UsageProcessor and LedgerSink on chDB. Raw archive (usage_frames,
+#: one row per frame-minute): 13.1 B per device-second from 10 s records (6.0 rows of 131 B
+#: per device-minute); 11.6 from 60 s records (1.0 row of 693 B). (v1 usage_seconds: 31.1.)
+RAW_BYTES_PER_SAMPLE = 13.1
+#: Ledger (usage_minutely): 315.7 B per row (per-second SM, memory and energy maps: energy 60 %,
+#: SM 20 %, memory 19 %; the v1 figure, 12.9, predates those maps) and 1.232 rows per
+#: device-minute on this mix: whole GPUs 1.005, MIG slices 1.008, shared GPUs 2.249 (one row
+#: per allocation at its share, plus idle). A fleet of whole GPUs only is ~1.005. (v1: 1.008.)
+LEDGER_BYTES_PER_ROW = 315.7
+LEDGER_ROWS_PER_GPU_MINUTE = 1.232
 
 # --- policy ---------------------------------------------------------------------------------
 #: Workers carry 3x the steady load: 1x live plus 2x to drain a backlog of T hours in T/2.

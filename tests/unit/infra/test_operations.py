@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from infra.sizing import WORKER_GPU_SECONDS_PER_S, plan, render_table
+from infra.sizing import RAW_BYTES_PER_SAMPLE, WORKER_GPU_SECONDS_PER_S, plan, render_table
 from tests.unit.infra.conftest import INFRA
 
 
@@ -22,4 +22,4 @@ def test_the_plan_carries_three_times_the_load_and_rebuilds_a_period_within_a_da
         assert p.workers * WORKER_GPU_SECONDS_PER_S >= 3 * gpus and p.workers >= 2
         assert p.partitions % 12 == 0 and p.partitions >= 4 * p.workers
         assert p.rebuild_h <= 24
-        assert math.isclose(p.raw_gb_day, gpus * 86_400 * 31.1 / 1e9)
+        assert math.isclose(p.raw_gb_day, gpus * 86_400 * RAW_BYTES_PER_SAMPLE / 1e9)
