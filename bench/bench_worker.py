@@ -73,7 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", action="store_true", help="also time `gpumeter worker` (Faust)")
     ap.add_argument("--worker-runs", type=int, default=1)
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile: top N")
+    ap.add_argument(
+        "--chunk-records",
+        type=int,
+        default=CHUNK_RECORDS,
+        help=f"records per chunk, in every figure (default {CHUNK_RECORDS}, the worker's)",
+    )
     args = ap.parse_args(argv)
+    chunk = args.chunk_records
 
     from infra.embedded.broker import EmbeddedBroker
     from streams.records import SourceRecord
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(data.records):,} records, {n:,} device-seconds ({args.nodes} nodes x "
         f"{args.gpus} GPUs, {data.devices} devices incl. MIG slices, {seconds} s, "
         f"{args.flush} s per record), {data.bytes / 1e6:.1f} MB JSON "
-        f"(built in {time.perf_counter() - t0:.1f} s)"
+        f"(built in {time.perf_counter() - t0:.1f} s); chunks of {chunk} records"
     )
     topic = "bench.usage"
     rows: list[tuple[str, float, str]] = []
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         rates = []
         for _ in range(args.runs):
             handle, state = floor_handler()
-            dt = asyncio.run(consume(broker.bootstrap, topic, n_records, handle, CHUNK_RECORDS))
+            dt = asyncio.run(consume(broker.bootstrap, topic, n_records, handle, chunk))
             assert state["seconds"] == n, (state["seconds"], n)
             rates.append(n / dt)
         floor = statistics.median(rates)
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             proc, client = processor_for(dsn, f"bench_kafka_{i}")
             c0 = time.process_time()
             handle = processor_handler(proc)
-            dt = asyncio.run(consume(broker.bootstrap, topic, n_records, handle, CHUNK_RECORDS))
+            dt = asyncio.run(consume(broker.bootstrap, topic, n_records, handle, chunk))
             cpus.append(time.process_time() - c0)
             assert proc.stats.new_seconds == n, proc.stats
             assert proc.stats.rejected_records == proc.stats.rejected_samples == 0, proc.stats
@@ -130,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # (b') the processor alone, records already in memory
         recs = [SourceRecord(v, topic, 0, i) for i, (_, v, _) in enumerate(data.records)]
-        chunks = [recs[i : i + CHUNK_RECORDS] for i in range(0, len(recs), CHUNK_RECORDS)]
+        chunks = [recs[i : i + chunk] for i in range(0, len(recs), chunk)]
         rates, stages = [], []
         for i in range(args.runs):
             proc, client = processor_for(dsn, f"bench_mem_{i}")
@@ -167,7 +174,15 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.worker_runs):
                 app_id = f"bench-worker-{os.getpid()}-{i}"
                 results.append(
-                    run_worker(broker.bootstrap, topic, tmp / f"worker-{i}", app_id, 3.0, where)
+                    run_worker(
+                        broker.bootstrap,
+                        topic,
+                        tmp / f"worker-{i}",
+                        app_id,
+                        3.0,
+                        where,
+                        ["--chunk-records", str(chunk)],
+                    )
                 )
             steady = statistics.median(r["steady_rate"] for r in results)
             startup = statistics.median(r["startup_s"] for r in results)

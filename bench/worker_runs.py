@@ -202,13 +202,15 @@ def run_worker(
     app_id: str,
     idle_s: float,
     where: dict[tuple[int, int], int],
+    extra: list[str] | None = None,
 ) -> dict[str, Any]:
-    """``gpumeter worker --exit-when-idle`` over the topic, watched from outside: wall time,
-    start-up (to the first commit) and the steady rate from the first commit to the last."""
+    """``gpumeter worker --exit-when-idle`` (plus ``extra`` arguments) over the topic, watched
+    from outside: wall time, start-up (to the first commit) and the steady rate from the first
+    commit to the last."""
     env = {**os.environ, "GPUMETER_DATA_DIR": str(data_dir)}
     env.pop("GPUMETER_CLICKHOUSE_DSN", None)
     cmd = [sys.executable, "-m", "gpumeter.cli", "worker", "--bootstrap", bootstrap]
-    cmd += ["--app-id", app_id, "--topic", topic, "--exit-when-idle", str(idle_s)]
+    cmd += ["--app-id", app_id, "--topic", topic, "--exit-when-idle", str(idle_s), *(extra or [])]
     watch = CommitWatch(bootstrap, app_id, topic)
     watch.start()
     cpu0 = _children_cpu_s()

@@ -359,6 +359,15 @@ def _make_worker(app: Any, health: Any, **kwargs: Any) -> Any:
     import faust
 
     class Worker(faust.Worker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            # No terminal spinner. Faust's spins on every log record: it sets the root logger
+            # to DEBUG, so each debug call of aiokafka and Faust (several per message sent or
+            # fetched) built a record and ran handlers that dropped it. Measured with py-spy:
+            # a fifth of the worker's main thread, as much as counting. The root logger keeps
+            # the level given (WARNING, or INFO with --verbose).
+            self.spinner = None
+            super().on_setup_root_logger(logger, level)
+
         def _on_sigterm(self) -> None:
             _stop_requested(health)
             super()._on_sigterm()
