@@ -33,6 +33,7 @@ from schemas.frame import WHOLE
 from streams.backpressure import process_with_backpressure
 from streams.consumer import ConsumerCheck, Progress
 from streams.health import ExitCode, Health, fatal
+from streams.partitioner import CachedPartitioner
 from streams.preemption import PreemptionProcessor
 from streams.processor import UsageProcessor
 from streams.records import RejectedRecord, SourceRecord
@@ -234,6 +235,7 @@ def create_app(
         broker_commit_interval=config.commit_interval_s,
         producer_compression_type="lz4",
         producer_linger=config.producer_linger_s,
+        producer_partitioner=CachedPartitioner(),
         consumer_max_fetch_size=config.fetch_bytes,
     )
     if config.datadir is not None:
