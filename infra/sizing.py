@@ -17,11 +17,12 @@ from dataclasses import dataclass
 DAY_S = 86_400
 
 # --- measured -------------------------------------------------------------------------------
-#: One worker, processor path (aiokafka -> validate -> count -> ClickHouse): README "Measured
-#: here". The full Faust worker measured ~9,500/s on a 115k-sample topic where start-up and the
-#: group join dominate; in steady state its per-record cost (~10k records/s, DESIGN) is far
-#: above the need (an NVML record carries 80 samples), so the processor path is the bound.
-WORKER_GPU_SECONDS_PER_S = 49_700
+#: One ``gpumeter worker`` process, steady state, contract v2 records (Faust, broker -> validate
+#: -> count -> ClickHouse, committed), 400-record chunks (the default): 70,000-92,000 GPU-s/s
+#: in 24 h replays of 4 nodes x 8 GPUs (44 devices) on 2 shared cores, embedded chDB in the
+#: same process (``python bench/bench_worker.py --worker --hours 24 --runs 1 --worker-runs 2``,
+#: 2026-11-29). The lower figure is used.
+WORKER_GPU_SECONDS_PER_S = 70_000
 # Storage: contract v2, measured 2026-11-29 by `python bench/bench_storage.py` (2 nodes x 8 GPUs
 # x 6 h of `--simulate --shares` records: whole GPUs, 2 shared GPUs and a MIG GPU of 4 slices
 # per node = 22 devices, 475,200 device-seconds; ~40 s on 2 cores). A "sample" is one
