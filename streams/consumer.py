@@ -189,12 +189,9 @@ class ConsumerCheck:
         health = self.health
         health.loop_tick()
         app = self.app
+        self._fail_if_crashed()
         if self._stopping():
             return
-        for svc in (app, app.consumer, app.producer):
-            reason = getattr(svc, "crash_reason", None)
-            if reason is not None:
-                fatal(ExitCode.SOFTWARE, f"{type(svc).__name__} crashed: {reason!r:.300}")
         if getattr(app, "rebalancing", False):
             # Faust is revoking or assigning: positions are about to be reset to the committed
             # offsets, so neither measure nor rewind now (a seek here could be undone by the
@@ -217,6 +214,7 @@ class ConsumerCheck:
             log.debug("consumer check skipped: %r", exc)
             return
         except Exception as exc:
+            self._fail_if_crashed()  # a crash stops services too: never taken for a shutdown
             if self._stopping():
                 # The worker is shutting down (--exit-when-idle, SIGTERM): Faust stops the
                 # consumer's thread and closes its loop while this timer may still be inside
@@ -227,6 +225,14 @@ class ConsumerCheck:
                 return
             raise
         health.observe_lag(lags)
+
+    def _fail_if_crashed(self) -> None:
+        """A Faust service that crashed ends the worker (it would otherwise look alive)."""
+        app = self.app
+        for svc in (app, app.consumer, app.producer, getattr(app.consumer, "_thread", None)):
+            reason = getattr(svc, "crash_reason", None)
+            if reason is not None:
+                fatal(ExitCode.SOFTWARE, f"{type(svc).__name__} crashed: {reason!r:.300}")
 
     def _stopping(self) -> bool:
         """The app, its consumer or the consumer's thread has begun to stop."""

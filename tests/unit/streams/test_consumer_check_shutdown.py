@@ -80,3 +80,40 @@ def test_the_same_error_while_running_is_raised_so_the_worker_ends() -> None:
     # then the check raises (``guarded`` turns it into exit 70)
     with pytest.raises(RuntimeError, match="Event loop is closed"):
         asyncio.run(check.run())
+
+
+class Exited(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("during_call", [False, True])
+def test_a_crashed_consumer_thread_is_not_taken_for_a_shutdown(
+    monkeypatch: pytest.MonkeyPatch, during_call: bool
+) -> None:
+    # given a consumer thread that crashed (mode stops a crashed service: should_stop is true)
+    import streams.consumer
+
+    deaths: list[str] = []
+
+    def fake_fatal(code: object, message: str, **_: object) -> None:
+        deaths.append(message)
+        raise Exited  # the real one never returns
+
+    monkeypatch.setattr(streams.consumer, "fatal", fake_fatal)
+    check = check_with(app_stopping=False, thread_stopping=not during_call)
+    thread = check.app.consumer._thread  # type: ignore[attr-defined]
+    if during_call:  # the crash happens while the check waits in position()
+        consumer = check.app.consumer
+
+        async def crash(tp: Any) -> int:
+            thread.should_stop = True
+            thread.crash_reason = RuntimeError("fetcher died")
+            raise RuntimeError("Event loop is closed")
+
+        consumer.position = crash  # type: ignore[method-assign]
+    else:
+        thread.crash_reason = RuntimeError("fetcher died")
+    # then the worker ends (exit 70), naming the crash
+    with pytest.raises(Exited):
+        asyncio.run(check.run())
+    assert deaths and "crashed" in deaths[0] and "fetcher died" in deaths[0]
