@@ -36,6 +36,7 @@ from streams.health import ExitCode, Health, fatal
 from streams.partitioner import CachedPartitioner
 from streams.preemption import PreemptionProcessor
 from streams.processor import UsageProcessor
+from streams.publish import DerivedPublisher
 from streams.records import RejectedRecord, SourceRecord
 from streams.work import WorkProcessor
 
@@ -223,6 +224,7 @@ def create_app(
     preemption_processor: PreemptionProcessor | None = None,
 ) -> faust.App:
     health = health or Health(stall_after_s=120.0)
+    partitioner = CachedPartitioner()
     options: dict[str, Any] = dict(
         broker=broker_url(config.bootstrap),
         store="memory://",
@@ -235,7 +237,7 @@ def create_app(
         broker_commit_interval=config.commit_interval_s,
         producer_compression_type="lz4",
         producer_linger=config.producer_linger_s,
-        producer_partitioner=CachedPartitioner(),
+        producer_partitioner=partitioner,
         consumer_max_fetch_size=config.fetch_bytes,
     )
     if config.datadir is not None:
@@ -244,15 +246,6 @@ def create_app(
     app = faust.App(config.app_id, **options)
     usage = app.topic(
         config.usage_topic,
-        value_serializer="raw",
-        key_serializer="raw",
-        partitions=config.partitions,
-    )
-    rejected = app.topic(
-        config.rejected_topic, value_serializer="raw", key_serializer="raw", partitions=1
-    )
-    minutely = app.topic(
-        config.minutely_topic,
         value_serializer="raw",
         key_serializer="raw",
         partitions=config.partitions,
@@ -274,6 +267,16 @@ def create_app(
     async def _shutdown(sender: object, **kwargs: object) -> None:
         await check.probe.stop()
 
+    # derived messages: a batch per partition on Faust's own producer (streams/publish.py)
+    # (aiokafka's producer under Faust's: Faust's own API sends one message at a time)
+    publisher = DerivedPublisher(
+        lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+        partitioner,
+    )
+
+    async def send_rejections(records: Sequence[RejectedRecord]) -> None:
+        await publisher.send(config.rejected_topic, list(map(rejection_message, records)))
+
     async def usage_body(stream: faust.StreamT) -> None:
         async for events in stream.take_events(  # type: ignore[attr-defined]  # not in faust's StreamT
             config.chunk_records, within=config.chunk_within_s
@@ -283,12 +286,8 @@ def create_app(
             output = persist_or_exit(processor.process, records)
             if on_chunk:
                 on_chunk(processor)
-            for r in output.rejected:
-                key, value = rejection_message(r)
-                await rejected.send(key=key, value=value)
-            for row in output.closed:
-                key, value = minutely_message(row)
-                await minutely.send(key=key, value=value)
+            await send_rejections(output.rejected)
+            await publisher.send(config.minutely_topic, list(map(minutely_message, output.closed)))
             progress.done(events)
             health.chunk_done()
 
@@ -308,9 +307,7 @@ def create_app(
                 health.chunk_begins()
                 records = source_records(events)
                 refused = persist_or_exit(work_processor.process, records)
-                for r in refused:
-                    key, value = rejection_message(r)
-                    await rejected.send(key=key, value=value)
+                await send_rejections(refused)
                 progress.done(events)
                 health.chunk_done()
 
@@ -328,9 +325,7 @@ def create_app(
                 health.chunk_begins()
                 records = source_records(events)
                 output = persist_or_exit(preemption_processor.process, records)
-                for r in output:
-                    key, value = rejection_message(r)
-                    await rejected.send(key=key, value=value)
+                await send_rejections(output)
                 progress.done(events)
                 health.chunk_done()
 
