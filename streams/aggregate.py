@@ -46,6 +46,8 @@ counted in its own minute and re-emitted as a correction, never dropped.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from itertools import repeat
+from operator import mul
 from sys import intern
 
 from schemas.frame import Frame
@@ -61,6 +63,7 @@ from streams.minute_state import (
     GpuMinute,
     GpuMinuteKey,
     MinuteRow,
+    Piece,
     RowKey,
     SecondReadings,
     active_mask_of,
@@ -228,14 +231,14 @@ class Aggregator:
                 gm.counted |= take
                 # the frame's readings for the taken seconds, once for every row of the claim
                 if energy is None:
-                    energy = [round(e * 1000) for e in f.energy_j]
+                    energy = list(map(round, map(mul, f.energy_j, repeat(1000))))
                     active = active_mask_of(f.sm_util)
                 off = minute - start  # frame index = second of minute + off
                 act = (active >> off if off >= 0 else active << -off) & take
-                if take == span:
+                readings: dict[int, SecondReadings] | None = None
+                if take == span:  # the usual case: the frame's slice, no object per second
                     i0, i1 = lo - start, hi - start
-                    values = zip(f.sm_util[i0:i1], f.mem_util[i0:i1], energy[i0:i1], strict=True)
-                    readings = dict(zip(range(lo - minute, hi - minute), values, strict=True))
+                    piece: Piece = (lo - minute, f.sm_util[i0:i1], f.mem_util[i0:i1], energy[i0:i1])
                     peak = max(f.mem_used[i0:i1])
                 else:
                     idx = bits_of(take)
@@ -264,12 +267,22 @@ class Aggregator:
                         row = self._restore(gm, row)
                     row.claimed_mask |= take
                     row.claimed_active |= act
-                    if row.readings:
-                        row.readings.update(readings)
+                    if readings is None and not again:  # seconds new to the row, a slice
+                        row.pending += (piece,)
                     else:
-                        row.readings = readings.copy()
-                    if again:
-                        pin_readings(row, again)
+                        held = row.settle()
+                        if readings is None:
+                            first, sms, mems, energies = piece
+                            seconds = range(first, first + len(sms))
+                            readings = dict(
+                                zip(seconds, zip(sms, mems, energies, strict=True), strict=True)
+                            )
+                        if held:
+                            held.update(readings)
+                        else:
+                            row.readings = readings.copy()
+                        if again:
+                            pin_readings(row, again)
                     if peak > row.peak_mem_used:
                         row.peak_mem_used = peak
                     dirty_add((gkey, rkey))
@@ -337,7 +350,7 @@ class Aggregator:
         n = 0
         for gm, rkey in self._written:
             row = gm.rows.get(rkey)
-            if row is not None and row.readings:
+            if row is not None and row.holds_readings:
                 gm.rows[rkey] = row.forgotten()
                 n += 1
         self._written.clear()

@@ -169,7 +169,7 @@ def release(
                 row.allocation,
                 row.node_id,
                 row.billing_class,
-                row.readings.get(second),
+                row.settle().get(second),
                 w_share,
                 row.share_milli,
             )

@@ -29,6 +29,10 @@ IDLE_ALLOCATION: Allocation = (IDLE_TENANT, "")
 
 #: One counted second's device readings: (SM utilization %, memory utilization %, energy mJ).
 SecondReadings = tuple[float, float, int]
+#: Readings of consecutive seconds, column-wise as a frame holds them: (the first second's
+#: index in the minute, SM utilization %, memory utilization %, energy mJ). The aggregator keeps
+#: a frame's slice so, without a Python object per second (see :attr:`MinuteRow.pending`).
+Piece = tuple[int, Sequence[float], Sequence[float], Sequence[int]]
 
 
 @dataclass(slots=True)
@@ -78,6 +82,26 @@ class MinuteRow:
     # memory only: readings that replaced a held second's earlier reading (rare: a winning
     # claim sharing this row); the ledger keeps the max of both, a restore needs this one
     pinned: dict[int, SecondReadings] | None = None
+    # memory only: readings of new seconds not yet folded into ``readings``, in the order they
+    # were added, of seconds ``readings`` does not hold (:meth:`settle` folds them in). The
+    # common path (a frame's whole span, seconds new to the row) keeps its slices here, and the
+    # ledger's columns and the sums are taken from them directly. Never mutated in place: a
+    # copy of the row (``dataclasses.replace``) shares it safely.
+    pending: tuple[Piece, ...] = ()
+
+    def settle(self) -> dict[int, SecondReadings]:
+        """``readings`` with the pending pieces folded in, in the order they were added."""
+        if self.pending:
+            readings = self.readings
+            for first, sm, mem, energy in self.pending:
+                seconds = range(first, first + len(sm))
+                readings.update(zip(seconds, zip(sm, mem, energy, strict=True), strict=True))
+            self.pending = ()
+        return self.readings
+
+    @property
+    def holds_readings(self) -> bool:
+        return bool(self.readings) or bool(self.pending)
 
     @property
     def seconds_mask(self) -> int:
@@ -112,16 +136,18 @@ class MinuteRow:
         # reduce(add) is exactly that loop, at C speed
         if not self.released_mask:  # every reading is of a held second (the usual case)
             values = self.readings.values()
-            if not values:
-                return sm, mem, int(energy)
-            sms, mems, energies = zip(*values, strict=True)
-            return (
-                reduce(add, sms, sm),
-                reduce(add, mems, mem),
-                int(reduce(add, energies, energy)),
-            )
+            if values:
+                sms, mems, energies = zip(*values, strict=True)
+                sm = reduce(add, sms, sm)
+                mem = reduce(add, mems, mem)
+                energy = reduce(add, energies, energy)
+            for _, p_sm, p_mem, p_energy in self.pending:  # after ``readings``: their order
+                sm = reduce(add, p_sm, sm)
+                mem = reduce(add, p_mem, mem)
+                energy = reduce(add, p_energy, energy)
+            return sm, mem, int(energy)
         mask = self.seconds_mask
-        for s, (a, b, c) in self.readings.items():
+        for s, (a, b, c) in self.settle().items():
             if mask >> s & 1:
                 sm += a
                 mem += b
@@ -187,7 +213,8 @@ class MinuteRow:
         self.claimed_mask |= other.claimed_mask
         self.released_mask |= other.released_mask
         self.claimed_active |= other.claimed_active
-        for second, r in other.readings.items():
+        self.settle()
+        for second, r in other.settle().items():
             mine = self.readings.get(second)
             self.readings[second] = r if mine is None else max(mine, r)
         self.peak_mem_used = max(self.peak_mem_used, other.peak_mem_used)
@@ -285,7 +312,7 @@ def pin_readings(row: MinuteRow, seconds: int) -> None:
     """Seconds whose reading a later claim replaced keep it in memory (``row.pinned``): the
     ledger merges both readings (max by second), and a restore must give this one."""
     pinned = dict(row.pinned) if row.pinned else {}
-    readings = row.readings
+    readings = row.settle()
     for s in bits_of(seconds):
         pinned[s] = readings[s]
     row.pinned = pinned
@@ -305,6 +332,7 @@ def restore_readings(row: MinuteRow, stored: dict[int, SecondReadings]) -> Minut
     in the row itself (so the caller's reference stays good): its sums are then taken from the
     readings again. Readings the ledger does not hold (a write lost on the way) stay missing."""
     dropped = row.dropped_mask
+    row.settle()
     back = {s: stored[s] for s in sorted(stored) if dropped >> s & 1}
     if row.pinned:  # the ledger merged the old and new readings of these: take the new
         for s, newer in row.pinned.items():

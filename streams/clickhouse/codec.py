@@ -24,12 +24,23 @@ def ledger_columns(rows: Sequence[MinuteRow]) -> list[list[Any]]:
     """The ledger's stored columns (``LEDGER_COLUMNS`` order) for rows of union state."""
     maps_sm, maps_mem, maps_energy = [], [], []
     for r in rows:
-        readings = r.readings
-        seconds = list(readings)  # maxMap needs no order
-        if seconds:
-            sm, mem, energy = zip(*readings.values(), strict=True)
+        readings, pending = r.readings, r.pending
+        sm: Sequence[float]
+        mem: Sequence[float]
+        energy: Sequence[int]
+        if not readings and len(pending) == 1:  # the usual row: one slice of a frame
+            first, sm, mem, energy = pending[0]
+            seconds = list(range(first, first + len(sm)))
         else:
-            sm = mem = energy = ()
+            seconds = list(readings)  # maxMap needs no order
+            sm, mem, energy = [], [], []
+            if seconds:
+                sm, mem, energy = (list(c) for c in zip(*readings.values(), strict=True))
+            for first, sms, mems, energies in pending:
+                seconds.extend(range(first, first + len(sms)))
+                sm.extend(sms)
+                mem.extend(mems)
+                energy.extend(energies)
         maps_sm.append((seconds, sm))
         maps_mem.append((seconds, mem))
         maps_energy.append((seconds, energy))

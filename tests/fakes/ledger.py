@@ -117,4 +117,4 @@ class ReplacingLedger(FakeLedger):
 
 
 def copy_row(r: MinuteRow) -> MinuteRow:
-    return dataclasses.replace(r, readings=dict(r.readings))
+    return dataclasses.replace(r, readings=dict(r.settle()))
