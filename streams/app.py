@@ -157,6 +157,8 @@ def _short(text: str, limit: int = REJECTION_REASON_CHARS) -> str:
 
 def _valid_text(text: str) -> str:
     """Text that encodes as UTF-8 (lone surrogates, which JSON allows, become ``\\udxxx``)."""
+    if text.isascii():  # the usual id: nothing to replace, no copy
+        return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
