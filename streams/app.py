@@ -64,11 +64,12 @@ class WorkerConfig:
     #: Records per chunk (one validate-count-persist pass, one set of ClickHouse inserts and
     #: ledger reads): those cost about the same whatever the chunk's size, and Faust fetches
     #: nothing while a chunk is processed, so larger chunks spread both over more GPU-seconds
-    #: (``gpumeter worker`` on bench/bench_worker.py's 6 h, steady: 100 records 56k GPU-s/s,
-    #: 200 72-88k, 400 89k). A chunk closes sooner when ``chunk_within_s`` passes, so a quiet
-    #: topic is not delayed. The integration tests pin 100 (their crash and kill points are
-    #: placed by chunks of fewer than 150 records).
-    chunk_records: int = 400
+    #: (``gpumeter worker`` on bench/bench_worker.py's 12 h replay, steady, interleaved runs:
+    #: 400 records 135-143k GPU-s/s, 800 169-176k with a fifth less CPU; on 24 h, 1600 was
+    #: slower again, 135k against 176k). A chunk closes sooner when ``chunk_within_s`` passes,
+    #: so a quiet topic is not delayed. The integration tests pin 100 (their crash and kill
+    #: points are placed by chunks of fewer than 150 records).
+    chunk_records: int = 800
     chunk_within_s: float = 1.0
     #: Bytes fetched per partition per request (Faust's default, 1 MiB, is ~40 records of an
     #: 8-GPU node's minute: several round trips to fill one chunk).
