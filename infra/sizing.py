@@ -18,11 +18,12 @@ DAY_S = 86_400
 
 # --- measured -------------------------------------------------------------------------------
 #: One ``gpumeter worker`` process, steady state, contract v2 records (Faust, broker -> validate
-#: -> count -> ClickHouse, committed), 400-record chunks (the default): 70,000-92,000 GPU-s/s
-#: in 24 h replays of 4 nodes x 8 GPUs (44 devices) on 2 shared cores, embedded chDB in the
-#: same process (``python bench/bench_worker.py --worker --hours 24 --runs 1 --worker-runs 2``,
-#: 2026-11-29). The lower figure is used.
-WORKER_GPU_SECONDS_PER_S = 70_000
+#: -> count -> ClickHouse, committed), 800-record chunks (the default): 151,703 GPU-s/s in a 24 h
+#: replay of 4 nodes x 8 GPUs (44 devices) on 2 shared cores, embedded chDB in the same process
+#: (``python bench/bench_worker.py --worker --hours 24 --runs 1 --worker-runs 2``, median of 2
+#: worker runs; 12 h replays in interleaved runs the same day: 169,000-176,000), 2026-11-29.
+#: Rounded down.
+WORKER_GPU_SECONDS_PER_S = 150_000
 # Storage: contract v2, measured 2026-11-29 by `python bench/bench_storage.py` (2 nodes x 8 GPUs
 # x 6 h of `--simulate --shares` records: whole GPUs, 2 shared GPUs and a MIG GPU of 4 slices
 # per node = 22 devices, 475,200 device-seconds; ~40 s on 2 cores). A "sample" is one
