@@ -4,6 +4,7 @@ once and in order; a batch that is not delivered is reported, never dropped sile
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -34,15 +35,17 @@ async def _publish_and_read(bootstrap: str, topic: str, chunks: list[list[tuple[
     )
     await consumer.start()
     got: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+    stamps: list[int] = []
     want = sum(len(c) for c in chunks)
     try:
         while sum(len(v) for v in got.values()) < want:
             batch = await asyncio.wait_for(consumer.getmany(timeout_ms=1000), 30)
             for tp, msgs in batch.items():
                 got[tp.partition].extend((m.key, m.value) for m in msgs)
+                stamps.extend(m.timestamp for m in msgs)
     finally:
         await consumer.stop()
-    return got, failures, publisher
+    return got, failures, publisher, stamps
 
 
 def test_every_message_lands_once_where_the_default_partitioner_puts_it(
@@ -56,7 +59,10 @@ def test_every_message_lands_once_where_the_default_partitioner_puts_it(
         ]
         for c in range(3)
     ]
-    got, failures, publisher = asyncio.run(_publish_and_read(broker.bootstrap, topic, chunks))
+    sent_ms = time.time() * 1000
+    got, failures, publisher, stamps = asyncio.run(
+        _publish_and_read(broker.bootstrap, topic, chunks)
+    )
     assert failures == []
     parts = [0, 1, 2, 3]
     expected: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
@@ -66,6 +72,8 @@ def test_every_message_lands_once_where_the_default_partitioner_puts_it(
     assert dict(got) == dict(expected)  # each once, on its partition, in the order sent
     assert publisher.messages == 450
     assert publisher.batches > 4 * 3  # 2 KB batches: more than one per partition and chunk
+    # stamped with the time they were sent (time-based retention applies to the topic)
+    assert all(sent_ms - 1000 <= ms <= time.time() * 1000 + 1000 for ms in stamps)
 
 
 class _FailingProducer:
