@@ -51,7 +51,7 @@ from operator import mul
 from sys import intern
 
 from schemas.frame import Frame
-from streams.conflict_rule import claim_of, contest, displace_parent
+from streams.conflict_rule import Claim, claim_of, contest, displace_parent
 from streams.minute_close import close_ready, evict_closed
 from streams.minute_state import (
     AddResult,
@@ -88,6 +88,9 @@ __all__ = [
 ]
 
 
+#: Claims remembered (one per distinct allocation set) before the memory is dropped and refilled.
+MAX_CLAIMS = 100_000
+
 #: Reads the ledger's rows of physical GPU-minutes (the sink's ``load``).
 Reload = Callable[[set[GpuGroupKey]], Iterable[MinuteRow]]
 
@@ -108,6 +111,8 @@ class Aggregator:
         # the newest watermark has passed, not at the whole state on every chunk.
         self._by_minute: dict[int, set[GpuGroupKey]] = {}
         self._open: dict[int, set[GpuGroupKey]] = {}
+        # claims by (tenant, job, share, billing class) of each allocation (claim_of's input)
+        self._claims: dict[tuple[tuple[str, str, int, str | None], ...], Claim] = {}
 
     # -- state loading ---------------------------------------------------------------------
     def missing(self, frames: Iterable[Frame]) -> set[GpuGroupKey]:
@@ -179,13 +184,21 @@ class Aggregator:
         # copy of its ids instead of holding each record's (a few hundred bytes per row).
         node_id = intern(node_id)
         newest = self._watermark.get(node_id, 0)
+        claims = self._claims
         for f in frames:
             start, end = f.start, f.end
             if end <= start:
                 continue
             gpu = intern(f.gpu_uuid)
             mig = intern(f.mig_uuid) if f.mig_uuid else ""
-            claim = claim_of(f)
+            # a device's allocations repeat frame after frame: their claim is built once
+            allocations = f.allocations
+            ckey = tuple([(s.tenant, s.job, s.milli, s.billing_class) for s in allocations])
+            claim = claims.get(ckey)
+            if claim is None:
+                if len(claims) >= MAX_CLAIMS:
+                    claims.clear()
+                claim = claims[ckey] = claim_of(f)
             keys = claim.keys
             energy: list[int] | None = None
             active = -1

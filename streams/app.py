@@ -190,21 +190,24 @@ def rejection_message(r: RejectedRecord) -> tuple[bytes, bytes]:
 
 def minutely_message(row: Any) -> tuple[bytes, bytes]:
     sm_util_sum, mem_util_sum, device_energy_mj = row.sums()
-    return _valid_text(row.gpu_uuid).encode(), orjson.dumps(
+    held = row.claimed_mask & ~row.released_mask  # MinuteRow.seconds_mask, taken once
+    seconds = held.bit_count()
+    gpu = _valid_text(row.gpu_uuid)
+    return gpu.encode(), orjson.dumps(
         {
             "minute": row.minute,
             "tenant": _opt_text(row.tenant),
             "job": _opt_text(row.job),
             "billing_class": _opt_text(row.billing_class),
-            "gpu_uuid": _valid_text(row.gpu_uuid),
+            "gpu_uuid": gpu,
             "mig_uuid": _opt_text(row.mig_uuid),
             "gpu_model": _opt_text(row.gpu_model),
             "node_id": _opt_text(row.node_id),
             "share_milli": row.share_milli,  # 1..1000 (contract v2: shared GPUs)
-            "seconds_mask": row.seconds_mask,
-            "gpu_seconds": row.gpu_seconds,
-            "gpu_milli_seconds": row.gpu_milli_seconds,
-            "active_seconds": row.active_seconds,
+            "seconds_mask": held,
+            "gpu_seconds": seconds,
+            "gpu_milli_seconds": seconds * row.share_milli,
+            "active_seconds": (row.claimed_active & held).bit_count(),
             "sm_util_sum": sm_util_sum,
             "mem_util_sum": mem_util_sum,
             "energy_mj": device_energy_mj * row.share_milli // WHOLE,  # the row's share
