@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import orjson
 
@@ -141,18 +142,24 @@ def frame_wire(f: Frame) -> dict[str, object]:
         "gpu_model": f.gpu_model,
         "start": f.start,
         "allocations": [_share_wire(s) for s in f.allocations],
-        "sm_util": list(f.sm_util),
-        "mem_util": list(f.mem_util),
-        "mem_used": list(f.mem_used),
+        "sm_util": _listed(f.sm_util),
+        "mem_util": _listed(f.mem_util),
+        "mem_used": _listed(f.mem_used),
         "mem_total": f.mem_total,
-        "power_w": list(f.power_w),
-        "energy_j": list(f.energy_j),
+        "power_w": _listed(f.power_w),
+        "energy_j": _listed(f.energy_j),
     }
     if f.temp_c is not None:
-        doc["temp_c"] = list(f.temp_c)
+        doc["temp_c"] = _listed(f.temp_c)
     if f.flags:
         doc["flags"] = [{"index": i, "flags": list(v)} for i, v in sorted(f.flags.items())]
     return doc
+
+
+def _listed(column: Sequence[Any]) -> list[Any]:
+    """A column as a list: the frame's own list when it is one (a parsed or sliced frame's
+    are; the document shares it, so callers only read it), else a copy."""
+    return column if type(column) is list else list(column)
 
 
 def _share_wire(s: Share) -> dict[str, object]:

@@ -46,8 +46,6 @@ counted in its own minute and re-emitted as a correction, never dropped.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from itertools import repeat
-from operator import mul
 from sys import intern
 
 from schemas.frame import Frame
@@ -68,6 +66,7 @@ from streams.minute_state import (
     SecondReadings,
     active_mask_of,
     bits_of,
+    milli_joules,
     pin_readings,
     restore_readings,
     row_order,
@@ -185,7 +184,9 @@ class Aggregator:
         node_id = intern(node_id)
         newest = self._watermark.get(node_id, 0)
         claims = self._claims
-        for f in frames:
+        frames = frames if type(frames) is list else list(frames)
+        record_mj: list[list[int]] | None = None  # every frame's energies, at the first need
+        for i, f in enumerate(frames):
             start, end = f.start, f.end
             if end <= start:
                 continue
@@ -244,7 +245,9 @@ class Aggregator:
                 gm.counted |= take
                 # the frame's readings for the taken seconds, once for every row of the claim
                 if energy is None:
-                    energy = list(map(round, map(mul, f.energy_j, repeat(1000))))
+                    if record_mj is None:
+                        record_mj = milli_joules([g.energy_j for g in frames])
+                    energy = record_mj[i]
                     active = active_mask_of(f.sm_util)
                 off = minute - start  # frame index = second of minute + off
                 act = (active >> off if off >= 0 else active << -off) & take

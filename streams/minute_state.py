@@ -11,11 +11,15 @@ holding a second are exactly one frame's claim.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import reduce
+from itertools import chain
 from operator import add
 from typing import Literal, NamedTuple
+
+import numpy as np
 
 from kernel.names import IDLE_TENANT
 from schemas.frame import WHOLE, Frame
@@ -33,6 +37,23 @@ SecondReadings = tuple[float, float, int]
 #: index in the minute, SM utilization %, memory utilization %, energy mJ). The aggregator keeps
 #: a frame's slice so, without a Python object per second (see :attr:`MinuteRow.pending`).
 Piece = tuple[int, Sequence[float], Sequence[float], Sequence[int]]
+
+
+def milli_joules(columns: Sequence[Sequence[float]]) -> list[list[int]]:
+    """Each column of energies in joules, in millijoules rounded half to even: element for
+    element ``round(e * 1000)`` (what ``energy_map`` stores), for all columns in one numpy
+    pass. ``round`` per element cost ~0.2 us, a few per cent of a device-second's processing.
+    Exact for validated energies: ``e * 1000`` is the same double in numpy (an integer ``e``
+    is far below 2**53 / 1000), and ``rint`` rounds half to even as ``round`` does."""
+    joules = np.frombuffer(array("d", list(chain.from_iterable(columns))), dtype=np.float64)
+    flat: list[int] = np.rint(joules * 1000.0).astype(np.int64).tolist()
+    out = []
+    at = 0
+    for column in columns:
+        n = len(column)
+        out.append(flat[at : at + n])
+        at += n
+    return out
 
 
 @dataclass(slots=True)
@@ -131,20 +152,21 @@ class MinuteRow:
         """(SM utilization sum, memory utilization sum, device energy mJ) over the counted
         seconds, in one pass (what a closed minute's message carries)."""
         sm, mem, energy = self.dropped_sm, self.dropped_mem, self.dropped_energy
-        # left to right, one addition at a time (not sum(): 3.12 compensates, so the float
-        # would depend on the Python version and differ from the sums already emitted);
-        # reduce(add) is exactly that loop, at C speed
+        # floats left to right, one addition at a time (not sum(): 3.12 compensates, so the
+        # float would depend on the Python version and differ from the sums already emitted);
+        # reduce(add) is exactly that loop, at C speed. Energies are integers (mJ): sum() is
+        # exact in any order, and faster.
         if not self.released_mask:  # every reading is of a held second (the usual case)
             values = self.readings.values()
             if values:
                 sms, mems, energies = zip(*values, strict=True)
                 sm = reduce(add, sms, sm)
                 mem = reduce(add, mems, mem)
-                energy = reduce(add, energies, energy)
+                energy = sum(energies, energy)
             for _, p_sm, p_mem, p_energy in self.pending:  # after ``readings``: their order
                 sm = reduce(add, p_sm, sm)
                 mem = reduce(add, p_mem, mem)
-                energy = reduce(add, p_energy, energy)
+                energy = sum(p_energy, energy)
             return sm, mem, int(energy)
         mask = self.seconds_mask
         for s, (a, b, c) in self.settle().items():
