@@ -151,12 +151,26 @@ class Ceiling:
                 if held & mask:
                     raise ValueError("a second counted twice: the ceiling expects none")
                 counted[key] = held | mask
-                where = (o + lo - start, o + hi - start, lo - minute)
-                pieces.append((minute, gpu, mig, mask, f["gpu_model"], nodes[i], shares, f))
-                pieces[-1] += where
+                first, last, second = o + lo - start, o + hi - start, lo - minute
+                model, node = f["gpu_model"], nodes[i]
+                pieces.append((minute, gpu, mig, mask, model, node, shares, f, first, last))
                 for tenant, job, milli in claim:
-                    rows.append((minute, tenant, job, gpu, mig, milli, f["gpu_model"], nodes[i]))
-                    rows[-1] += (mask, *where)
+                    rows.append(
+                        (
+                            minute,
+                            tenant,
+                            job,
+                            gpu,
+                            mig,
+                            milli,
+                            model,
+                            node,
+                            mask,
+                            first,
+                            last,
+                            second,
+                        )
+                    )
         t = self._tick("count", t)
 
         self._ledger(rows, cols)
@@ -270,18 +284,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     tmp = Path(tempfile.mkdtemp(prefix="gpumeter-bench-ceiling-"))
     dsn = f"chdb://{tmp / 'clickhouse'}"
+    records = [SourceRecord(v, "bench", 0, i) for i, v in enumerate(values)]
     floor, processor, ceiling = [], [], []
     steps: list[dict[str, float]] = []
     for run in range(args.runs):
         handle, state = floor_handler()
-        messages = [_Message(v) for v in values]
         t = time.perf_counter()
-        handle(messages)
+        handle(records)  # a SourceRecord has the .value the floor reads from a Kafka message
         floor.append(n / (time.perf_counter() - t))
         _check(state["seconds"] == n, "floor: device-seconds differ from the records'")
 
         proc, client = processor_for(dsn, f"ceiling_proc_{run}")
-        records = [SourceRecord(v, "bench", 0, i) for i, v in enumerate(values)]
         t = time.perf_counter()
         for i in range(0, len(records), args.chunk_records):
             proc.process(records[i : i + args.chunk_records])
@@ -324,15 +337,6 @@ def main(argv: list[str] | None = None) -> int:
 def _check(ok: bool, what: str) -> None:
     if not ok:
         raise SystemExit(f"bench_ceiling: {what}")
-
-
-class _Message:
-    """What the floor's handler reads from an aiokafka message: its value."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: bytes) -> None:
-        self.value = value
 
 
 if __name__ == "__main__":
